@@ -1,0 +1,93 @@
+"""The model card: everything needed to use and judge a run, as plain JSON."""
+
+import platform
+import subprocess
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib import metadata
+
+from core import config, data
+
+LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "scikit-learn", "pillow", "pandas")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=config.REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def describe_path(path) -> str:
+    """A data path relative to the repository when inside it, so cards stay portable."""
+    resolved = config.REPO_ROOT.joinpath(path).resolve()
+    try:
+        return str(resolved.relative_to(config.REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def build_card(run_id, train_config, prepared, scores, timings) -> dict:
+    frame = prepared.dataset.frame
+    return {
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "backbone": train_config.backbone,
+        "image_size": train_config.image_size,
+        "resample": train_config.resample,
+        "weights": train_config.weights,
+        "input": "RGB float values 0-255, shape (N, S, S, 3), whole image resized to S x S",
+        "output": "malignant probability before calibration; apply `calibration` from this card",
+        "tta": train_config.tta,
+        "threshold": {
+            "value": scores.threshold,
+            "rule": train_config.threshold_rule,
+            "target_sensitivity": train_config.target_sensitivity,
+            "chosen_on": "validation split, calibrated probabilities, same TTA setting",
+        },
+        "calibration": scores.calibration,
+        "imbalance": train_config.imbalance,
+        "data": {
+            "source": describe_path(train_config.data_dir),
+            "csv": describe_path(train_config.csv) if train_config.csv else None,
+            "sites": list(train_config.sites),
+            "layout": prepared.dataset.layout,
+            "fingerprint": data.dataset_fingerprint(frame),
+            "n_images": len(frame),
+            "class_balance": {
+                "benign": int((frame["label"] == 0).sum()),
+                "malignant": int((frame["label"] == 1).sum()),
+            },
+        },
+        "split": {
+            "seed": train_config.seed,
+            "fractions": list(train_config.fractions),
+            "group_by": list(prepared.split.group_by),
+            "sizes": prepared.split.sizes(),
+        },
+        "config": asdict(train_config),
+        "metrics": {"test": scores.test_metrics, "val": scores.val_metrics},
+        "ood": {"threshold": scores.ood.threshold, "method": "Mahalanobis distance, PCA-32"},
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "timings": timings,
+        "license": "Trained on CC BY-NC 4.0 images: non-commercial use only.",
+    }

@@ -1,0 +1,32 @@
+"""Paths and defaults, overridable by environment variables.
+
+Nothing here imports TensorFlow, scikit-learn or Streamlit, so any page can read it cheaply.
+"""
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _path_from_env(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser().resolve() if value else default
+
+
+# Trained runs live here: <run_id>/model.keras + card.json. A deployment moves it to
+# persistent storage with DERMO_MODELS_DIR.
+MODELS_DIR = _path_from_env("DERMO_MODELS_DIR", REPO_ROOT / "models")
+# The root that the Train page may read datasets from; the UI never reads outside it.
+DATA_ROOT = _path_from_env("DERMO_DATA_ROOT", REPO_ROOT / "data")
+DB_PATH = _path_from_env("DERMO_DB_PATH", DATA_ROOT / "app.duckdb")
+# Backbone features of the frozen-backbone phase, keyed by image content and backbone.
+CACHE_DIR = _path_from_env("DERMO_CACHE_DIR", REPO_ROOT / ".cache")
+SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+
+ACTIVE_FILE_NAME = "active.json"
+DEFAULT_BACKBONE = "mobilenet_v2"
+DEFAULT_IMAGE_SIZE = 160
+# Images larger than this are refused before decoding (decompression bombs).
+MAX_IMAGE_PIXELS = int(os.environ.get("DERMO_MAX_IMAGE_PIXELS", 50_000_000))
+MAX_UPLOAD_BYTES = int(os.environ.get("DERMO_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))

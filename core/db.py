@@ -1,0 +1,783 @@
+"""DuckDB storage of predictions (the History page) and of trained runs (the Models page).
+
+Ownership rule: one app process owns the database file. DuckDB lets only one process open a
+file for writing, so `open_database` keeps one connection per path for the whole process and
+every call works on its own cursor of that connection (a DuckDB connection is not thread-safe,
+its cursors are). Another process that opens the same file gets `DatabaseBusyError`; such
+processes (the command line, scripts) read the run folders instead, which stay the source of
+truth for runs: the runs, epochs and test_predictions tables are a cache rebuilt from them by
+`Database.ingest_runs`.
+
+Every query is parameterised; the only names written into SQL text are column names taken
+from a whitelist. The schema carries a version number and is migrated when the file is opened,
+after a copy of the older file is kept as `<name>.v<old version>.bak`.
+"""
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import logging
+import re
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import duckdb
+import pandas
+
+from core import config
+
+logger = logging.getLogger(__name__)
+
+LABELS = ("benign", "malignant")
+MAX_PAGE_SIZE = 1000
+MAX_HISTOGRAM_BINS = 1000
+# 2048 rows per vector: the CSV export holds about 100k rows in memory at a time.
+_EXPORT_VECTORS_PER_CHUNK = 50
+_RUN_FILES = ("card.json", "history.csv", "test_predictions.csv")
+
+# Entry i migrates the schema from version i to version i + 1. Append new entries, never edit
+# old ones: existing files were created by them.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE SEQUENCE prediction_id_sequence START 1",
+        """
+        CREATE TABLE predictions (
+            id BIGINT PRIMARY KEY DEFAULT nextval('prediction_id_sequence'),
+            created_at TIMESTAMP NOT NULL,
+            session_id VARCHAR NOT NULL,
+            run_id VARCHAR NOT NULL,
+            file_name VARCHAR NOT NULL,
+            sha256 VARCHAR NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            probability DOUBLE NOT NULL CHECK (probability BETWEEN 0 AND 1),
+            label VARCHAR NOT NULL CHECK (label IN ('benign', 'malignant')),
+            threshold DOUBLE NOT NULL,
+            latency_ms DOUBLE NOT NULL,
+            tta BOOLEAN NOT NULL,
+            ood_score DOUBLE,
+            ood_flag BOOLEAN,
+            confirmed_label VARCHAR CHECK (confirmed_label IN ('benign', 'malignant')),
+            confirmed_diagnosis VARCHAR,
+            confirmed_at TIMESTAMP
+        )
+        """,
+        "CREATE INDEX predictions_sha256 ON predictions (sha256)",
+        "CREATE INDEX predictions_created_at ON predictions (created_at)",
+        """
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMP,
+            backbone VARCHAR,
+            image_size INTEGER,
+            threshold DOUBLE,
+            roc_auc DOUBLE,
+            sensitivity DOUBLE,
+            specificity DOUBLE,
+            n_test INTEGER,
+            card_json VARCHAR NOT NULL,
+            folder VARCHAR NOT NULL,
+            source_mtime_ns BIGINT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE epochs (
+            run_id VARCHAR NOT NULL,
+            phase VARCHAR NOT NULL,
+            epoch INTEGER NOT NULL,
+            loss DOUBLE,
+            auc DOUBLE,
+            val_loss DOUBLE,
+            val_auc DOUBLE,
+            seconds DOUBLE
+        )
+        """,
+        """
+        CREATE TABLE test_predictions (
+            run_id VARCHAR NOT NULL,
+            image_name VARCHAR NOT NULL,
+            label INTEGER NOT NULL,
+            probability DOUBLE NOT NULL,
+            site VARCHAR,
+            source VARCHAR,
+            diagnosis VARCHAR
+        )
+        """,
+    ),
+    # Version 2: small JPEG thumbnails, so the History page can show what was predicted.
+    ("ALTER TABLE predictions ADD COLUMN thumbnail BLOB",),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_INSERT_COLUMNS = (
+    "id, created_at, session_id, run_id, file_name, sha256, width, height, probability, label, "
+    "threshold, latency_ms, tta, ood_score, ood_flag, thumbnail"
+)
+# Everything but the thumbnail: what exports and lookups return.
+_PREDICTION_COLUMNS = (
+    "id, created_at, session_id, run_id, file_name, sha256, width, height, probability, label, "
+    "threshold, latency_ms, tta, ood_score, ood_flag, confirmed_label, confirmed_diagnosis, "
+    "confirmed_at"
+)
+_RUN_COLUMNS = (
+    "run_id, created_at, backbone, image_size, threshold, roc_auc, sensitivity, specificity, "
+    "n_test, card_json, folder, source_mtime_ns"
+)
+_SORTABLE_COLUMNS = frozenset(
+    {
+        "id",
+        "created_at",
+        "session_id",
+        "run_id",
+        "file_name",
+        "probability",
+        "label",
+        "latency_ms",
+        "ood_score",
+        "confirmed_label",
+    }
+)
+_ORDER_PATTERN = re.compile(r"^\s*(\w+)(?:\s+(asc|desc))?\s*$", re.IGNORECASE)
+_EPOCH_COLUMNS = ("phase", "epoch", "loss", "auc", "val_loss", "val_auc", "seconds")
+_TEST_PREDICTION_COLUMNS = ("image_name", "label", "probability", "site", "source", "diagnosis")
+_OPTIONAL_TEST_PREDICTION_COLUMNS = ("site", "source", "diagnosis")
+
+
+class DatabaseBusyError(RuntimeError):
+    """The database file is held by another process (only one process may own it)."""
+
+
+class DatabaseVersionError(RuntimeError):
+    """The database file has a newer schema than this version of the app understands."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionRecord:
+    """One prediction to store; `created_at` None means now."""
+
+    session_id: str
+    run_id: str
+    file_name: str
+    sha256: str
+    width: int
+    height: int
+    probability: float
+    label: str
+    threshold: float
+    latency_ms: float
+    tta: bool
+    ood_score: float | None = None
+    ood_flag: bool | None = None
+    thumbnail: bytes | None = None
+    created_at: datetime.datetime | None = None
+
+    def __post_init__(self) -> None:
+        _check_label(self.label, f"prediction of {self.file_name!r}")
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(
+                f"probability {self.probability!r} of {self.file_name!r} is outside [0, 1]"
+            )
+
+
+@dataclasses.dataclass
+class HistoryFilter:
+    """Which predictions to show; empty tuples and None mean no restriction.
+
+    A `date` bound covers whole UTC days (`end` included); a `datetime` bound is exact (naive
+    values are UTC). `session_id` None means every session.
+    """
+
+    start: datetime.date | datetime.datetime | None = None
+    end: datetime.date | datetime.datetime | None = None
+    run_ids: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    min_probability: float | None = None
+    max_probability: float | None = None
+    file_name_contains: str | None = None
+    session_id: str | None = None
+
+
+_OPEN_DATABASES: dict[Path, "Database"] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def open_database(path: str | Path | None = None) -> "Database":
+    """Return this process's `Database` for `path` (default `config.DB_PATH`), opening it once.
+
+    Raises `DatabaseBusyError` when another process holds the file.
+    """
+    resolved = Path(path if path is not None else config.DB_PATH).expanduser().resolve()
+    with _REGISTRY_LOCK:
+        database = _OPEN_DATABASES.get(resolved)
+        if database is None:
+            database = Database(resolved)
+            _OPEN_DATABASES[resolved] = database
+        return database
+
+
+class Database:
+    """Predictions and runs in one DuckDB file; safe to share between threads.
+
+    Use `open_database` rather than this constructor, so each file is opened once per process.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._connection: duckdb.DuckDBPyConnection | None = _connect(path)
+        # DuckDB resolves concurrent writes optimistically and fails one of two transactions
+        # touching the same rows; writes here are small, so serialising them costs nothing.
+        self._write_lock = threading.Lock()
+        self._ingest_problems: tuple[str, ...] = ()
+        try:
+            _migrate(self._connection, path)
+        except BaseException:
+            self._connection.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection and forget it, so that `open_database` opens the file anew."""
+        with _REGISTRY_LOCK:
+            if _OPEN_DATABASES.get(self.path) is self:
+                del _OPEN_DATABASES[self.path]
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Yield a cursor in a write transaction: committed on success, rolled back on error."""
+        with self._write_lock, self._cursor() as cursor:
+            cursor.begin()
+            try:
+                yield cursor
+            except BaseException:
+                cursor.rollback()
+                raise
+            cursor.commit()
+
+    def insert_predictions(self, records: Sequence[PredictionRecord]) -> list[int]:
+        """Store `records` in one transaction and return their ids, in the same order."""
+        if not records:
+            return []
+        placeholders = _placeholders(len(_INSERT_COLUMNS.split(",")))
+        with self.transaction() as cursor:
+            ids = sorted(
+                row[0]
+                for row in cursor.execute(
+                    "SELECT nextval('prediction_id_sequence') FROM range(?)", [len(records)]
+                ).fetchall()
+            )
+            cursor.executemany(
+                f"INSERT INTO predictions ({_INSERT_COLUMNS}) VALUES ({placeholders})",
+                [_record_row(id_, record) for id_, record in zip(ids, records, strict=True)],
+            )
+        return ids
+
+    def set_confirmed(
+        self,
+        prediction_ids: Sequence[int],
+        label: str | None,
+        diagnosis: str | None = None,
+        session_id: str | None = None,
+    ) -> int:
+        """Record the confirmed outcome (label None clears it); return how many rows changed.
+
+        With `session_id`, only that session's predictions are touched.
+        """
+        if label is not None:
+            _check_label(label, "confirmed label")
+        if not prediction_ids:
+            return 0
+        confirmed_at = _utc_now() if label is not None else None
+        where, parameters = _ids_sql(prediction_ids, session_id)
+        with self.transaction() as cursor:
+            row = cursor.execute(
+                "UPDATE predictions SET confirmed_label = ?, confirmed_diagnosis = ?, "
+                f"confirmed_at = ? WHERE {where}",
+                [label, diagnosis if label is not None else None, confirmed_at, *parameters],
+            ).fetchall()[0]
+        return int(row[0])
+
+    def delete_predictions(
+        self, prediction_ids: Sequence[int], session_id: str | None = None
+    ) -> int:
+        """Delete predictions (only `session_id`'s when given); return how many went."""
+        if not prediction_ids:
+            return 0
+        where, parameters = _ids_sql(prediction_ids, session_id)
+        with self.transaction() as cursor:
+            row = cursor.execute(f"DELETE FROM predictions WHERE {where}", parameters).fetchall()[
+                0
+            ]
+        return int(row[0])
+
+    def query_predictions(
+        self,
+        history_filter: HistoryFilter,
+        page: int = 1,
+        page_size: int = 50,
+        order: str = "created_at DESC",
+    ) -> pandas.DataFrame:
+        """One page (1-based) of the filtered predictions, thumbnails included.
+
+        `order` is "<column> [ASC|DESC]" with a column from a whitelist; ties break on id.
+        """
+        if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(
+                f"page {page} and page_size {page_size} must be >= 1 and in 1..{MAX_PAGE_SIZE}"
+            )
+        where, parameters = _filter_sql(history_filter)
+        return self._frame(
+            f"SELECT {_PREDICTION_COLUMNS}, thumbnail FROM predictions WHERE {where} "
+            f"ORDER BY {_order_sql(order)} LIMIT ? OFFSET ?",
+            [*parameters, page_size, (page - 1) * page_size],
+        )
+
+    def count_predictions(self, history_filter: HistoryFilter) -> int:
+        """How many predictions match the filter."""
+        where, parameters = _filter_sql(history_filter)
+        with self._cursor() as cursor:
+            row = cursor.execute(
+                f"SELECT count(*) FROM predictions WHERE {where}", parameters
+            ).fetchall()[0]
+        return int(row[0])
+
+    def predictions_per_day(self, history_filter: HistoryFilter) -> pandas.DataFrame:
+        """Columns day (UTC date), count, malignant_share (of predicted labels), by day."""
+        where, parameters = _filter_sql(history_filter)
+        return self._frame(
+            "SELECT CAST(created_at AS DATE) AS day, count(*) AS count, "
+            "avg(CAST(label = 'malignant' AS DOUBLE)) AS malignant_share "
+            f"FROM predictions WHERE {where} GROUP BY day ORDER BY day",
+            parameters,
+        )
+
+    def probability_histogram(
+        self, history_filter: HistoryFilter, bins: int = 20
+    ) -> pandas.DataFrame:
+        """Columns run_id, bin_lower, count: non-empty probability bins of width 1/bins."""
+        if not 1 <= bins <= MAX_HISTOGRAM_BINS:
+            raise ValueError(f"bins {bins} must be in 1..{MAX_HISTOGRAM_BINS}")
+        where, parameters = _filter_sql(history_filter)
+        frame = self._frame(
+            # Probability 1.0 belongs to the last bin rather than a bin of its own.
+            "SELECT run_id, least(CAST(floor(probability * ?) AS INTEGER), ? - 1) AS bin, "
+            f"count(*) AS count FROM predictions WHERE {where} "
+            "GROUP BY run_id, bin ORDER BY run_id, bin",
+            [bins, bins, *parameters],
+        )
+        frame.insert(1, "bin_lower", frame.pop("bin") / bins)
+        return frame
+
+    def export_predictions_csv(self, history_filter: HistoryFilter, destination: BinaryIO) -> int:
+        """Write the filtered predictions (no thumbnails) as UTF-8 CSV; return the row count.
+
+        Rows are fetched in chunks, so a million rows never sit in memory at once.
+        """
+        where, parameters = _filter_sql(history_filter)
+        destination.write((_PREDICTION_COLUMNS.replace(" ", "") + "\n").encode("utf-8"))
+        written = 0
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT {_PREDICTION_COLUMNS} FROM predictions WHERE {where} "
+                "ORDER BY created_at, id",
+                parameters,
+            )
+            while not (chunk := cursor.fetch_df_chunk(_EXPORT_VECTORS_PER_CHUNK)).empty:
+                destination.write(chunk.to_csv(index=False, header=False).encode("utf-8"))
+                written += len(chunk)
+        return written
+
+    def predictions_for_hash(
+        self, sha256: str, exclude_ids: Sequence[int] = (), session_id: str | None = None
+    ) -> pandas.DataFrame:
+        """Earlier predictions of the same image content, newest first (no thumbnails)."""
+        conditions = ["sha256 = ?"]
+        parameters: list[Any] = [sha256]
+        if exclude_ids:
+            conditions.append(f"id NOT IN ({_placeholders(len(exclude_ids))})")
+            parameters.extend(exclude_ids)
+        if session_id is not None:
+            conditions.append("session_id = ?")
+            parameters.append(session_id)
+        return self._frame(
+            f"SELECT {_PREDICTION_COLUMNS} FROM predictions WHERE {' AND '.join(conditions)} "
+            "ORDER BY created_at DESC, id DESC",
+            parameters,
+        )
+
+    def same_image_comparisons(
+        self, history_filter: HistoryFilter, limit: int = 100
+    ) -> pandas.DataFrame:
+        """Images predicted by at least two models: one row per image, newest first.
+
+        Columns sha256, file_name, last_at, n_models, then one probability column per run_id
+        (the latest prediction of that model; NaN where a model never saw the image).
+        """
+        where, parameters = _filter_sql(history_filter)
+        long = self._frame(
+            f"""
+            WITH latest AS (
+                SELECT sha256, run_id, arg_max(probability, created_at) AS probability,
+                    arg_max(file_name, created_at) AS file_name, max(created_at) AS last_at
+                FROM predictions WHERE {where} GROUP BY sha256, run_id),
+            compared AS (
+                SELECT sha256, arg_max(file_name, last_at) AS file_name,
+                    max(last_at) AS last_at, count(*) AS n_models
+                FROM latest GROUP BY sha256 HAVING count(*) >= 2
+                ORDER BY last_at DESC, sha256 LIMIT ?)
+            SELECT compared.*, latest.run_id, latest.probability
+            FROM compared JOIN latest USING (sha256)
+            """,
+            [*parameters, limit],
+        )
+        index_columns = ["sha256", "file_name", "last_at", "n_models"]
+        if long.empty:
+            return pandas.DataFrame(columns=index_columns)
+        wide = long.pivot(index=index_columns, columns="run_id", values="probability")
+        wide.columns.name = None
+        return wide.reset_index().sort_values(["last_at", "sha256"], ascending=[False, True])
+
+    def confirmed_outcomes(self, history_filter: HistoryFilter) -> pandas.DataFrame:
+        """Columns run_id, probability, threshold, confirmed_label of confirmed predictions."""
+        where, parameters = _filter_sql(history_filter)
+        return self._frame(
+            "SELECT run_id, probability, threshold, confirmed_label FROM predictions "
+            f"WHERE {where} AND confirmed_label IS NOT NULL ORDER BY created_at, id",
+            parameters,
+        )
+
+    def ingest_runs(self, models_dir: str | Path | None = None) -> int:
+        """Bring the run tables in line with the finished run folders; return how many loaded.
+
+        Folders whose files did not change since the last call are skipped, so calling this
+        on every app start is cheap. Dot-prefixed (unfinished) folders are ignored; broken ones
+        are listed in `ingest_problems` instead of raising. Rows of runs whose folder is gone
+        are deleted.
+        """
+        folders = _run_folders(Path(models_dir if models_dir is not None else config.MODELS_DIR))
+        with self._cursor() as cursor:
+            known = dict(cursor.execute("SELECT run_id, source_mtime_ns FROM runs").fetchall())
+        problems, loaded = [], 0
+        for run_id, folder in sorted(folders.items()):
+            try:
+                modified_ns = _run_modified_ns(folder)
+                if known.get(run_id) == modified_ns:
+                    continue
+                self._store_run(_read_run_folder(folder, modified_ns))
+                loaded += 1
+            except (
+                OSError,
+                ValueError,
+                KeyError,
+                TypeError,
+                AttributeError,
+                duckdb.Error,
+            ) as error:
+                problems.append(f"{folder.name}: {error}")
+        self._delete_runs(sorted(set(known) - set(folders)))
+        self._ingest_problems = tuple(problems)
+        return loaded
+
+    @property
+    def ingest_problems(self) -> tuple[str, ...]:
+        """ "<folder>: <reason>" for each run folder that the last `ingest_runs` could not read."""
+        return self._ingest_problems
+
+    def list_runs(self) -> pandas.DataFrame:
+        """Every ingested run, newest first, card_json included."""
+        return self._frame("SELECT * FROM runs ORDER BY created_at DESC, run_id", [])
+
+    def run_test_predictions(self, run_id: str) -> pandas.DataFrame:
+        """The test-set predictions of one run (empty when unknown)."""
+        return self._frame(
+            "SELECT image_name, label, probability, site, source, diagnosis "
+            "FROM test_predictions WHERE run_id = ? ORDER BY image_name",
+            [run_id],
+        )
+
+    def run_epochs(self, run_id: str) -> pandas.DataFrame:
+        """The training history of one run, head phase first (empty when unknown)."""
+        return self._frame(
+            "SELECT phase, epoch, loss, auc, val_loss, val_auc, seconds FROM epochs "
+            "WHERE run_id = ? ORDER BY CASE phase WHEN 'head' THEN 0 ELSE 1 END, phase, epoch",
+            [run_id],
+        )
+
+    def status(self) -> dict[str, Any]:
+        """path, schema_version, n_runs, n_predictions."""
+        with self._cursor() as cursor:
+            n_runs, n_predictions = cursor.execute(
+                "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM predictions)"
+            ).fetchall()[0]
+            version = _schema_version(cursor)
+        return {
+            "path": str(self.path),
+            "schema_version": version,
+            "n_runs": n_runs,
+            "n_predictions": n_predictions,
+        }
+
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self._connection is None:
+            raise RuntimeError(f"the database {self.path} is closed")
+        with contextlib.closing(self._connection.cursor()) as cursor:
+            yield cursor
+
+    def _frame(self, sql: str, parameters: list[Any]) -> pandas.DataFrame:
+        with self._cursor() as cursor:
+            return cursor.execute(sql, parameters).df()
+
+    def _store_run(self, run: "_RunFolder") -> None:
+        with self.transaction() as cursor:
+            cursor.execute("DELETE FROM epochs WHERE run_id = ?", [run.run_id])
+            cursor.execute("DELETE FROM test_predictions WHERE run_id = ?", [run.run_id])
+            cursor.execute(
+                f"INSERT OR REPLACE INTO runs ({_RUN_COLUMNS}) "
+                f"VALUES ({_placeholders(len(run.run_row))})",
+                list(run.run_row),
+            )
+            for table, frame in (("epochs", run.epochs), ("test_predictions", run.tests)):
+                cursor.register("incoming_rows", frame.assign(run_id=run.run_id))
+                cursor.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
+                cursor.unregister("incoming_rows")
+
+    def _delete_runs(self, run_ids: Sequence[str]) -> None:
+        if not run_ids:
+            return
+        with self.transaction() as cursor:
+            for table in ("runs", "epochs", "test_predictions"):
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE run_id IN ({_placeholders(len(run_ids))})",
+                    list(run_ids),
+                )
+
+
+@dataclasses.dataclass(frozen=True)
+class _RunFolder:
+    run_id: str
+    run_row: tuple[Any, ...]
+    epochs: pandas.DataFrame
+    tests: pandas.DataFrame
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return duckdb.connect(str(path))
+    except duckdb.IOException as error:
+        if "lock" not in str(error).lower():
+            raise
+        pid = re.search(r"PID (\d+)", str(error))
+        holder = f" (pid {pid.group(1)})" if pid else ""
+        raise DatabaseBusyError(
+            f"the database {path} is open in another process{holder}; one app process owns "
+            "the file, other processes read the run folders instead"
+        ) from error
+
+
+def _schema_version(cursor: duckdb.DuckDBPyConnection) -> int:
+    row = cursor.execute("SELECT max(version) FROM schema_version").fetchall()[0]
+    return int(row[0]) if row[0] is not None else 0
+
+
+def _migrate(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
+    connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    version = _schema_version(connection)
+    if version > SCHEMA_VERSION:
+        raise DatabaseVersionError(
+            f"the database {path} has schema version {version}, newer than this app's "
+            f"{SCHEMA_VERSION}; update the app or open another file"
+        )
+    if 0 < version < SCHEMA_VERSION:
+        # Checkpointing first moves the write-ahead log into the file, so the copy is complete.
+        connection.execute("CHECKPOINT")
+        backup = path.with_name(f"{path.name}.v{version}.bak")
+        shutil.copy2(path, backup)
+        logger.info(
+            "migrating %s from schema %d to %d; backup %s", path, version, SCHEMA_VERSION, backup
+        )
+    for next_version in range(version + 1, SCHEMA_VERSION + 1):
+        connection.begin()
+        try:
+            for statement in MIGRATIONS[next_version - 1]:
+                connection.execute(statement)
+            connection.execute("DELETE FROM schema_version")
+            connection.execute("INSERT INTO schema_version VALUES (?)", [next_version])
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join(["?"] * count)
+
+
+def _check_label(label: str, what: str) -> None:
+    if label not in LABELS:
+        raise ValueError(f"{what}: label {label!r} is not one of {LABELS}")
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+def _as_utc_naive(moment: datetime.datetime) -> datetime.datetime:
+    """DuckDB TIMESTAMP columns hold naive UTC; aware values are converted first."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(datetime.UTC).replace(tzinfo=None)
+
+
+def _record_row(prediction_id: int, record: PredictionRecord) -> tuple[Any, ...]:
+    created_at = _as_utc_naive(record.created_at) if record.created_at else _utc_now()
+    return (
+        prediction_id,
+        created_at,
+        record.session_id,
+        record.run_id,
+        record.file_name,
+        record.sha256,
+        record.width,
+        record.height,
+        record.probability,
+        record.label,
+        record.threshold,
+        record.latency_ms,
+        record.tta,
+        record.ood_score,
+        record.ood_flag,
+        record.thumbnail,
+    )
+
+
+def _ids_sql(prediction_ids: Sequence[int], session_id: str | None) -> tuple[str, list[Any]]:
+    where = f"id IN ({_placeholders(len(prediction_ids))})"
+    parameters: list[Any] = [int(id_) for id_ in prediction_ids]
+    if session_id is not None:
+        where += " AND session_id = ?"
+        parameters.append(session_id)
+    return where, parameters
+
+
+def _order_sql(order: str) -> str:
+    match = _ORDER_PATTERN.match(order)
+    if match is None or match.group(1).lower() not in _SORTABLE_COLUMNS:
+        raise ValueError(
+            f"cannot sort by {order!r}; use '<column> ASC|DESC' with a column among "
+            f"{sorted(_SORTABLE_COLUMNS)}"
+        )
+    direction = (match.group(2) or "ASC").upper()
+    return f"{match.group(1).lower()} {direction}, id {direction}"
+
+
+def _check_filter(history_filter: HistoryFilter) -> None:
+    for label in history_filter.labels:
+        _check_label(label, "history filter")
+    if isinstance(history_filter.run_ids, str):
+        raise TypeError(
+            f"run_ids must be a tuple of run ids, not the string {history_filter.run_ids!r}"
+        )
+    bounds = (history_filter.min_probability, history_filter.max_probability)
+    if any(bound is not None and not 0.0 <= bound <= 1.0 for bound in bounds):
+        raise ValueError(f"probability bounds {bounds} must lie in [0, 1]")
+
+
+def _filter_sql(history_filter: HistoryFilter) -> tuple[str, list[Any]]:
+    """The WHERE condition and its parameters; user values only ever travel as parameters."""
+    _check_filter(history_filter)
+    clauses: list[tuple[str, list[Any]]] = []
+    if history_filter.start is not None:
+        clauses.append(("created_at >= ?", [_day_or_moment(history_filter.start, 0)]))
+    if history_filter.end is not None:
+        clauses.append(_end_clause(history_filter.end))
+    for column, values in (("run_id", history_filter.run_ids), ("label", history_filter.labels)):
+        if values:
+            clauses.append((f"{column} IN ({_placeholders(len(values))})", list(values)))
+    if history_filter.min_probability is not None:
+        clauses.append(("probability >= ?", [history_filter.min_probability]))
+    if history_filter.max_probability is not None:
+        clauses.append(("probability <= ?", [history_filter.max_probability]))
+    if history_filter.file_name_contains:
+        clauses.append(
+            ("contains(lower(file_name), lower(?))", [history_filter.file_name_contains])
+        )
+    if history_filter.session_id is not None:
+        clauses.append(("session_id = ?", [history_filter.session_id]))
+    where = " AND ".join(condition for condition, _ in clauses) or "TRUE"
+    return where, [value for _, values in clauses for value in values]
+
+
+def _day_or_moment(bound: datetime.date, days_after: int) -> datetime.datetime:
+    if isinstance(bound, datetime.datetime):
+        return _as_utc_naive(bound)
+    return datetime.datetime.combine(bound + datetime.timedelta(days=days_after), datetime.time())
+
+
+def _end_clause(end: datetime.date) -> tuple[str, list[Any]]:
+    if isinstance(end, datetime.datetime):
+        return "created_at <= ?", [_as_utc_naive(end)]
+    # A date includes its whole day: everything before the next midnight.
+    return "created_at < ?", [_day_or_moment(end, 1)]
+
+
+def _run_folders(models_dir: Path) -> dict[str, Path]:
+    if not models_dir.is_dir():
+        return {}
+    return {
+        child.name: child
+        for child in models_dir.iterdir()
+        if child.is_dir() and not child.name.startswith(".")
+    }
+
+
+def _run_modified_ns(folder: Path) -> int:
+    """The newest modification time of the files read, so that any rewrite is noticed."""
+    return max((folder / name).stat().st_mtime_ns for name in _RUN_FILES)
+
+
+def _read_run_folder(folder: Path, modified_ns: int) -> _RunFolder:
+    card_text = (folder / "card.json").read_text(encoding="utf-8")
+    card = json.loads(card_text)
+    if not isinstance(card, dict) or card.get("run_id") != folder.name:
+        raise ValueError("card.json is not an object whose run_id is the folder name")
+    epochs = _read_csv(folder / "history.csv", _EPOCH_COLUMNS, ())
+    tests = _read_csv(
+        folder / "test_predictions.csv",
+        _TEST_PREDICTION_COLUMNS,
+        _OPTIONAL_TEST_PREDICTION_COLUMNS,
+    )
+    test_metrics = (card.get("metrics") or {}).get("test") or {}
+    run_row = (
+        folder.name,
+        _as_utc_naive(datetime.datetime.fromisoformat(card["created_at"])),
+        card.get("backbone"),
+        card.get("image_size"),
+        float(card["threshold"]["value"]),
+        test_metrics.get("roc_auc"),
+        test_metrics.get("sensitivity"),
+        test_metrics.get("specificity"),
+        len(tests),
+        card_text,
+        str(folder),
+        modified_ns,
+    )
+    return _RunFolder(folder.name, run_row, epochs, tests)
+
+
+def _read_csv(path: Path, columns: tuple[str, ...], optional: tuple[str, ...]) -> pandas.DataFrame:
+    text_columns = {"phase", "image_name", *_OPTIONAL_TEST_PREDICTION_COLUMNS}
+    frame = pandas.read_csv(path, dtype={column: "string" for column in text_columns})
+    missing = [
+        column for column in columns if column not in frame.columns and column not in optional
+    ]
+    if missing:
+        raise ValueError(f"{path.name} lacks the columns {missing}")
+    # Optional text columns may be left out altogether; they become NULL.
+    return frame.reindex(columns=list(columns)).astype({c: "string" for c in optional})

@@ -1,0 +1,154 @@
+"""Run folders: the source of truth for every trained model, and which one is active.
+
+A run lives in MODELS_DIR/<run_id>/ with model.keras, card.json, history.csv,
+test_predictions.csv, split.csv and ood.npz. It is written under a dot-prefixed temporary
+name and renamed when complete, so a half-written run never looks finished. No TensorFlow
+here: listing runs and reading cards stays cheap for the pages that need no model.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import config
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "card.json"
+RUN_FILES = (MODEL_FILE, CARD_FILE, "history.csv", "test_predictions.csv", "split.csv", "ood.npz")
+
+
+class RunError(ValueError):
+    """A run that does not exist, is broken, or cannot be changed as asked."""
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    folder: Path
+    card: dict
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / MODEL_FILE
+
+
+def models_dir(directory: Path | None = None) -> Path:
+    return Path(directory) if directory else config.MODELS_DIR
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        json.dump(payload, handle, indent=2, allow_nan=False)
+        temporary = Path(handle.name)
+    os.replace(temporary, path)
+
+
+def load_run(folder: Path) -> Run:
+    """Read a finished run folder; RunError names what is missing or broken."""
+    folder = Path(folder)
+    card_path = folder / CARD_FILE
+    if not card_path.is_file():
+        raise RunError(f"run {folder.name}: {CARD_FILE} is missing")
+    if not (folder / MODEL_FILE).is_file():
+        raise RunError(f"run {folder.name}: {MODEL_FILE} is missing")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise RunError(f"run {folder.name}: {CARD_FILE} is unreadable ({error})") from error
+    if not isinstance(card, dict) or "image_size" not in card or "threshold" not in card:
+        raise RunError(f"run {folder.name}: {CARD_FILE} lacks image_size or threshold")
+    return Run(run_id=folder.name, folder=folder, card=card)
+
+
+def list_runs(directory: Path | None = None) -> tuple[list[Run], list[str]]:
+    """Finished runs, newest first, and a message for each broken run folder."""
+    root = models_dir(directory)
+    runs, problems = [], []
+    if not root.is_dir():
+        return runs, problems
+    for folder in sorted(root.iterdir(), reverse=True):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        try:
+            runs.append(load_run(folder))
+        except RunError as error:
+            problems.append(str(error))
+    return runs, problems
+
+
+def active_run_id(directory: Path | None = None) -> str | None:
+    path = models_dir(directory) / config.ACTIVE_FILE_NAME
+    try:
+        return json.loads(path.read_text()).get("run_id")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def set_active(run_id: str, directory: Path | None = None) -> Run:
+    """Make a finished, loadable run the active one."""
+    root = models_dir(directory)
+    run = load_run(root / run_id) if (root / run_id).is_dir() else None
+    if run is None:
+        raise RunError(f"no run {run_id!r} in {root}")
+    write_json_atomic(root / config.ACTIVE_FILE_NAME, {"run_id": run_id})
+    return run
+
+
+def active_run(directory: Path | None = None) -> tuple[Run | None, list[str]]:
+    """The active run, falling back to the newest good run when it is missing or broken.
+
+    The second value says what went wrong, so the app can name the broken run.
+    """
+    root = models_dir(directory)
+    runs, problems = list_runs(root)
+    wanted = active_run_id(root)
+    for run in runs:
+        if run.run_id == wanted:
+            return run, problems
+    if wanted is not None:
+        problems.append(f"active run {wanted!r} is missing or broken")
+    return (runs[0] if runs else None), problems
+
+
+def resolve_run(reference: str | None, directory: Path | None = None) -> Run:
+    """A run id, a run folder, or a model.keras path; None means the active run."""
+    if reference is None:
+        run, problems = active_run(directory)
+        if run is None:
+            raise RunError("no trained model found: " + ("; ".join(problems) or "train one first"))
+        return run
+    path = Path(reference)
+    if path.name == MODEL_FILE:
+        path = path.parent
+    candidate = path if path.is_dir() else models_dir(directory) / reference
+    if not candidate.is_dir():
+        raise RunError(f"no run or model folder {reference!r}")
+    return load_run(candidate)
+
+
+def delete_run(run_id: str, directory: Path | None = None) -> None:
+    root = models_dir(directory)
+    if run_id == active_run_id(root):
+        raise RunError(f"run {run_id} is active; activate another run before deleting it")
+    folder = root / run_id
+    if not folder.is_dir() or folder.parent != root or run_id.startswith("."):
+        raise RunError(f"no run {run_id!r} in {root}")
+    shutil.rmtree(folder)
+
+
+def zip_run(run_id: str, directory: Path | None = None) -> bytes:
+    """Model, card, history and predictions of a run as one ZIP, for download."""
+    run = load_run(models_dir(directory) / run_id)
+    buffer = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in RUN_FILES:
+            if (run.folder / name).is_file():
+                archive.write(run.folder / name, f"{run_id}/{name}")
+    buffer.seek(0)
+    return buffer.read()

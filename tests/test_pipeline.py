@@ -1,0 +1,230 @@
+"""Integration tests on the bundled real sample: train, evaluate, predict, activate.
+
+Tiny settings (MobileNetV3Small at 64 px, random weights, one epoch per phase) keep each
+training to seconds; they test the plumbing and the contracts, not the model's quality.
+"""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from core import config, runs
+from core.inference import Predictor
+from core.training import Cancelled, TrainConfig, train
+
+SAMPLE_IMAGES = config.SAMPLE_DIR / "images"
+SAMPLE_CSV = config.SAMPLE_DIR / "metadata.csv"
+TINY_ARGUMENTS = [
+    "--data",
+    str(SAMPLE_IMAGES),
+    "--csv",
+    str(SAMPLE_CSV),
+    "--backbone",
+    "mobilenet_v3_small",
+    "--image-size",
+    "64",
+    "--weights",
+    "none",
+    "--epochs",
+    "1",
+    "--fine-tune-epochs",
+    "1",
+]
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    settings = dict(
+        data_dir=str(SAMPLE_IMAGES),
+        csv=str(SAMPLE_CSV),
+        backbone="mobilenet_v3_small",
+        image_size=64,
+        weights="none",
+        head_epochs=1,
+        fine_tune_epochs=1,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def run_cli(arguments, models_dir, cache_dir, check=True) -> subprocess.CompletedProcess:
+    environment = {
+        **os.environ,
+        "DERMO_MODELS_DIR": str(models_dir),
+        "DERMO_CACHE_DIR": str(cache_dir),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "core", *arguments],
+        cwd=config.REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run trained through the command line, active in its own models folder."""
+    models_dir = tmp_path_factory.mktemp("models")
+    cache_dir = tmp_path_factory.mktemp("cache")
+    result = run_cli(["train", *TINY_ARGUMENTS, "--activate"], models_dir, cache_dir)
+    run_id = runs.active_run_id(models_dir)
+    return {"models": models_dir, "cache": cache_dir, "run_id": run_id, "output": result.stdout}
+
+
+def test_train_prints_run_and_test_metrics(trained):
+    assert trained["run_id"] in trained["output"]
+    assert "roc_auc" in trained["output"] and "sensitivity" in trained["output"]
+
+
+def test_run_folder_is_complete(trained):
+    folder = trained["models"] / trained["run_id"]
+    for name in runs.RUN_FILES:
+        assert (folder / name).is_file(), name
+    assert not [path for path in trained["models"].iterdir() if path.name.endswith(".partial")]
+    card = json.loads((folder / "card.json").read_text())
+    assert card["image_size"] == 64 and card["backbone"] == "mobilenet_v3_small"
+    assert card["split"]["seed"] == 42 and card["calibration"]["applied"] == "card"
+    assert 0 < card["threshold"]["value"] <= 1
+    sizes = card["split"]["sizes"]
+    assert sum(sum(counts.values()) for counts in sizes.values()) == card["data"]["n_images"]
+    for key in ("roc_auc", "sensitivity", "specificity", "intervals", "subgroups"):
+        assert key in card["metrics"]["test"]
+
+
+def test_model_contract_raw_rgb_in_probability_out(trained):
+    """Loads with safe_mode and no custom objects; (N, 64, 64, 3) 0-255 in, (N, 1) out."""
+    model = keras.saving.load_model(trained["models"] / trained["run_id"] / "model.keras")
+    images = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype("float32")
+    output = np.asarray(model(images))
+    assert output.shape == (3, 1)
+    assert np.all((output >= 0) & (output <= 1))
+
+
+def test_predictor_applies_card_calibration(trained):
+    run = runs.load_run(trained["models"] / trained["run_id"])
+    predictor = Predictor(run)
+    images = np.random.default_rng(1).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    raw = np.asarray(predictor.model(images.astype("float32")))[:, 0]
+    probabilities, scores = predictor.predict_arrays(images, tta=False)
+    np.testing.assert_allclose(probabilities, predictor.calibration.apply(raw), atol=1e-5)
+    assert scores is not None and scores.shape == (4,)
+
+
+def test_predict_cli_writes_one_row_per_image_with_errors_inline(trained, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    names = sorted(path.name for path in SAMPLE_IMAGES.iterdir())[:3]
+    for name in names:
+        (folder / name).write_bytes((SAMPLE_IMAGES / name).read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    result = run_cli(["predict", "--no-tta", str(folder)], trained["models"], trained["cache"])
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0]) == ["file", "probability", "label", "threshold", "model", "error"]
+    assert [os.path.basename(row["file"]) for row in rows] == sorted([*names, "broken.jpg"])
+    broken = next(row for row in rows if row["file"].endswith("broken.jpg"))
+    assert broken["error"] and broken["probability"] == "" and broken["label"] == ""
+    good = [row for row in rows if not row["error"]]
+    assert len(good) == 3
+    for row in good:
+        expected = (
+            "malignant" if float(row["probability"]) >= float(row["threshold"]) else "benign"
+        )
+        assert row["label"] == expected and row["model"] == trained["run_id"]
+
+
+def test_predict_cli_missing_model_is_an_error(tmp_path):
+    result = run_cli(["predict", str(SAMPLE_IMAGES)], tmp_path, tmp_path, check=False)
+    assert result.returncode != 0
+    assert "no trained model" in result.stderr
+
+
+def test_evaluate_cli_json_uses_card_threshold(trained, tmp_path):
+    output = tmp_path / "metrics.json"
+    arguments = [
+        "evaluate",
+        "--data",
+        str(SAMPLE_IMAGES),
+        "--csv",
+        str(SAMPLE_CSV),
+        "--json",
+        str(output),
+    ]
+    run_cli(arguments, trained["models"], trained["cache"])
+    metrics = json.loads(output.read_text())
+    card = json.loads((trained["models"] / trained["run_id"] / "card.json").read_text())
+    assert metrics["n"] == 300
+    assert metrics["threshold"] == pytest.approx(card["threshold"]["value"])
+    for key in ("roc_auc", "sensitivity", "specificity", "intervals", "subgroups"):
+        assert key in metrics
+
+
+def test_runs_and_activate_cli(trained):
+    listing = run_cli(["runs"], trained["models"], trained["cache"]).stdout
+    assert f"* {trained['run_id']}" in listing
+    result = run_cli(["activate", "no-such-run"], trained["models"], trained["cache"], check=False)
+    assert result.returncode == 2 and "no run" in result.stderr
+    assert runs.active_run_id(trained["models"]) == trained["run_id"]
+
+
+def test_features_are_cached_between_runs(trained, tmp_path, monkeypatch):
+    """Same data, backbone, size and weights: the head phase reuses the cached features."""
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    messages = []
+    settings = tiny_config(fine_tune_epochs=0, weights="none", seed=3)
+    for _ in range(2):
+        train(
+            settings,
+            report=lambda progress: messages.append(progress.message),
+            models_directory=tmp_path / "models",
+        )
+    ready = [message for message in messages if message.startswith("Features ready")]
+    assert ready[0].startswith("Features ready (0 from the cache)")
+    assert ready[-1] != ready[0] and "(0 from" not in ready[-1]
+
+
+def test_cancelled_training_leaves_no_run_and_keeps_active(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    before = sorted(path.name for path in trained["models"].iterdir())
+    with pytest.raises(Cancelled):
+        train(
+            tiny_config(),
+            should_stop=lambda: True,
+            models_directory=trained["models"],
+            activate=True,
+        )
+    assert sorted(path.name for path in trained["models"].iterdir()) == before
+    assert runs.active_run_id(trained["models"]) == trained["run_id"]
+
+
+def test_bad_data_fails_before_anything_is_written(tmp_path):
+    (tmp_path / "data" / "benign").mkdir(parents=True)
+    for index in range(12):
+        (tmp_path / "data" / "benign" / f"{index}.jpg").write_bytes(
+            next(SAMPLE_IMAGES.iterdir()).read_bytes()
+        )
+    with pytest.raises(ValueError, match="malignant"):
+        train(
+            tiny_config(data_dir=str(tmp_path / "data"), csv=None),
+            models_directory=tmp_path / "models",
+        )
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_mirrored_strategy_runs_with_one_cpu_replica(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    result = train(tiny_config(strategy="mirrored"), models_directory=tmp_path / "models")
+    assert runs.load_run(tmp_path / "models" / result.run_id).card["config"]["strategy"] == (
+        "mirrored"
+    )
