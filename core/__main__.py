@@ -5,6 +5,7 @@ database, so they run while the app is open.
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import sys
@@ -38,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fine-tune-layers", type=int, default=50)
     train.add_argument("--weights", default="imagenet", help="imagenet, none or a weights file")
     train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--threshold-rule", choices=("sensitivity", "youden"), default="sensitivity")
+    train.add_argument(
+        "--threshold-rule", choices=("sensitivity", "youden"), default="sensitivity"
+    )
     train.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
     train.add_argument("--strategy", choices=("default", "mirrored"), default="default")
     train.add_argument("--activate", action="store_true", help="make the new run active")
@@ -87,8 +90,9 @@ def command_train(arguments) -> int:
         seed=arguments.seed,
         strategy=arguments.strategy,
     )
-    result = train(train_config, report=lambda p: print(p.message, flush=True),
-                   activate=arguments.activate)
+    result = train(
+        train_config, report=lambda p: print(p.message, flush=True), activate=arguments.activate
+    )
     print(f"run {result.run_id} saved in {result.folder}")
     print(format_metrics(result.test_metrics, "test split"))
     return 0
@@ -114,7 +118,10 @@ def command_evaluate(arguments) -> int:
     from core.evaluation import evaluate_dataset
 
     metrics = evaluate_dataset(
-        arguments.data, arguments.csv, tuple(arguments.sites or ("all",)), arguments.model,
+        arguments.data,
+        arguments.csv,
+        tuple(arguments.sites or ("all",)),
+        arguments.model,
         arguments.tta,
     )
     print(format_metrics(metrics, f"model {metrics['model']}"))
@@ -132,19 +139,26 @@ def command_predict(arguments) -> int:
 
     predictor = Predictor(resolve_run(arguments.model))
     files = find_images(arguments.paths)
-    handle = open(arguments.out, "w", newline="") if arguments.out else sys.stdout
-    try:
+    with contextlib.ExitStack() as stack:
+        handle = (
+            stack.enter_context(open(arguments.out, "w", newline=""))
+            if arguments.out
+            else sys.stdout
+        )
         writer = csv.writer(handle)
         writer.writerow(PREDICT_COLUMNS)
         for prediction in predictor.predict_many(((f, f) for f in files), tta=arguments.tta):
             probability = "" if prediction.probability is None else f"{prediction.probability:.6f}"
             writer.writerow(
-                [prediction.file, probability, prediction.label or "",
-                 f"{prediction.threshold:.6f}", prediction.model, prediction.error]
+                [
+                    prediction.file,
+                    probability,
+                    prediction.label or "",
+                    f"{prediction.threshold:.6f}",
+                    prediction.model,
+                    prediction.error,
+                ]
             )
-    finally:
-        if arguments.out:
-            handle.close()
     return 0
 
 

@@ -28,5 +28,5 @@ ACTIVE_FILE_NAME = "active.json"
 DEFAULT_BACKBONE = "mobilenet_v2"
 DEFAULT_IMAGE_SIZE = 160
 # Images larger than this are refused before decoding (decompression bombs).
-MAX_IMAGE_PIXELS = int(os.environ.get("DERMO_MAX_IMAGE_PIXELS", 50_000_000))
-MAX_UPLOAD_BYTES = int(os.environ.get("DERMO_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
+MAX_IMAGE_PIXELS = int(os.environ.get("DERMO_MAX_IMAGE_PIXELS", "50000000"))
+MAX_UPLOAD_BYTES = int(os.environ.get("DERMO_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024)))

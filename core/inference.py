@@ -155,7 +155,7 @@ class Predictor:
                 yield from self._predict_chunk(*pending, tta)
 
     def _decode_item(self, item: tuple[str, bytes | Path]):
-        name, source = item
+        _, source = item
         try:
             data = source if isinstance(source, bytes) else Path(source).read_bytes()
             return decode_for_model(data, self.image_size, self.resample)

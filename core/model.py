@@ -29,7 +29,9 @@ class Backbone:
 
 BACKBONES = {
     "mobilenet_v2": Backbone("MobileNetV2", rescale_to_unit_range=True, feature_size=1280),
-    "mobilenet_v3_small": Backbone("MobileNetV3Small", rescale_to_unit_range=False, feature_size=576),
+    "mobilenet_v3_small": Backbone(
+        "MobileNetV3Small", rescale_to_unit_range=False, feature_size=576
+    ),
     "efficientnet_b0": Backbone("EfficientNetB0", rescale_to_unit_range=False, feature_size=1280),
 }
 
@@ -41,7 +43,9 @@ def weights_argument(weights: str) -> str | None:
     if weights == "none":
         return None
     if not Path(weights).is_file():
-        raise ValueError(f"weights must be 'imagenet', 'none' or an existing file, got {weights!r}")
+        raise ValueError(
+            f"weights must be 'imagenet', 'none' or an existing file, got {weights!r}"
+        )
     return str(weights)
 
 

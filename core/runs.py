@@ -6,6 +6,7 @@ name and renamed when complete, so a half-written run never looks finished. No T
 here: listing runs and reading cards stays cheap for the pages that need no model.
 """
 
+import io
 import json
 import os
 import shutil
@@ -145,10 +146,9 @@ def delete_run(run_id: str, directory: Path | None = None) -> None:
 def zip_run(run_id: str, directory: Path | None = None) -> bytes:
     """Model, card, history and predictions of a run as one ZIP, for download."""
     run = load_run(models_dir(directory) / run_id)
-    buffer = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)
+    buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in RUN_FILES:
             if (run.folder / name).is_file():
                 archive.write(run.folder / name, f"{run_id}/{name}")
-    buffer.seek(0)
-    return buffer.read()
+    return buffer.getvalue()

@@ -22,8 +22,8 @@ import tensorflow as tf
 from keras import layers
 
 from core import config, data, features, images, runs, splits
-from core.card import build_card
 from core.calibration import choose_threshold, fit_calibration
+from core.card import build_card
 from core.inference import forward_in_batches, make_forward
 from core.model import build_feature_extractor, build_head, build_model, set_fine_tune_layers
 
@@ -187,10 +187,15 @@ def prepare_data(train_config: TrainConfig, report: ProgressCallback) -> Prepare
     )
     report(Progress("data", f"Decoding {len(paths)} images at {train_config.image_size} px"))
     decoded = images.decode_many(paths, train_config.image_size, train_config.resample)
-    failures = [f"{path}: {item}" for path, item in zip(paths, decoded) if isinstance(item, Exception)]
+    failures = [
+        f"{path}: {item}"
+        for path, item in zip(paths, decoded, strict=True)
+        if isinstance(item, Exception)
+    ]
     if failures:
         raise data.DatasetError("unreadable images: " + "; ".join(failures[:10]))
-    keys = [images.sha256_bytes(open(path, "rb").read()) for path in paths]
+    # Validation already hashed every file's bytes: those digests key the feature cache.
+    keys = dataset.frame["sha256"].tolist()
     labels = dataset.frame["label"].to_numpy(dtype="int64")
     return PreparedData(dataset, split, np.stack(decoded), keys, labels)
 
@@ -354,7 +359,8 @@ def write_run_files(folder: Path, model, card, history, prepared, scores) -> Non
     frame = prepared.dataset.frame
     test_rows = prepared.indices("test")
     test_frame = frame.iloc[test_rows][["image_name", "label", "site", "source", "diagnosis"]]
-    test_frame.insert(2, "probability", np.round(scores.test_probabilities, 6))
+    # Full precision: the Metrics page recomputes labels at the card threshold from these.
+    test_frame.insert(2, "probability", scores.test_probabilities)
     test_frame.to_csv(folder / "test_predictions.csv", index=False)
     prepared.split.to_frame().to_csv(folder / "split.csv", index=False)
     scores.ood.save(folder)

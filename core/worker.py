@@ -6,6 +6,7 @@ MODELS_DIR/.jobs/<job_id>/{config.json, status.json, log.txt, cancel}. One job r
 time. The job never touches the database: the app ingests the finished run folder.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -47,7 +48,9 @@ class JobStatus:
 
     @property
     def elapsed_seconds(self) -> float:
-        return self.updated_at - self.started_at if self.finished else time.time() - self.started_at
+        return (
+            self.updated_at - self.started_at if self.finished else time.time() - self.started_at
+        )
 
     @property
     def finished(self) -> bool:
@@ -144,10 +147,8 @@ def cancel(job_id: str, directory: Path | None = None) -> None:
     (folder / "cancel").touch()
     status = read_status(job_id, directory)
     if status.pid and not status.finished:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(status.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
 
 
 def wait(job_id: str, timeout: float = 3600, directory: Path | None = None) -> JobStatus:
@@ -215,7 +216,7 @@ def run_job(folder: Path) -> int:
         )
     except Cancelled:
         status.state, status.message = "cancelled", "Cancelled; nothing was changed"
-    except Exception as error:  # Any failure must end as a recorded state, never a hang.
+    except Exception as error:  # noqa: BLE001 - any failure must end as a recorded state.
         traceback.print_exc()
         status.state, status.error = "failed", f"{type(error).__name__}: {error}"
         status.message = f"Failed: {status.error}"

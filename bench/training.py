@@ -1,0 +1,218 @@
+"""Training benchmarks: the feature cache of the head phase and the fine-tuning pipeline."""
+
+import contextlib
+import functools
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from bench.common import Settings, predictor_for, timed
+from bench.report import Figure, Goal
+from core import config
+from core.inference import forward_in_batches, make_forward
+from core.model import BACKBONE_LAYER, HEAD_LAYER, build_head, build_model, set_fine_tune_layers
+from core.training import (
+    AUGMENTATION_STRENGTHS,
+    PreparedData,
+    TrainConfig,
+    augmenter,
+    class_weights,
+    head_features,
+    prepare_data,
+    train_head,
+    training_dataset,
+)
+
+TIMED_HEAD_EPOCHS = 10
+HEAD_BATCH_SIZE = 64
+
+
+def ignore_progress(progress) -> None:
+    """Benchmarks print their own table, not training progress."""
+
+
+def never_stop() -> bool:
+    return False
+
+
+def train_config(settings: Settings, head_epochs: int = TIMED_HEAD_EPOCHS) -> TrainConfig:
+    """The run's backbone and input size on the benchmark data; early stopping never fires."""
+    card = settings.run.card
+    return TrainConfig(
+        data_dir=str(settings.images_dir),
+        csv=str(settings.metadata_csv),
+        backbone=card.get("backbone", config.DEFAULT_BACKBONE),
+        image_size=int(card["image_size"]),
+        resample=card.get("resample", "bilinear"),
+        weights="none",
+        head_epochs=head_epochs,
+        patience=head_epochs,
+    )
+
+
+@functools.cache
+def prepared_data(train_settings: tuple) -> tuple[PreparedData, float]:
+    data_dir, csv, image_size, resample = train_settings
+    train = TrainConfig(data_dir=data_dir, csv=csv, image_size=image_size, resample=resample)
+    seconds, prepared = timed(lambda: prepare_data(train, ignore_progress))
+    return prepared, seconds
+
+
+def prepared_for(settings: Settings) -> tuple[PreparedData, float]:
+    """Split and decoded images, prepared once per session and shared by both benchmarks."""
+    train = train_config(settings)
+    return prepared_data((train.data_dir, train.csv, train.image_size, train.resample))
+
+
+def fresh_model(settings: Settings, train: TrainConfig) -> keras.Model:
+    """A new model with the run's backbone weights and a freshly initialised head.
+
+    Copying the backbone from the run needs no ImageNet download, and a frozen backbone is
+    all the head phase sees.
+    """
+    keras.utils.set_random_seed(train.seed)
+    model = build_model(train.backbone, train.image_size, weights="none")
+    trained = predictor_for(settings.run).model.get_layer(BACKBONE_LAYER)
+    model.get_layer(BACKBONE_LAYER).set_weights(trained.get_weights())
+    return model
+
+
+@contextlib.contextmanager
+def empty_feature_cache(settings: Settings):
+    """Point the feature cache at an empty folder, so the first pass really extracts."""
+    saved = config.CACHE_DIR
+    with tempfile.TemporaryDirectory(dir=settings.work_dir) as folder:
+        config.CACHE_DIR = Path(folder)
+        try:
+            yield
+        finally:
+            config.CACHE_DIR = saved
+
+
+def training_cache(settings: Settings) -> list[Figure]:
+    """Ten head epochs on cached features vs one feature-extraction pass, and equal AUC."""
+    prepared, prepare_seconds = prepared_for(settings)
+    train = train_config(settings)
+    rows = np.concatenate([prepared.indices("train"), prepared.indices("val")])
+    with empty_feature_cache(settings):
+        model = fresh_model(settings, train)
+        extract_seconds, _ = timed(
+            lambda: head_features(model, train, prepared, rows, ignore_progress)
+        )
+        head_seconds, _ = timed(
+            lambda: train_head(model, train, prepared, ignore_progress, never_stop, [])
+        )
+        comparison = compare_head_training(settings, prepared, settings.size(3, 2))
+    return [
+        Figure(
+            group="cache",
+            name=f"{TIMED_HEAD_EPOCHS} head epochs on cached features",
+            value=head_seconds,
+            baseline=extract_seconds,
+            unit="s",
+            baseline_name=f"one feature extraction pass ({len(rows)} images)",
+            goal=Goal("ratio", "<=", 1.5),
+            details={"prepare_data_seconds": prepare_seconds, "images": len(rows)},
+        ),
+        Figure(
+            group="cache",
+            name=f"val AUC, head on cached features ({comparison['epochs']} epochs)",
+            value=comparison["cached_auc"],
+            baseline=comparison["full_auc"],
+            unit="",
+            baseline_name="same head through the full model",
+            goal=Goal("difference", "<=", 0.005),
+            details=comparison,
+        ),
+    ]
+
+
+def fit_head(model: keras.Model, inputs, labels, train: TrainConfig, epochs: int) -> None:
+    """The head phase's optimiser, loss, batch size and class weights; no augmentation."""
+    keras.utils.set_random_seed(train.seed)
+    dataset = training_dataset(inputs, labels, HEAD_BATCH_SIZE, None, train.seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(train.head_learning_rate), loss="binary_crossentropy"
+    )
+    weights = class_weights(labels, train.imbalance)
+    model.fit(dataset, epochs=epochs, class_weight=weights, verbose=0)
+
+
+def validation_auc(model: keras.Model, prepared: PreparedData) -> float:
+    """AUC of the full model on the validation images, however its head was trained."""
+    rows = prepared.indices("val")
+    raw, _ = forward_in_batches(make_forward(model, False), prepared.arrays[rows])
+    return float(roc_auc_score(prepared.labels[rows], raw))
+
+
+def compare_head_training(settings: Settings, prepared: PreparedData, epochs: int) -> dict:
+    """Train the same head (same init, seed, epochs) on cached features and end to end."""
+    train = train_config(settings, head_epochs=epochs)
+    train_rows = prepared.indices("train")
+    labels = prepared.labels[train_rows]
+    cached_model, full_model = fresh_model(settings, train), fresh_model(settings, train)
+    initial = cached_model.get_layer(HEAD_LAYER).get_weights()
+    full_model.get_layer(HEAD_LAYER).set_weights(initial)
+    features = head_features(cached_model, train, prepared, train_rows, ignore_progress)
+    cached_seconds, _ = timed(
+        lambda: fit_head(build_head(cached_model), features, labels, train, epochs)
+    )
+    full_model.get_layer(BACKBONE_LAYER).trainable = False
+    full_seconds, _ = timed(
+        lambda: fit_head(full_model, prepared.arrays[train_rows], labels, train, epochs)
+    )
+    return {
+        "epochs": epochs,
+        "cached_auc": validation_auc(cached_model, prepared),
+        "full_auc": validation_auc(full_model, prepared),
+        "cached_training_seconds": cached_seconds,
+        "full_model_training_seconds": full_seconds,
+    }
+
+
+def fine_tune_pipeline(settings: Settings) -> list[Figure]:
+    """Images per second of the augmented tf.data pipeline plus train step, vs the step alone."""
+    prepared, _ = prepared_for(settings)
+    train = train_config(settings)
+    steps = settings.size(20, 4)
+    rows = prepared.indices("train")
+    labels = prepared.labels[rows]
+    model = fresh_model(settings, train)
+    set_fine_tune_layers(model, train.fine_tune_layers)
+    model.compile(
+        optimizer=keras.optimizers.Adam(train.fine_tune_learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
+    augmentation = augmenter(AUGMENTATION_STRENGTHS[train.augmentation], train.seed)
+    dataset = training_dataset(
+        prepared.arrays[rows], labels, train.batch_size, augmentation, train.seed
+    )
+    weights = class_weights(labels, train.imbalance)
+    model.fit(dataset, steps_per_epoch=2, epochs=1, class_weight=weights, verbose=0)
+    pipeline_seconds, _ = timed(
+        lambda: model.fit(dataset, steps_per_epoch=steps, class_weight=weights, verbose=0)
+    )
+    batch = prepared.arrays[rows[: train.batch_size]].astype("float32")
+    batch_labels = labels[: train.batch_size].astype("float32")
+    model.train_on_batch(batch, batch_labels, class_weight=weights)
+    step_seconds, _ = timed(
+        lambda: [
+            model.train_on_batch(batch, batch_labels, class_weight=weights) for _ in range(steps)
+        ]
+    )
+    images = steps * train.batch_size
+    return [
+        Figure(
+            group="fine_tune",
+            name=f"fine-tune input pipeline + train step ({steps} batches)",
+            value=images / pipeline_seconds,
+            baseline=images / step_seconds,
+            unit="img/s",
+            baseline_name="train step alone on one in-memory batch",
+            details={"batch_size": train.batch_size, "layers": train.fine_tune_layers},
+        )
+    ]

@@ -1,0 +1,92 @@
+"""Grad-CAM heat maps: which regions of an image moved the model's malignant score.
+
+Adapted from the keras.io Grad-CAM example (fchollet) to our model, whose backbone is one
+nested layer: input -> [rescaling] -> "backbone" -> "pooled" -> "head_dropout" ->
+"malignant_probability". The backbone's output is its last convolutional feature map, so the
+map is computed on it: the gradient of the head's logit with respect to each feature channel,
+averaged over space, weights the channels; their ReLU'd sum is the heat map.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from core.model import BACKBONE_LAYER, HEAD_DROPOUT_LAYER, HEAD_LAYER, POOLED_LAYER
+
+TOWARD_CLASSES = ("malignant", "benign")
+
+
+def _layers_before_backbone(model: keras.Model) -> list[keras.layers.Layer]:
+    names = [layer.name for layer in model.layers]
+    if BACKBONE_LAYER not in names:
+        raise ValueError(f"model {model.name!r} has no nested layer named {BACKBONE_LAYER!r}")
+    before = model.layers[: names.index(BACKBONE_LAYER)]
+    return [layer for layer in before if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def _logit(model: keras.Model, feature_map: tf.Tensor) -> tf.Tensor:
+    """The head's score before the sigmoid: a saturated probability would have no gradient."""
+    pooled = model.get_layer(POOLED_LAYER)(feature_map)
+    dropped = model.get_layer(HEAD_DROPOUT_LAYER)(pooled, training=False)
+    dense = model.get_layer(HEAD_LAYER)
+    return tf.matmul(dropped, dense.kernel) + dense.bias
+
+
+def grad_cam(model: keras.Model, image: np.ndarray, toward: str = "malignant") -> np.ndarray:
+    """Heat map in [0, 1] of the image's size (H, W) for a uint8 model input (S, S, 3).
+
+    `toward="benign"` shows the evidence against malignancy instead (the negated logit).
+    """
+    if toward not in TOWARD_CLASSES:
+        raise ValueError(f"toward must be one of {TOWARD_CLASSES}, got {toward!r}")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image must have shape (height, width, 3), got {image.shape}")
+    x = tf.convert_to_tensor(image[None], dtype=tf.float32)
+    for layer in _layers_before_backbone(model):
+        x = layer(x)
+    feature_map = model.get_layer(BACKBONE_LAYER)(x, training=False)
+    with tf.GradientTape() as tape:
+        tape.watch(feature_map)
+        score = _logit(model, feature_map)[:, 0]
+        if toward == "benign":
+            score = -score
+    gradients = tape.gradient(score, feature_map)
+    channel_weights = tf.reduce_mean(gradients, axis=(0, 1, 2))
+    heatmap = tf.nn.relu(tf.reduce_sum(feature_map[0] * channel_weights, axis=-1)).numpy()
+    peak = float(heatmap.max())
+    heatmap = heatmap / peak if peak > 0 else np.zeros_like(heatmap)
+    return resize_heatmap(heatmap, image.shape[1], image.shape[0])
+
+
+def resize_heatmap(heatmap: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bilinear resize of a float map, kept within [0, 1]."""
+    resized = Image.fromarray(heatmap.astype(np.float32), mode="F").resize(
+        (width, height), Image.Resampling.BILINEAR
+    )
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def colorize(heatmap: np.ndarray) -> np.ndarray:
+    """Map [0, 1] to a blue-cyan-yellow-red scale (jet-like) as uint8 RGB."""
+    value = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    red = np.clip(1.5 - np.abs(4 * value - 3), 0, 1)
+    green = np.clip(1.5 - np.abs(4 * value - 2), 0, 1)
+    blue = np.clip(1.5 - np.abs(4 * value - 1), 0, 1)
+    return (np.stack([red, green, blue], axis=-1) * 255).round().astype(np.uint8)
+
+
+def overlay(image_uint8: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+    """The image with the coloured heat map blended on top, at the image's own size."""
+    image = np.asarray(image_uint8)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(
+            f"image must be uint8 (height, width, 3), got {image.dtype} {image.shape}"
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if heatmap.shape != image.shape[:2]:
+        heatmap = resize_heatmap(heatmap, image.shape[1], image.shape[0])
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(heatmap)
+    return np.clip(blended.round(), 0, 255).astype(np.uint8)

@@ -1,0 +1,210 @@
+"""What the Predict page does: uploads in, stored and explained predictions out.
+
+Uploaded ZIP archives are opened with the same safety rules as dataset archives; every good
+prediction is stored in the database with a thumbnail; bad files come back with a message and
+are never stored. Imports TensorFlow (through `core.inference`): only the Predict page uses it.
+"""
+
+import io
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core import gradcam, images
+from core.db import Database, PredictionRecord
+from core.inference import Prediction, Predictor, decode_for_model
+
+THUMBNAIL_PIXELS = 96
+DISPLAY_PIXELS = 512
+ZIP_SUFFIX = ".zip"
+# An archive of images for prediction is smaller than a training set; these keep it so.
+MAX_ZIP_IMAGES = 2_000
+MAX_ZIP_BYTES = 1024**3
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image to predict: its display name and its bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """A prediction, its database id (None when it was not stored) and a JPEG thumbnail."""
+
+    prediction: Prediction
+    prediction_id: int | None
+    thumbnail: bytes | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.prediction.error
+
+    @property
+    def distance(self) -> float | None:
+        """Signed distance of the probability from the threshold (positive: malignant side)."""
+        if self.prediction.probability is None:
+            return None
+        return self.prediction.probability - self.prediction.threshold
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Display-sized image, coloured heat map and overlay, all uint8 RGB of the same size."""
+
+    image: np.ndarray
+    heatmap: np.ndarray
+    overlay: np.ndarray
+
+
+def expand_uploads(files: Sequence[tuple[str, bytes]]) -> tuple[list[Upload], list[str]]:
+    """Images as uploaded, with ZIP archives replaced by the images inside them.
+
+    Returns the uploads and one message per archive or member that was refused or skipped.
+    """
+    uploads: list[Upload] = []
+    problems: list[str] = []
+    for name, data in files:
+        if not name.lower().endswith(ZIP_SUFFIX):
+            uploads.append(Upload(name, data))
+            continue
+        try:
+            inside, skipped = _images_in_zip(name, data)
+        except images.ArchiveError as error:
+            problems.append(f"{name}: {error}")
+            continue
+        uploads.extend(inside)
+        problems.extend(f"{name}/{member}: skipped ({reason})" for member, reason in skipped)
+    return uploads, problems
+
+
+def _images_in_zip(name: str, data: bytes) -> tuple[list[Upload], list[tuple[str, str]]]:
+    with tempfile.TemporaryDirectory() as folder:
+        result = images.safe_extract_zip(
+            data, Path(folder), max_members=MAX_ZIP_IMAGES, max_total_bytes=MAX_ZIP_BYTES
+        )
+        paths = sorted(path for path in result.extracted if path.suffix.lower() != ".csv")
+        uploads = [
+            Upload(f"{name}/{path.relative_to(folder).as_posix()}", path.read_bytes())
+            for path in paths
+        ]
+    return uploads, result.skipped
+
+
+def thumbnail_jpeg(data: bytes, pixels: int = THUMBNAIL_PIXELS) -> bytes:
+    """A small JPEG of an image (longest side `pixels`), for tables and the history."""
+    image = images.decode_image(data, reduce_to=pixels)
+    image.thumbnail((pixels, pixels))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def _record(prediction: Prediction, session_id: str, tta: bool, thumbnail) -> PredictionRecord:
+    return PredictionRecord(
+        session_id=session_id,
+        run_id=prediction.model,
+        file_name=prediction.file,
+        sha256=prediction.sha256,
+        width=prediction.width or 0,
+        height=prediction.height or 0,
+        probability=prediction.probability,
+        label=prediction.label,
+        threshold=prediction.threshold,
+        latency_ms=prediction.latency_ms or 0.0,
+        tta=tta,
+        ood_score=prediction.ood_score,
+        ood_flag=prediction.ood_flag,
+        thumbnail=thumbnail,
+    )
+
+
+def predict_uploads(
+    predictor: Predictor,
+    database: Database,
+    uploads: Sequence[Upload],
+    session_id: str,
+    tta: bool | None = None,
+    progress_callback: ProgressCallback | None = None,
+) -> list[PredictionResult]:
+    """Predict every upload in order, store the good ones in one transaction, report progress.
+
+    `progress_callback(done, total)` is called after each image.
+    """
+    use_tta = predictor.default_tta if tta is None else tta
+    predictions, thumbnails = [], []
+    items = [(upload.name, upload.data) for upload in uploads]
+    # predict_many yields in input order, so the n-th prediction belongs to the n-th upload.
+    for upload, prediction in zip(
+        uploads, predictor.predict_many(items, tta=use_tta), strict=True
+    ):
+        predictions.append(prediction)
+        thumbnails.append(None if prediction.error else thumbnail_jpeg(upload.data))
+        if progress_callback is not None:
+            progress_callback(len(predictions), len(items))
+    good = [index for index, prediction in enumerate(predictions) if not prediction.error]
+    records = [_record(predictions[i], session_id, use_tta, thumbnails[i]) for i in good]
+    ids = dict(zip(good, database.insert_predictions(records), strict=True))
+    return [
+        PredictionResult(prediction, ids.get(index), thumbnails[index])
+        for index, prediction in enumerate(predictions)
+    ]
+
+
+def results_frame(results: Sequence[PredictionResult]) -> pd.DataFrame:
+    """One row per image for the results table and its CSV (thumbnails as JPEG bytes)."""
+    rows = [
+        {
+            "thumbnail": result.thumbnail,
+            "file": result.prediction.file,
+            "probability": result.prediction.probability,
+            "label": result.prediction.label or "",
+            "distance": result.distance,
+            "out_of_distribution": result.prediction.ood_flag,
+            "model": result.prediction.model,
+            "threshold": result.prediction.threshold,
+            "sha256": result.prediction.sha256,
+            "prediction_id": result.prediction_id,
+            "error": result.prediction.error,
+        }
+        for result in results
+    ]
+    return pd.DataFrame(rows)
+
+
+def results_csv(results: Sequence[PredictionResult]) -> bytes:
+    return results_frame(results).drop(columns=["thumbnail"]).to_csv(index=False).encode("utf-8")
+
+
+def explain(predictor: Predictor, data: bytes, toward: str = "malignant") -> Explanation:
+    """Grad-CAM of one image, drawn over a display-sized copy of the whole image."""
+    decoded = decode_for_model(data, predictor.image_size, predictor.resample)
+    heatmap = gradcam.grad_cam(predictor.model, decoded.array, toward)
+    picture = images.decode_image(data, reduce_to=DISPLAY_PIXELS)
+    picture.thumbnail((DISPLAY_PIXELS, DISPLAY_PIXELS))
+    display = np.asarray(picture.convert("RGB"), dtype=np.uint8)
+    resized = gradcam.resize_heatmap(heatmap, display.shape[1], display.shape[0])
+    return Explanation(
+        image=display,
+        heatmap=gradcam.colorize(resized),
+        overlay=gradcam.overlay(display, resized),
+    )
+
+
+def earlier_predictions(
+    database: Database, result: PredictionResult, batch_ids: Sequence[int]
+) -> pd.DataFrame:
+    """Predictions of the same image content stored before this batch, newest first."""
+    if not result.ok:
+        return pd.DataFrame()
+    frame = database.predictions_for_hash(result.prediction.sha256, exclude_ids=list(batch_ids))
+    columns = ["created_at", "run_id", "file_name", "probability", "label", "tta"]
+    return frame[[*columns, "confirmed_label", "confirmed_diagnosis"]].reset_index(drop=True)

@@ -1,0 +1,90 @@
+"""Predict: calibrated malignant probability, Grad-CAM and history of each uploaded image."""
+
+import streamlit as st
+
+import ui
+from core import config, predict_service
+
+st.set_page_config(page_title="Predict", page_icon=":material/biotech:", layout="wide")
+st.title("Predict")
+ui.research_notice()
+database = ui.database()
+run = ui.run_picker("predict_model")
+if run is None:
+    st.info("No trained model yet: train one on the Train page first.")
+    st.stop()
+tta = st.toggle(
+    "Flip test-time augmentation",
+    value=bool(run.card.get("tta")),
+    key="predict_tta",
+    help="Average the image and its mirror images. The model's threshold was chosen with "
+    f"TTA {'on' if run.card.get('tta') else 'off'}.",
+)
+files = st.file_uploader(
+    "Dermoscopy images (JPEG, PNG), or a ZIP of images",
+    type=["jpg", "jpeg", "png", "zip"],
+    accept_multiple_files=True,
+    max_upload_size=config.MAX_UPLOAD_BYTES // 1024**2,
+    key="predict_upload",
+)
+if not files:
+    st.info("Upload one or more images to predict.")
+    st.stop()
+
+with st.spinner("Loading the model"):
+    predictor = ui.predictor(run)
+batch = (run.run_id, tta, tuple(file.file_id for file in files))
+if st.session_state.get("predict_batch") != batch:
+    uploads, problems = predict_service.expand_uploads([(f.name, f.getvalue()) for f in files])
+    bar = st.progress(0.0, text="Predicting")
+    results = predict_service.predict_uploads(
+        predictor,
+        database,
+        uploads,
+        ui.session_id(),
+        tta,
+        lambda done, total: bar.progress(done / total, text=f"Predicted {done} of {total}"),
+    )
+    bar.empty()
+    st.session_state.update(
+        predict_batch=batch,
+        predict_uploads=uploads,
+        predict_results=results,
+        predict_problems=problems,
+    )
+uploads, results = st.session_state["predict_uploads"], st.session_state["predict_results"]
+for problem in st.session_state["predict_problems"]:
+    st.warning(problem)
+for result in results:
+    if not result.ok:
+        st.error(f"{result.prediction.file}: {result.prediction.error}. Not stored.")
+good = [index for index, result in enumerate(results) if result.ok]
+if not good:
+    st.stop()
+
+if len(results) > 1:
+    ui.results_table(results)
+index = st.selectbox(
+    "Image", good, format_func=lambda i: results[i].prediction.file, key="predict_detail"
+)
+result = results[index]
+picture, facts = st.columns(2)
+with facts:
+    ui.prediction_summary(result, predictor.ood.threshold if predictor.ood else None)
+with picture:
+    view = st.segmented_control(
+        "Show", ["Image", "Heat map", "Overlay"], default="Overlay", key="predict_view"
+    )
+    toward = "malignant" if result.prediction.label == "malignant" else "benign"
+    cam = ui.explanation(
+        predictor, run.run_id, result.prediction.sha256, uploads[index].data, toward
+    )
+    shown = {"Image": cam.image, "Heat map": cam.heatmap}.get(view, cam.overlay)
+    st.image(shown, caption=f"Grad-CAM toward {toward}: red regions moved the score most")
+
+batch_ids = [r.prediction_id for r in results if r.prediction_id is not None]
+earlier = predict_service.earlier_predictions(database, result, batch_ids)
+if not earlier.empty:
+    st.subheader("This image was predicted before")
+    st.dataframe(earlier, hide_index=True)
+ui.confirm_form(database, result.prediction_id)

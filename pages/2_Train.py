@@ -1,0 +1,97 @@
+"""Train: choose and check the data, set the training up, start it and follow it live."""
+
+import streamlit as st
+
+import ui
+from core import config, data, datasets, images, worker
+from core.model import BACKBONES
+from core.training import AUGMENTATION_STRENGTHS, TrainConfig
+
+st.set_page_config(page_title="Train", page_icon=":material/model_training:", layout="wide")
+st.title("Train")
+ui.database()
+source = st.radio(
+    "Data",
+    ["Bundled sample", "A dataset in the data folder", "Upload a ZIP"],
+    horizontal=True,
+    key="train_source",
+)
+if source == "Upload a ZIP":
+    archive = st.file_uploader(
+        "ZIP with images and a ground-truth CSV, or benign/ and malignant/ folders",
+        type=["zip"],
+        key="train_zip",
+    )
+    if archive is not None and st.button("Unpack into the data folder", key="train_unpack"):
+        try:
+            unpacked = datasets.unpack_dataset_zip(archive.name, archive.getvalue())
+        except (images.ArchiveError, datasets.DatasetPathError) as error:
+            st.error(f"{archive.name}: {error}")
+            st.stop()
+        st.success(f"Unpacked {unpacked.extracted} files into {unpacked.folder}.")
+        ui.show_problems([f"{name}: skipped ({why})" for name, why in unpacked.skipped[:20]])
+        found = datasets.datasets_in(unpacked.folder)
+        if not found:
+            st.error("No dataset layout recognised in the archive (CSV or benign/ + malignant/).")
+            st.stop()
+        st.session_state["train_dataset"] = found[0]
+choices = datasets.discover_datasets()
+if source == "Bundled sample":
+    data_dir, csv = config.SAMPLE_DIR, config.SAMPLE_DIR / "metadata.csv"
+else:
+    if not choices:
+        st.info(f"No dataset found in {datasets.data_root()}: copy one there or upload a ZIP.")
+        st.stop()
+    choice = st.selectbox("Dataset", choices, format_func=lambda c: c.label, key="train_dataset")
+    data_dir, csv = choice.data_dir, choice.csv
+sites = st.multiselect("Anatomical sites", data.SITE_CHOICES, default=["all"], key="train_sites")
+report = ui.validation_report(str(data_dir), str(csv) if csv else None, tuple(sites))
+if not report.ok:
+    st.stop()
+
+with st.expander("Settings", expanded=True):
+    left, middle, right = st.columns(3)
+    backbone = left.selectbox("Backbone", list(BACKBONES), key="train_backbone")
+    image_size = left.selectbox(
+        "Input size (px)", [64, 96, 128, 160, 192, 224], index=3, key="train_image_size"
+    )
+    weights = left.radio(
+        "Initial weights",
+        ["imagenet", "none"],
+        key="train_weights",
+        help="'none' trains from random weights: only for quick checks.",
+    )
+    head_epochs = middle.number_input("Head epochs", 1, 200, 30, key="train_epochs")
+    fine_tune_epochs = middle.number_input("Fine-tune epochs", 0, 100, 8, key="train_fine_tune")
+    seed = middle.number_input("Seed", 0, 2**31 - 1, 42, key="train_seed")
+    imbalance = right.selectbox("Class imbalance", ["class_weight", "none"], key="train_imbalance")
+    augmentation = right.selectbox(
+        "Augmentation", list(AUGMENTATION_STRENGTHS), index=2, key="train_augmentation"
+    )
+    rule = right.selectbox("Threshold rule", ["sensitivity", "youden"], key="train_rule")
+    target = right.slider(
+        "Target sensitivity", 0.5, 0.99, 0.92, key="train_target", disabled=rule != "sensitivity"
+    )
+
+if st.button("Start training", type="primary", key="train_start"):
+    train_config = TrainConfig(
+        data_dir=str(data_dir),
+        csv=str(csv) if csv else None,
+        sites=tuple(sites) or ("all",),
+        backbone=backbone,
+        image_size=image_size,
+        weights=weights,
+        head_epochs=head_epochs,
+        fine_tune_epochs=fine_tune_epochs,
+        imbalance=imbalance,
+        augmentation=augmentation,
+        threshold_rule=rule,
+        target_sensitivity=target,
+        seed=seed,
+    )
+    try:
+        worker.start_training(train_config, activate=False)
+    except (worker.TrainingBusyError, ValueError) as error:
+        st.error(str(error))
+ui.training_monitor()
+ui.run_manager()

@@ -1,0 +1,76 @@
+"""Metrics: a run's held-out test results, explored at any threshold, and runs compared."""
+
+import streamlit as st
+
+import ui
+from core import charts, reports
+
+st.set_page_config(page_title="Metrics", page_icon=":material/monitoring:", layout="wide")
+st.title("Metrics")
+database = ui.database()
+run_rows = database.list_runs()
+if run_rows.empty:
+    st.info("No runs yet: train one on the Train page.")
+    st.stop()
+cards = {row["run_id"]: reports.card_from_row(row) for _, row in run_rows.iterrows()}
+single, compare = st.tabs(["One run", "Compare runs"])
+
+with single:
+    run = ui.run_picker("metrics_run", "Run")
+    run_id = run.run_id if run else next(iter(cards))
+    card, predictions = cards.get(run_id), database.run_test_predictions(run_id)
+    if card is None or predictions.empty:
+        st.warning(f"Run {run_id} has no stored test predictions in the database.")
+        st.stop()
+    test = card["metrics"]["test"]
+    st.caption(f"Held-out test split: {test['n']} images, {test['n_positive']} malignant.")
+    st.dataframe(reports.headline_table(test), hide_index=True)
+    card_threshold = float(card["threshold"]["value"])
+    threshold = st.slider(
+        "Threshold",
+        0.0,
+        1.0,
+        card_threshold,
+        0.005,
+        format="%.3f",
+        key="metrics_threshold",
+        help=f"The run's own threshold, chosen on validation, is {card_threshold:.3f}.",
+    )
+    point = reports.operating_point(predictions, threshold)
+    at_card = reports.operating_point(predictions, card_threshold)
+    names = ("sensitivity", "specificity", "ppv", "npv", "f1")
+    for column, key in zip(st.columns(5), names, strict=True):
+        value, reference = point.counts[key], at_card.counts[key]
+        delta = None if value is None or reference is None else f"{value - reference:+.3f}"
+        column.metric(reports.HEADLINE_METRICS[key], ui.number(value), delta)
+    counts, normalised = st.columns(2)
+    counts.plotly_chart(charts.confusion_matrix_figure(point.counts))
+    normalised.plotly_chart(charts.confusion_matrix_figure(point.counts, normalize=True))
+    roc, pr = st.columns(2)
+    marks = {f"threshold {threshold:.3f}": point.roc_point} if point.roc_point else {}
+    roc.plotly_chart(charts.roc_figure({run_id: {**test["roc"], "auc": test["roc_auc"]}}, marks))
+    pr_marks = {f"threshold {threshold:.3f}": point.pr_point} if point.pr_point else {}
+    prevalence = test["n_positive"] / test["n"]
+    pr.plotly_chart(
+        charts.pr_figure({run_id: {**test["pr"], "ap": test["pr_auc"]}}, pr_marks, prevalence)
+    )
+    calibration, report = st.columns(2)
+    calibration.plotly_chart(charts.calibration_figure(test["calibration"]))
+    report.markdown(f"**Classification report at {threshold:.3f}**")
+    report.dataframe(reports.classification_report(predictions, threshold), hide_index=True)
+    epochs = database.run_epochs(run_id)
+    if not epochs.empty:
+        st.plotly_chart(charts.learning_curves_figure(epochs))
+    site, origin = st.columns(2)
+    for column, key in ((site, "site"), (origin, "source")):
+        if test["subgroups"].get(key):
+            column.plotly_chart(charts.subgroup_auc_figure(test["subgroups"], key))
+
+with compare:
+    chosen = st.multiselect("Runs to compare", list(cards), key="metrics_compare")
+    if len(chosen) < 2:
+        st.info("Choose two or more runs.")
+    else:
+        picked = {run_id: cards[run_id] for run_id in chosen}
+        st.dataframe(reports.comparison_table(picked).astype(str))
+        st.plotly_chart(charts.roc_figure(reports.roc_curves(picked)))

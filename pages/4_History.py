@@ -1,0 +1,70 @@
+"""History: every stored prediction, filtered and paged in SQL, with outcomes where known."""
+
+import math
+
+import streamlit as st
+
+import ui
+from core import charts, db, reports
+
+st.set_page_config(page_title="History", page_icon=":material/history:", layout="wide")
+st.title("History")
+database = ui.database()
+models = sorted(database.probability_histogram(db.HistoryFilter(), bins=1)["run_id"].unique())
+with st.expander("Filters", expanded=True):
+    left, middle, right = st.columns(3)
+    dates = left.date_input("Dates (UTC)", value=(), key="history_dates")
+    chosen_models = left.multiselect("Models", models, key="history_model")
+    labels = middle.multiselect("Predicted label", db.LABELS, key="history_label")
+    low, high = middle.slider("Probability", 0.0, 1.0, (0.0, 1.0), 0.01, key="history_probability")
+    file_name = right.text_input("File name contains", key="history_file")
+history_filter = db.HistoryFilter(
+    start=dates[0] if dates else None,
+    end=dates[-1] if dates else None,
+    run_ids=tuple(chosen_models),
+    labels=tuple(labels),
+    min_probability=low if low > 0 else None,
+    max_probability=high if high < 1 else None,
+    file_name_contains=file_name or None,
+)
+total = database.count_predictions(history_filter)
+if total == 0:
+    st.info("No stored predictions match. Predictions made on the Predict page appear here.")
+    st.stop()
+table, charts_tab, same_image, outcomes = st.tabs(
+    ["Predictions", "Charts", "Same image, other models", "Confirmed outcomes"]
+)
+
+with table:
+    pages = math.ceil(total / ui.HISTORY_PAGE_SIZE)
+    st.caption(f"{total} predictions, newest first; page size {ui.HISTORY_PAGE_SIZE}.")
+    page = st.pagination(pages, key="history_page") if pages > 1 else 1
+    rows = database.query_predictions(history_filter, page, ui.HISTORY_PAGE_SIZE)
+    selection = ui.history_table(rows)
+    selected_ids = rows["id"].iloc[[i for i in selection if i < len(rows)]].tolist()
+
+    ui.export_button(database, history_filter)
+    if selected_ids:
+        ui.history_actions(database, selected_ids)
+
+with charts_tab:
+    st.plotly_chart(
+        charts.predictions_per_day_figure(database.predictions_per_day(history_filter))
+    )
+    histogram = database.probability_histogram(history_filter).rename(columns={"run_id": "model"})
+    st.plotly_chart(charts.probability_histogram_figure(histogram))
+
+with same_image:
+    comparisons = database.same_image_comparisons(history_filter)
+    if comparisons.empty:
+        st.info("No image was predicted by two or more models.")
+    else:
+        st.dataframe(comparisons, hide_index=True)
+
+with outcomes:
+    confirmed = database.confirmed_outcomes(history_filter)
+    if confirmed.empty:
+        st.info("No confirmed diagnoses yet: add them on the Predict page or below the table.")
+    else:
+        st.caption("Stored predictions against confirmed diagnoses, at each model's threshold.")
+        st.dataframe(reports.real_world_metrics(confirmed), hide_index=True)

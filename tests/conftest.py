@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny synthetic datasets in both layouts, and the shared real dataset."""
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import config
+from core.data import ISIC_SITES
+
+SHARED_DATA = config.REPO_ROOT.parent / "shared" / "data" / "dermoscopy"
+
+
+def synthetic_image(rng: np.random.Generator, size: int = 32) -> Image.Image:
+    """Random colour detail at three scales, like a photo: cheap, each hashes differently."""
+    layers = [
+        np.asarray(
+            Image.fromarray(rng.integers(0, 256, size=(cells, cells, 3), dtype=np.uint8)).resize(
+                (size, size), Image.Resampling.BICUBIC
+            ),
+            dtype=np.float64,
+        )
+        for cells in (4, 16, 64)
+        if cells <= size
+    ]
+    return Image.fromarray(np.clip(sum(layers) / len(layers), 0, 255).astype(np.uint8))
+
+
+def write_image(image: Image.Image, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def _csv_rows(names: list[str], labels: list[int]) -> list[dict[str, str]]:
+    sites = (*ISIC_SITES, "")
+    return [
+        {
+            "image_name": name,
+            "patient_id": f"IP_{index // 2:04d}",  # two images per patient
+            "lesion_id": "",
+            "sex": "female" if index % 2 else "male",
+            "age_approx": str(30 + index % 40),
+            "anatom_site_general_challenge": sites[index % len(sites)],
+            "diagnosis": "melanoma" if label else "nevus",
+            "benign_malignant": "malignant" if label else "benign",
+            "target": str(label),
+            "source": "synthetic",
+        }
+        for index, (name, label) in enumerate(zip(names, labels, strict=True))
+    ]
+
+
+@pytest.fixture
+def make_dataset(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: make_dataset(layout="folders"|"csv", n_benign=12, n_malignant=12) -> data dir.
+
+    "folders" writes <dir>/benign/*.jpg and <dir>/malignant/*.jpg; "csv" writes the ISIC 2020
+    layout <dir>/images/<image_name>.jpg + <dir>/metadata.csv (two images per patient, sites
+    cycling through the ISIC vocabulary and missing).
+    """
+
+    def factory(
+        layout: str = "folders", n_benign: int = 12, n_malignant: int = 12, seed: int = 0
+    ) -> Path:
+        rng = np.random.default_rng(seed)
+        root = tmp_path / f"{layout}_{seed}"
+        labels = [0] * n_benign + [1] * n_malignant
+        names = [f"ISIC_{index:07d}" for index in range(len(labels))]
+        for folder in ("images",) if layout == "csv" else ("benign", "malignant"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        for name, label in zip(names, labels, strict=True):
+            folder = root / ("images" if layout == "csv" else ("benign", "malignant")[label])
+            write_image(synthetic_image(rng), folder / f"{name}.jpg")
+        if layout == "csv":
+            rows = _csv_rows(names, labels)
+            with open(root / "metadata.csv", "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        return root
+
+    return factory
+
+
+@pytest.fixture
+def make_photo() -> Callable[..., Image.Image]:
+    """Factory: make_photo(seed=0, size=32) -> a smooth random RGB image."""
+    return lambda seed=0, size=32: synthetic_image(np.random.default_rng(seed), size)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real dermoscopy folder (ISIC 2020 layout), or skip the test."""
+    if not (SHARED_DATA / "metadata.csv").is_file():
+        pytest.skip("needs ../shared/data/dermoscopy, absent on a fresh clone")
+    return SHARED_DATA

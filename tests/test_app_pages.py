@@ -1,0 +1,138 @@
+"""AppTest over every page: renders on a fresh database and with data; key widgets work."""
+
+import io
+import zipfile
+
+import pytest
+from app_fixtures import app_paths, fresh_app, trained_run  # noqa: F401
+from streamlit.testing.v1 import AppTest
+
+from core import config, db, metrics, runs, worker
+
+PAGES = (
+    "Home.py",
+    "pages/1_Predict.py",
+    "pages/2_Train.py",
+    "pages/3_Metrics.py",
+    "pages/4_History.py",
+)
+TIMEOUT = 120
+SAMPLE_IMAGES = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))
+
+
+def app(page: str) -> AppTest:
+    return AppTest.from_file(str(config.REPO_ROOT / page), default_timeout=TIMEOUT)
+
+
+def texts(elements) -> str:
+    return "\n".join(str(element.value) for element in elements)
+
+
+def database() -> db.Database:
+    return db.open_database(config.DB_PATH)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_a_fresh_database(fresh_app, page):  # noqa: F811
+    at = app(page).run()
+    assert not at.exception
+    assert not at.error
+
+
+def test_home_shows_the_active_model_and_the_research_notice(trained_run):  # noqa: F811
+    at = app("Home.py").run()
+    assert not at.exception
+    assert trained_run in texts(at.markdown)
+    assert "not a diagnostic device" in texts(at.warning)
+    assert {metric.label for metric in at.metric} >= {"Test ROC AUC", "Runs", "Stored predictions"}
+    assert len(at.get("page_link")) == 4
+
+
+def test_predict_stores_good_images_and_reports_bad_ones(trained_run):  # noqa: F811
+    before = database().count_predictions(db.HistoryFilter())
+    image = SAMPLE_IMAGES[0].read_bytes()
+    at = app("pages/1_Predict.py").run()
+    at.file_uploader(key="predict_upload").set_value(
+        [("lesion.jpg", image, "image/jpeg"), ("notes.png", b"not an image", "image/png")]
+    ).run()
+    assert not at.exception
+    assert "notes.png: not an image" in texts(at.error)
+    assert at.metric[0].label == "Malignant probability (calibrated)"
+    assert database().count_predictions(db.HistoryFilter()) == before + 1
+    at.segmented_control(key="predict_view").set_value("Heat map").run()
+    assert not at.exception and len(at.image) == 1
+
+    again = app("pages/1_Predict.py").run()
+    again.file_uploader(key="predict_upload").set_value(("copy.jpg", image, "image/jpeg")).run()
+    assert "This image was predicted before" in texts(again.subheader)
+    again.selectbox(key="predict_confirm_label").set_value("malignant")
+    again.text_input(key="predict_confirm_diagnosis").set_value("melanoma")
+    again.button[0].click().run()  # the form's submit button
+    outcomes = database().confirmed_outcomes(db.HistoryFilter())
+    assert "malignant" in outcomes["confirmed_label"].tolist()
+
+
+def test_predict_a_zip_shows_a_table_and_a_csv(trained_run):  # noqa: F811
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in SAMPLE_IMAGES[1:4]:
+            archive.write(path, f"batch/{path.name}")
+    at = app("pages/1_Predict.py").run()
+    at.file_uploader(key="predict_upload").set_value(
+        ("batch.zip", buffer.getvalue(), "application/zip")
+    ).run()
+    assert not at.exception
+    table = at.dataframe[0]
+    assert len(table.value) == 3
+    assert table.value["thumbnail"].str.startswith("data:image/jpeg;base64,").all()
+
+
+def test_metrics_threshold_slider_recomputes_the_operating_point(trained_run):  # noqa: F811
+    at = app("pages/3_Metrics.py").run()
+    assert not at.exception
+    at.slider(key="metrics_threshold").set_value(0.9).run()
+    assert not at.exception
+    predictions = database().run_test_predictions(trained_run)
+    expected = metrics.threshold_metrics(predictions["label"], predictions["probability"], 0.9)
+    shown = {metric.label: metric.value for metric in at.metric}
+    assert shown["Sensitivity"] == f"{expected['sensitivity']:.3f}"
+
+
+def test_history_filters_by_file_name(trained_run):  # noqa: F811
+    records = [
+        db.PredictionRecord(
+            "test", trained_run, name, name * 4, 10, 10, 0.7, "malignant", 0.5, 1.0, False
+        )
+        for name in ("alpha.jpg", "beta.jpg")
+    ]
+    database().insert_predictions(records)
+    at = app("pages/4_History.py").run()
+    assert not at.exception
+    at.text_input(key="history_file").set_value("alpha").run()
+    assert not at.exception
+    assert "1 predictions" in texts(at.caption)
+
+
+def test_train_page_trains_in_the_background_and_activates(trained_run):  # noqa: F811
+    at = app("pages/2_Train.py").run()
+    assert not at.exception and not at.error
+    at.selectbox(key="train_backbone").set_value("mobilenet_v3_small")
+    at.selectbox(key="train_image_size").set_value(64)
+    at.radio(key="train_weights").set_value("none")
+    at.number_input(key="train_epochs").set_value(1)
+    at.number_input(key="train_fine_tune").set_value(0)
+    at.button(key="train_start").click().run()
+    job = worker.latest_job()
+    assert job is not None
+    at.button(key="train_start").click().run()
+    if not worker.read_status(job.job_id).finished:
+        assert "still running" in texts(at.error)
+    status = worker.wait(job.job_id, timeout=300)
+    assert status.state == "succeeded", status.error
+    at.run()
+    assert not at.exception
+    at.button(key="train_activate").click().run()
+    try:
+        assert runs.active_run_id() == status.run_id
+    finally:
+        runs.set_active(trained_run)

@@ -1,0 +1,207 @@
+"""The page-level operations in core: predicting uploads, finding datasets, report tables."""
+
+import io
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from app_fixtures import app_paths, trained_run  # noqa: F401
+from PIL import Image
+
+from core import config, datasets, db, images, metrics, predict_service, reports, runs
+from core.inference import Prediction, Predictor
+
+
+def jpeg_bytes(color=(200, 120, 90), size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+class FakePredictor:
+    """Stands in for Predictor: probability from the red channel, errors for non-images."""
+
+    default_tta = False
+    threshold = 0.5
+
+    def predict_many(self, items, tta=None):
+        for name, data in items:
+            try:
+                image = images.decode_image(data)
+            except images.ImageError as error:
+                yield Prediction(name, None, None, self.threshold, "fake-run", error=str(error))
+                continue
+            probability = image.getpixel((0, 0))[0] / 255
+            yield Prediction(
+                name,
+                probability,
+                "malignant" if probability >= 0.5 else "benign",
+                self.threshold,
+                "fake-run",
+                width=image.width,
+                height=image.height,
+                sha256=images.sha256_bytes(data),
+                latency_ms=1.0,
+            )
+
+
+@pytest.fixture
+def database(tmp_path):
+    database = db.open_database(tmp_path / "app.duckdb")
+    yield database
+    database.close()
+
+
+def test_zip_uploads_are_expanded_and_odd_members_reported():
+    archive = zip_bytes({"a/one.jpg": jpeg_bytes(), "two.png": jpeg_bytes(), "notes.txt": b"x"})
+    uploads, problems = predict_service.expand_uploads(
+        [("single.jpg", jpeg_bytes()), ("batch.zip", archive), ("broken.zip", b"PK not a zip")]
+    )
+    assert [upload.name for upload in uploads] == [
+        "single.jpg",
+        "batch.zip/a/one.jpg",
+        "batch.zip/two.png",
+    ]
+    assert any(p.startswith("batch.zip/notes.txt: skipped") for p in problems)
+    assert any(p.startswith("broken.zip: not a readable zip") for p in problems)
+
+
+def test_a_zip_with_path_traversal_is_refused():
+    _, problems = predict_service.expand_uploads([("evil.zip", zip_bytes({"../x.jpg": b"1"}))])
+    assert problems == ["evil.zip: unsafe member '../x.jpg': path traversal ('..')"]
+
+
+def test_predict_uploads_stores_good_predictions_only(database):
+    uploads = [
+        predict_service.Upload("red.jpg", jpeg_bytes((250, 10, 10))),
+        predict_service.Upload("bad.jpg", b"garbage"),
+        predict_service.Upload("dark.jpg", jpeg_bytes((20, 10, 10))),
+    ]
+    progress = []
+    results = predict_service.predict_uploads(
+        FakePredictor(),
+        database,
+        uploads,
+        "session-1",
+        progress_callback=lambda *a: progress.append(a),
+    )
+    assert progress[-1] == (3, 3)
+    assert [result.ok for result in results] == [True, False, True]
+    assert results[1].prediction_id is None and results[1].thumbnail is None
+    stored = database.query_predictions(db.HistoryFilter(session_id="session-1"))
+    assert sorted(stored["file_name"]) == ["dark.jpg", "red.jpg"]
+    assert results[0].distance == pytest.approx(results[0].prediction.probability - 0.5)
+    frame = predict_service.results_frame(results)
+    assert list(frame["label"]) == ["malignant", "", "benign"]
+    assert b"bad.jpg" in predict_service.results_csv(results)
+
+
+def test_earlier_predictions_of_the_same_image_exclude_this_batch(database):
+    upload = predict_service.Upload("red.jpg", jpeg_bytes((250, 10, 10)))
+    first = predict_service.predict_uploads(FakePredictor(), database, [upload], "s")
+    second = predict_service.predict_uploads(FakePredictor(), database, [upload], "s")
+    earlier = predict_service.earlier_predictions(database, second[0], [second[0].prediction_id])
+    assert len(earlier) == 1 and earlier["file_name"][0] == "red.jpg"
+    assert first[0].prediction_id != second[0].prediction_id
+
+
+def test_thumbnails_are_small_jpegs():
+    thumbnail = predict_service.thumbnail_jpeg(jpeg_bytes(size=(400, 300)))
+    assert Image.open(io.BytesIO(thumbnail)).size == (96, 72)
+    with pytest.raises(images.ImageError):
+        predict_service.thumbnail_jpeg(b"nope")
+
+
+def test_explain_draws_the_heat_map_over_the_whole_image(trained_run):  # noqa: F811
+    predictor = Predictor(runs.load_run(config.MODELS_DIR / trained_run))
+    data = min((config.SAMPLE_DIR / "images").glob("*.jpg")).read_bytes()
+    explanation = predict_service.explain(predictor, data)
+    assert explanation.image.shape == explanation.heatmap.shape == explanation.overlay.shape
+    assert max(explanation.image.shape[:2]) <= predict_service.DISPLAY_PIXELS
+
+
+def make_csv_dataset(folder):
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels.csv").write_text("image_name,target\na,0\n")
+
+
+def test_datasets_are_found_inside_the_data_root_only(tmp_path):
+    make_csv_dataset(tmp_path / "isic")
+    for name in ("benign", "malignant"):
+        (tmp_path / "folders" / "nested" / name).mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.csv").write_text("a,b\n")
+    found = datasets.discover_datasets(tmp_path)
+    assert [choice.data_dir.name for choice in found] == ["isic", "nested"]
+    assert found[0].csv.name == "labels.csv" and found[1].csv is None
+    with pytest.raises(datasets.DatasetPathError, match="outside"):
+        datasets.confine("../elsewhere", tmp_path)
+    assert datasets.confine("isic", tmp_path) == (tmp_path / "isic").resolve()
+
+
+def test_an_uploaded_zip_is_unpacked_into_the_uploads_folder(tmp_path):
+    archive = zip_bytes({"set/labels.csv": b"image_name,target\na,0\n", "set/a.jpg": jpeg_bytes()})
+    result = datasets.unpack_dataset_zip("My data (v2).zip", archive, tmp_path)
+    assert result.folder == (tmp_path / "uploads" / "My_data_v2").resolve()
+    assert result.extracted == 2
+    assert [c.data_dir.name for c in datasets.datasets_in(result.folder, tmp_path)] == ["set"]
+    with pytest.raises(datasets.DatasetPathError, match="already exists"):
+        datasets.unpack_dataset_zip("My data (v2).zip", archive, tmp_path)
+    with pytest.raises(images.ArchiveError):
+        datasets.unpack_dataset_zip("evil.zip", zip_bytes({"../x.jpg": b"1"}), tmp_path)
+    assert not (tmp_path / "uploads" / "evil").exists()
+    with pytest.raises(datasets.DatasetPathError):
+        datasets.safe_folder_name("..zip")
+
+
+def evaluation(seed=0, n=80):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    probabilities = np.clip(labels * 0.3 + rng.random(n) * 0.7, 0, 1)
+    return labels, probabilities, metrics.evaluate(labels, probabilities, 0.5, n_bootstrap=50)
+
+
+def test_report_tables_from_an_evaluation():
+    labels, probabilities, test = evaluation()
+    table = reports.headline_table(test)
+    auc_row = table[table["metric"] == "ROC AUC"].iloc[0]
+    assert auc_row["ci_low"] <= auc_row["value"] <= auc_row["ci_high"]
+    frame = {"label": labels, "probability": probabilities}
+    point = reports.operating_point(pd.DataFrame(frame), 0.5)
+    assert point.roc_point == (1 - test["specificity"], test["sensitivity"])
+    assert point.pr_point == (test["sensitivity"], test["ppv"])
+    card = {
+        "backbone": "b",
+        "image_size": 64,
+        "threshold": {"value": 0.5, "rule": "youden"},
+        "data": {"source": "s", "n_images": 80, "sites": ["all"]},
+        "metrics": {"test": test},
+    }
+    compared = reports.comparison_table({"one": card, "two": card})
+    assert list(compared.columns) == ["one", "two"]
+    assert compared.loc["ROC AUC", "one"].startswith(f"{test['roc_auc']:.3f} (")
+    assert set(reports.roc_curves({"one": card})) == {"one"}
+
+
+def test_real_world_metrics_per_model():
+    confirmed = pd.DataFrame(
+        {
+            "run_id": ["a", "a", "a", "b"],
+            "probability": [0.9, 0.2, 0.6, 0.7],
+            "threshold": [0.5, 0.5, 0.5, 0.4],
+            "confirmed_label": ["malignant", "benign", "benign", "malignant"],
+        }
+    )
+    table = reports.real_world_metrics(confirmed).set_index("model")
+    assert table.loc["a", "confirmed"] == 3 and table.loc["a", "malignant"] == 1
+    assert table.loc["a", "ROC AUC"].startswith("1.000")
+    assert table.loc["b", "ROC AUC"] == "n/a"  # one confirmed class: no AUC

@@ -1,0 +1,86 @@
+"""The benchmark's report: structure, ratios and goals (not the speed goals themselves)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.report import Figure, Goal, finite, machine, table
+from core import config
+
+EXPECTED_GROUPS = {"single", "many", "cli", "memory", "cache", "fine_tune", "history", "metrics"}
+
+
+def test_ratio_reads_as_a_speedup_for_times():
+    figure = Figure("single", "latency", 10.0, 50.0, "ms", "naive", speedup=True)
+    assert figure.ratio == pytest.approx(5.0)
+
+
+def test_ratio_is_value_over_baseline_otherwise():
+    goal = Goal("ratio", ">=", 0.85)
+    figure = Figure("many", "throughput", 90.0, 100.0, "img/s", "raw", goal=goal)
+    assert figure.ratio == pytest.approx(0.9)
+    assert figure.passed is True
+
+
+def test_goals_on_value_and_difference():
+    assert Goal("value", "<", 300).met(299.0, 1.0, None)
+    assert not Goal("value", "<", 300).met(300.0, 1.0, None)
+    assert Goal("difference", "<=", 0.005).met(0.801, 0.804, None)
+    assert not Goal("difference", "<=", 0.005).met(0.80, 0.81, None)
+
+
+def test_figure_without_goal_has_no_verdict_and_zero_baseline_no_ratio():
+    figure = Figure("app", "imports", 0, 0, "", "none")
+    assert figure.ratio is None
+    assert figure.passed is None
+    assert "imports" in table([figure])
+
+
+def test_bad_goal_is_refused():
+    with pytest.raises(ValueError, match="measure"):
+        Goal("speed", ">=", 1)
+
+
+def test_json_payload_has_no_nan():
+    assert finite({"a": [float("nan"), 1.0], "b": float("inf")}) == {"a": [None, 1.0], "b": None}
+
+
+def test_machine_names_cpu_cores_and_versions():
+    description = machine()
+    assert description["cpu"]
+    assert description["cores"] >= 1
+    assert "python" in description["versions"]
+
+
+@pytest.mark.slow
+def test_quick_benchmark_reports_every_figure_with_a_ratio(tmp_path):
+    results = tmp_path / "results.json"
+    environment = {**os.environ, "DERMO_DB_PATH": str(tmp_path / "app.duckdb")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--tiny-model", "--json", str(results)],
+        cwd=config.REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "ratio" in completed.stdout and "baseline" in completed.stdout
+    report = json.loads(results.read_text())
+    assert report["quick"] is True and report["errors"] == {}
+    assert {"cpu", "cores", "versions"} <= set(report["machine"])
+    groups = {figure["group"] for figure in report["figures"]}
+    assert groups >= EXPECTED_GROUPS
+    assert "app" in groups or "app" in report["skipped"]
+    for figure in report["figures"]:
+        assert {"name", "value", "baseline", "unit", "goal", "passed"} <= set(figure)
+        assert math.isfinite(figure["value"]) and math.isfinite(figure["baseline"])
+        if figure["baseline"]:
+            assert figure["ratio"] is not None and math.isfinite(figure["ratio"])
+        if figure["goal"] is not None:
+            assert isinstance(figure["passed"], bool)

@@ -1,0 +1,281 @@
+"""Decoding of every kind of bad or unusual image, resizing, and safe zip extraction."""
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import images
+
+
+def encode(image: Image.Image, image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def photo(make_photo) -> Image.Image:
+    return make_photo(seed=1, size=64)
+
+
+@pytest.fixture
+def jpeg_bytes(photo: Image.Image) -> bytes:
+    return encode(photo, "JPEG", quality=90)
+
+
+@pytest.fixture
+def png_bytes(photo: Image.Image) -> bytes:
+    return encode(photo, "PNG")
+
+
+def decoded_pixel(data: bytes, xy: tuple[int, int] = (0, 0)) -> tuple[int, ...]:
+    image = images.decode_image(data)
+    assert image.mode == "RGB"
+    return image.getpixel(xy)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty file"),
+        (b"%PDF-1.7\n1 0 obj << >> endobj\n", "PDF"),
+        (b"image_name,target\nISIC_1,0\n", "text"),
+        (b"<!DOCTYPE html><html></html>", "HTML"),
+        (bytes(range(256)) * 4, "not an image"),
+    ],
+)
+def test_non_images_are_refused_with_a_reason(data: bytes, message: str) -> None:
+    with pytest.raises(images.ImageError, match=message):
+        images.decode_image(data)
+
+
+def test_truncated_jpeg_is_refused(jpeg_bytes: bytes) -> None:
+    with pytest.raises(images.ImageError, match="truncated or corrupt"):
+        images.decode_image(jpeg_bytes[: len(jpeg_bytes) // 2])
+
+
+def test_decompression_bomb_is_refused_before_decoding() -> None:
+    bomb = encode(Image.new("1", (30000, 30000)), "PNG")  # 900 MP in about 100 kB
+    assert len(bomb) < 1_000_000
+    with pytest.raises(images.ImageError, match=r"900\.0 MP, over the 50\.0 MP limit"):
+        images.decode_image(bomb)
+
+
+def test_pixel_limit_is_adjustable_and_message_names_the_size(png_bytes: bytes) -> None:
+    with pytest.raises(images.ImageError, match="64x64"):
+        images.decode_image(png_bytes, max_pixels=1000)
+
+
+def test_animated_gif_uses_its_first_frame() -> None:
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    assert decoded_pixel(data) == (255, 0, 0)
+
+
+def test_multipage_tiff_uses_its_first_page() -> None:
+    pages = [Image.new("RGB", (16, 16), colour) for colour in ((0, 255, 0), (255, 0, 0))]
+    data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    assert decoded_pixel(data) == (0, 255, 0)
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    data = encode(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG", quality=95)
+    red, green, blue = decoded_pixel(data)
+    assert red > 200 and green < 60 and blue < 60
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped() -> None:
+    levels = np.array([[0, 32896, 65535]], dtype=np.uint16)
+    data = encode(Image.fromarray(levels), "PNG")
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    row = np.asarray(images.decode_image(data))[0, :, 0]
+    assert row.tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (Image.new("L", (4, 4), 77), (77, 77, 77)),
+        (Image.new("1", (4, 4), 1), (255, 255, 255)),
+        (Image.new("RGBA", (4, 4), (255, 0, 0, 0)), (255, 255, 255)),
+        (Image.new("RGBA", (4, 4), (0, 0, 255, 255)), (0, 0, 255)),
+        (Image.new("LA", (4, 4), (0, 0)), (255, 255, 255)),
+    ],
+)
+def test_colour_modes_become_rgb(image: Image.Image, expected: tuple[int, int, int]) -> None:
+    assert decoded_pixel(encode(image, "PNG")) == expected
+
+
+def test_palette_image_with_transparency_is_composited_on_white() -> None:
+    palette_image = Image.new("P", (4, 4), 0)
+    palette_image.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+    palette_image.putpixel((1, 1), 1)
+    data = encode(palette_image, "PNG", transparency=0)
+    assert decoded_pixel(data, (0, 0)) == (255, 255, 255)
+    assert decoded_pixel(data, (1, 1)) == (200, 10, 10)
+
+
+def test_exif_orientation_is_applied() -> None:
+    wide = Image.new("RGB", (40, 20), (0, 0, 0))
+    wide.paste((255, 255, 255), (0, 0, 20, 20))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    decoded = images.decode_image(encode(wide, "JPEG", quality=95, exif=exif))
+    assert decoded.size == (20, 40)
+    # The stored left half is the top once rotated clockwise.
+    assert decoded.getpixel((10, 5))[0] > 200 and decoded.getpixel((10, 35))[0] < 50
+
+
+def test_one_pixel_image_decodes_and_resizes() -> None:
+    decoded = images.decode_image(encode(Image.new("RGB", (1, 1), (9, 8, 7)), "PNG"))
+    array = images.resize_for_model(decoded, 8)
+    assert array.shape == (8, 8, 3) and array.dtype == np.uint8
+    assert (array == (9, 8, 7)).all()
+
+
+def test_resize_keeps_the_whole_image_without_cropping() -> None:
+    wide = Image.new("RGB", (100, 50), (255, 0, 0))
+    wide.paste((0, 0, 255), (50, 0, 100, 50))
+    for resample in images.RESAMPLE_FILTERS:
+        array = images.resize_for_model(wide, 10, resample)
+        assert array.shape == (10, 10, 3)
+        assert array[5, 0].tolist() == [255, 0, 0] and array[5, 9].tolist() == [0, 0, 255]
+
+
+def test_unknown_resample_filter_is_a_value_error(photo: Image.Image) -> None:
+    with pytest.raises(ValueError, match="resample"):
+        images.resize_for_model(photo, 8, "cubic-ish")
+
+
+def test_load_image_file_names_the_file(tmp_path: Path, jpeg_bytes: bytes) -> None:
+    good = tmp_path / "good.jpg"
+    good.write_bytes(jpeg_bytes)
+    assert images.load_image_file(good, 16).shape == (16, 16, 3)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not really a jpeg")
+    with pytest.raises(images.ImageError, match="bad.jpg"):
+        images.load_image_file(bad, 16)
+    with pytest.raises(images.ImageError, match="missing.jpg"):
+        images.load_image_file(tmp_path / "missing.jpg", 16)
+
+
+def test_decode_many_keeps_input_order_and_returns_errors(tmp_path: Path) -> None:
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    inputs: list = [encode(Image.new("RGB", (8, 8), colour), "PNG") for colour in colours]
+    path = tmp_path / "blue.png"
+    path.write_bytes(inputs.pop())
+    inputs += [b"", path]
+    results = images.decode_many(inputs, 4, workers=3)
+    assert results[0][0, 0].tolist() == [255, 0, 0]
+    assert results[1][0, 0].tolist() == [0, 255, 0]
+    assert isinstance(results[2], images.ImageError)
+    assert results[3][0, 0].tolist() == [0, 0, 255]
+
+
+def test_sha256_bytes() -> None:
+    assert images.sha256_bytes(b"abc").startswith("ba7816bf8f01cfea")
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png"])
+def test_fuzzed_bytes_decode_or_raise_image_error_only(
+    kind: str, jpeg_bytes: bytes, png_bytes: bytes
+) -> None:
+    original = np.frombuffer(jpeg_bytes if kind == "jpeg" else png_bytes, dtype=np.uint8)
+    rng = np.random.default_rng(1234)
+    outcomes = {"decoded": 0, "refused": 0}
+    for _ in range(100):
+        mutated = original.copy()
+        positions = rng.integers(0, len(mutated), size=rng.integers(1, 9))
+        mutated[positions] = rng.integers(0, 256, size=len(positions), dtype=np.uint8)
+        data = mutated.tobytes()
+        if rng.random() < 0.3:
+            data = data[: rng.integers(0, len(data))]
+        try:
+            assert images.decode_image(data).mode == "RGB"
+            outcomes["decoded"] += 1
+        except images.ImageError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0  # the mutations did reach the decoder
+
+
+# --- zip extraction -------------------------------------------------------------------------
+
+
+def make_zip(members: dict[str, bytes], symlinks: tuple[str, ...] = ()) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            if name in symlinks:
+                info.external_attr = 0o120777 << 16
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def test_zip_extracts_images_and_csv_and_skips_the_rest(tmp_path: Path, jpeg_bytes) -> None:
+    archive = make_zip(
+        {
+            "set/benign/a.jpg": jpeg_bytes,
+            "set/metadata.csv": b"image_name,target\na,0\n",
+            "set/readme.txt": b"hello",
+            "set/inner.zip": make_zip({"b.jpg": jpeg_bytes}),
+            "__MACOSX/set/._a.jpg": b"\x00\x05",
+        }
+    )
+    result = images.safe_extract_zip(archive, tmp_path / "out")
+    extracted = sorted(path.relative_to(tmp_path / "out").as_posix() for path in result.extracted)
+    assert extracted == ["set/benign/a.jpg", "set/metadata.csv"]
+    assert (tmp_path / "out/set/benign/a.jpg").read_bytes() == jpeg_bytes
+    reasons = dict(result.skipped)
+    assert "nested archive" in reasons["set/inner.zip"]
+    assert "not an image" in reasons["set/readme.txt"]
+    assert "macOS" in reasons["__MACOSX/set/._a.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("name", "symlink"),
+    [
+        ("../evil.jpg", False),
+        ("set/../../evil.jpg", False),
+        ("/etc/evil.jpg", False),
+        ("C:/evil.jpg", False),
+        ("..\\evil.jpg", False),
+        ("link.jpg", True),
+    ],
+)
+def test_zip_with_unsafe_paths_is_refused(tmp_path: Path, name: str, symlink: bool) -> None:
+    archive = make_zip({"ok.jpg": b"x", name: b"x"}, symlinks=(name,) if symlink else ())
+    with pytest.raises(images.ArchiveError, match="unsafe member"):
+        images.safe_extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "evil.jpg").exists()
+    assert not list((tmp_path).rglob("ok.jpg"))
+
+
+def test_zip_bomb_by_ratio_is_refused_and_cleaned_up(tmp_path: Path, jpeg_bytes) -> None:
+    archive = make_zip({"a.jpg": jpeg_bytes, "bomb.png": bytes(20 * 1024 * 1024)})
+    assert len(archive) < 100_000
+    with pytest.raises(images.ArchiveError, match="ratio"):
+        images.safe_extract_zip(archive, tmp_path / "out")
+    assert list((tmp_path / "out").rglob("*.*")) == []
+
+
+def test_zip_over_the_total_size_limit_is_refused(tmp_path: Path, jpeg_bytes) -> None:
+    archive = make_zip({"a.jpg": jpeg_bytes, "b.jpg": jpeg_bytes})
+    with pytest.raises(images.ArchiveError, match="uncompressed"):
+        images.safe_extract_zip(archive, tmp_path / "out", max_total_bytes=len(jpeg_bytes))
+
+
+def test_zip_with_too_many_members_is_refused(tmp_path: Path) -> None:
+    archive = make_zip({f"{index}.jpg": b"x" for index in range(5)})
+    with pytest.raises(images.ArchiveError, match="members"):
+        images.safe_extract_zip(archive, tmp_path / "out", max_members=4)
+
+
+def test_not_a_zip_is_an_archive_error(tmp_path: Path) -> None:
+    with pytest.raises(images.ArchiveError, match="not a readable zip"):
+        images.safe_extract_zip(b"plain text", tmp_path / "out")

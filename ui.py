@@ -1,0 +1,405 @@
+"""Streamlit-only helpers shared by the pages: cached resources, the session id, widgets.
+
+Nothing here imports TensorFlow or scikit-learn at module level, so Home, Metrics and History
+stay light; the Predictor loads TensorFlow inside the function that builds it.
+"""
+
+import base64
+import io
+import uuid
+
+import pandas as pd
+import streamlit as st
+
+from core import config, db, runs
+
+RESEARCH_NOTICE = (
+    "Research tool, not a diagnostic device: it must not be used to diagnose, treat or triage "
+    "patients. Every output needs review by a qualified clinician."
+)
+
+
+@st.cache_resource
+def _open_database(path: str) -> db.Database:
+    return db.open_database(path)
+
+
+def database() -> db.Database:
+    """This process's database, with the run tables brought in line with the run folders.
+
+    Ingesting on every page run is cheap (unchanged folders are skipped by mtime) and picks up
+    runs finished by the training process, activated or deleted elsewhere.
+    """
+    database = _open_database(str(config.DB_PATH))
+    database.ingest_runs(config.MODELS_DIR)
+    return database
+
+
+@st.cache_resource(max_entries=3)
+def _load_predictor(run_id: str, models_dir: str, model_mtime_ns: int):
+    # The mtime is part of the key: a run folder rewritten in place loads a fresh model.
+    from core.inference import Predictor
+
+    predictor = Predictor(runs.load_run(runs.models_dir(models_dir) / run_id))
+    predictor.warm_up()
+    return predictor
+
+
+def predictor(run: runs.Run):
+    """A loaded, shared (read-only) Predictor for `run`."""
+    return _load_predictor(run.run_id, str(run.folder.parent), run.model_path.stat().st_mtime_ns)
+
+
+def session_id() -> str:
+    """A random id per browser session, stored with each prediction."""
+    if "session_id" not in st.session_state:
+        st.session_state["session_id"] = uuid.uuid4().hex
+    return st.session_state["session_id"]
+
+
+def data_url(jpeg) -> str | None:
+    """A data URL that st.column_config.ImageColumn can show; None for a missing thumbnail."""
+    # Database frames hold missing blobs as pandas.NA, fresh results as None.
+    if not isinstance(jpeg, bytes | bytearray | memoryview) or len(jpeg) == 0:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(bytes(jpeg)).decode("ascii")
+
+
+def research_notice() -> None:
+    st.warning(RESEARCH_NOTICE, icon=":material/science:")
+
+
+def show_problems(problems: list[str] | tuple[str, ...]) -> None:
+    for problem in problems:
+        st.warning(problem, icon=":material/report:")
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}%}"
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def with_interval(evaluation: dict, key: str) -> str:
+    """ "0.871 (95% CI 0.820-0.915)" from an evaluation dict."""
+    interval = (evaluation.get("intervals") or {}).get(key)
+    text = number(evaluation.get(key))
+    return f"{text} (95% CI {interval[0]:.3f}-{interval[1]:.3f})" if interval else text
+
+
+def run_label(run: runs.Run, active_id: str | None) -> str:
+    auc = ((run.card.get("metrics") or {}).get("test") or {}).get("roc_auc")
+    marker = " (active)" if run.run_id == active_id else ""
+    return f"{run.run_id}{marker} - {run.card.get('backbone')}, test AUC {number(auc)}"
+
+
+def run_picker(key: str, label: str = "Model") -> runs.Run | None:
+    """A selectbox of the finished runs, the active one first and selected by default."""
+    active, problems = runs.active_run()
+    found, _ = runs.list_runs()
+    show_problems(problems)
+    if active is None:
+        return None
+    by_id = {active.run_id: active, **{run.run_id: run for run in found}}
+    chosen = st.selectbox(
+        label,
+        list(by_id),
+        key=key,
+        format_func=lambda run_id: run_label(by_id[run_id], active.run_id),
+    )
+    return by_id[chosen]
+
+
+def run_facts(card: dict) -> pd.DataFrame:
+    """What a researcher asks first about a model, from its card."""
+    data, test = card.get("data") or {}, (card.get("metrics") or {}).get("test") or {}
+    threshold = card.get("threshold") or {}
+    balance = data.get("class_balance") or {}
+    facts = {
+        "Backbone": f"{card.get('backbone')} (weights {card.get('weights')})",
+        "Input size": f"{card.get('image_size')} px, {card.get('resample')}",
+        "Trained on": f"{data.get('source')}, sites {', '.join(data.get('sites') or [])}",
+        "Images": f"{data.get('n_images')} ({balance.get('malignant')} malignant)",
+        "Test ROC AUC": with_interval(test, "roc_auc"),
+        "Threshold": f"{number(threshold.get('value'))} (rule: {threshold.get('rule')})",
+        "Sensitivity at threshold": with_interval(test, "sensitivity"),
+        "Specificity at threshold": with_interval(test, "specificity"),
+        "Flip TTA": "on" if card.get("tta") else "off",
+        "Trained at (UTC)": card.get("created_at"),
+    }
+    return pd.DataFrame({"Property": list(facts), "Value": list(facts.values())})
+
+
+@st.cache_data(max_entries=32, show_spinner="Computing Grad-CAM")
+def explanation(_predictor, run_id: str, sha256: str, _data: bytes, toward: str):
+    """Grad-CAM of one image, cached by run, image content and direction."""
+    from core import predict_service
+
+    return predict_service.explain(_predictor, _data, toward)
+
+
+def prediction_summary(result, ood_threshold: float | None) -> None:
+    """Probability, label, distance from the threshold and the OOD warning of one result."""
+    prediction = result.prediction
+    st.metric(
+        "Malignant probability (calibrated)",
+        percent(prediction.probability),
+        delta=f"{result.distance:+.1%} from the threshold {prediction.threshold:.1%}",
+        delta_color="inverse",
+    )
+    color = "red" if prediction.label == "malignant" else "green"
+    st.badge(f"{prediction.label} at the model's threshold", color=color)
+    if prediction.ood_flag:
+        st.error(
+            f"Out of distribution: this image is unlike the training images (score "
+            f"{prediction.ood_score:.1f} > {number(ood_threshold, 1)}). The probability is "
+            "unreliable; is it a dermoscopy image of a skin lesion?",
+            icon=":material/warning:",
+        )
+    st.caption(
+        f"Model {prediction.model}, {prediction.width}x{prediction.height} px, "
+        f"{prediction.latency_ms:.0f} ms, sha256 {prediction.sha256[:12]}..."
+    )
+
+
+def confirm_form(database: db.Database, prediction_id: int) -> None:
+    """Record the confirmed diagnosis (say, histopathology) of a stored prediction."""
+    with st.form("predict_confirm"):
+        st.markdown("**Confirmed diagnosis** (when known, e.g. from histopathology)")
+        label = st.selectbox("Outcome", db.LABELS, key="predict_confirm_label")
+        diagnosis = st.text_input(
+            "Diagnosis (optional)", key="predict_confirm_diagnosis", placeholder="e.g. melanoma"
+        )
+        if st.form_submit_button("Save outcome"):
+            changed = database.set_confirmed(
+                [prediction_id], label, diagnosis or None, session_id=session_id()
+            )
+            st.success(f"Saved for {changed} prediction(s).")
+
+
+def results_table(results) -> None:
+    """A sortable table of a batch of predictions, thumbnails included, and its CSV."""
+    from core import predict_service
+
+    frame = predict_service.results_frame(results).drop(columns=["sha256", "error"])
+    st.dataframe(
+        frame.assign(thumbnail=frame["thumbnail"].map(data_url)),
+        hide_index=True,
+        column_config={
+            "thumbnail": st.column_config.ImageColumn("Image", width="small"),
+            "probability": st.column_config.ProgressColumn("Probability", format="percent"),
+            "distance": st.column_config.NumberColumn("From threshold", format="percent"),
+        },
+        key="predict_table",
+    )
+    st.download_button(
+        "Download CSV",
+        predict_service.results_csv(results),
+        "predictions.csv",
+        "text/csv",
+        key="predict_csv",
+    )
+
+
+@st.cache_data(ttl=300, max_entries=8, show_spinner="Checking the dataset")
+def _validate(data_dir: str, csv: str | None, sites: tuple[str, ...]):
+    from core import data
+
+    return data.validate_dataset(data_dir, csv, sites or None)
+
+
+def validation_report(data_dir: str, csv: str | None, sites: tuple[str, ...]):
+    """Check a dataset (cached for a few minutes) and show what is usable and what is wrong."""
+    report = _validate(data_dir, csv, sites)
+    counts = st.columns(3)
+    counts[0].metric("Usable images", report.n_images)
+    counts[1].metric("Benign", report.class_counts["benign"])
+    counts[2].metric("Malignant", report.class_counts["malignant"])
+    if not report.site_counts.empty:
+        with st.expander("Images by anatomical site"):
+            st.dataframe(report.site_counts)
+    for problem in report.problems:
+        show = st.error if problem.level == "error" else st.warning
+        show(problem.message)
+        if problem.files:
+            with st.expander(f"{len(problem.files)} files"):
+                st.text("\n".join(problem.files[:200]))
+    return report
+
+
+def _job_fraction(status) -> float:
+    if not status.epochs or not status.batches:
+        return 0.0
+    return min(max((status.epoch - 1 + status.batch / status.batches) / status.epochs, 0.0), 1.0)
+
+
+def _show_running(status) -> None:
+    from core import charts, worker
+
+    st.progress(_job_fraction(status), text=status.message)
+    remaining = status.remaining_seconds
+    st.caption(
+        f"Stage {status.stage}, epoch {status.epoch}/{status.epochs}; elapsed "
+        f"{status.elapsed_seconds:.0f} s"
+        + ("" if remaining is None else f", about {remaining:.0f} s left in this phase")
+    )
+    if status.history:
+        st.plotly_chart(charts.learning_curves_figure(pd.DataFrame(status.history)))
+    if st.button("Cancel training", key="train_cancel"):
+        worker.cancel(status.job_id)
+        st.info("Cancelling: the job stops after the current batch.")
+
+
+def _show_finished(status) -> None:
+    from core import reports, worker
+
+    if status.state == "cancelled":
+        st.warning(f"Training {status.job_id} was cancelled; the active model is unchanged.")
+        return
+    if status.state == "failed":
+        st.error(f"Training {status.job_id} failed: {status.error}")
+        log = worker.jobs_dir() / status.job_id / "log.txt"
+        if log.is_file():
+            with st.expander("Log (last lines)"):
+                st.code("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        return
+    st.success(f"Training finished in {status.elapsed_seconds:.0f} s: run {status.run_id}.")
+    try:
+        new_run = runs.load_run(runs.models_dir() / status.run_id)
+    except runs.RunError as error:
+        st.error(str(error))
+        return
+    active, _ = runs.active_run()
+    cards = {f"new: {new_run.run_id}": new_run.card}
+    if active is not None and active.run_id != new_run.run_id:
+        cards[f"active: {active.run_id}"] = active.card
+    st.dataframe(reports.comparison_table(cards).astype(str))
+    if active is not None and active.run_id == new_run.run_id:
+        st.caption("This run is the active model.")
+    elif st.button("Make this run the active model", key="train_activate"):
+        runs.set_active(new_run.run_id)
+        st.rerun()
+
+
+def training_monitor() -> None:
+    """The latest training job, refreshed every 2 s while it runs (and only then)."""
+    from core import worker
+
+    first = worker.latest_job()
+    running = first is not None and not first.finished
+
+    @st.fragment(run_every=2 if running else None)
+    def monitor() -> None:
+        status = worker.latest_job()
+        if status is None:
+            return
+        st.subheader(f"Training {status.job_id}")
+        if not status.finished:
+            _show_running(status)
+        elif running:
+            st.rerun()  # A full rerun stops the polling and refreshes the list of runs.
+        else:
+            _show_finished(status)
+
+    monitor()
+
+
+def run_manager() -> None:
+    """Finished runs: download, delete (never the active one); the feature cache."""
+    from core import features
+
+    st.subheader("Runs")
+    found, problems = runs.list_runs()
+    show_problems(problems)
+    active_id = runs.active_run_id()
+    if found:
+        run_id = st.selectbox(
+            "Run",
+            [run.run_id for run in found],
+            key="train_run",
+            format_func=lambda run_id: run_label(
+                next(run for run in found if run.run_id == run_id), active_id
+            ),
+        )
+        download, delete = st.columns(2)
+        download.download_button(
+            "Download run (ZIP)",
+            lambda: runs.zip_run(run_id),
+            f"{run_id}.zip",
+            "application/zip",
+            key="train_download",
+        )
+        sure = delete.checkbox("Yes, delete this run", key="train_delete_confirm")
+        if delete.button(
+            "Delete run",
+            key="train_delete",
+            disabled=not sure or run_id == active_id,
+            help="The active model cannot be deleted; activate another run first.",
+        ):
+            try:
+                runs.delete_run(run_id)
+            except runs.RunError as error:
+                st.error(str(error))
+            else:
+                st.rerun()
+    else:
+        st.caption("No runs yet.")
+    size = features.cache_size()
+    st.caption(f"Feature cache: {size / 1024**2:.1f} MB of cached backbone features")
+    if st.button("Clear the feature cache", key="train_clear_cache", disabled=size == 0):
+        st.success(f"Freed {features.clear_cache() / 1024**2:.1f} MB.")
+
+
+HISTORY_PAGE_SIZE = 50
+
+
+def history_table(rows: pd.DataFrame) -> list[int]:
+    """One page of stored predictions with thumbnails; returns the selected row positions."""
+    shown = rows.drop(columns=["session_id", "sha256"]).assign(
+        thumbnail=rows["thumbnail"].map(data_url)
+    )
+    event = st.dataframe(
+        shown,
+        hide_index=True,
+        column_order=["thumbnail", *[c for c in shown.columns if c != "thumbnail"]],
+        column_config={
+            "thumbnail": st.column_config.ImageColumn("Image", width="small"),
+            "probability": st.column_config.ProgressColumn("Probability", format="percent"),
+            "created_at": st.column_config.DatetimeColumn("When (UTC)"),
+        },
+        on_select="rerun",
+        selection_mode="multi-row",
+        key="history_table",
+    )
+    return list(event.selection.rows)
+
+
+def history_actions(database: db.Database, prediction_ids: list[int]) -> None:
+    """Record an outcome for, or delete (after confirmation), the selected predictions."""
+    st.markdown(f"**{len(prediction_ids)} selected**")
+    outcome, remove = st.columns(2)
+    label = outcome.selectbox("Confirmed outcome", db.LABELS, key="history_confirm_label")
+    diagnosis = outcome.text_input("Diagnosis (optional)", key="history_confirm_diagnosis")
+    if outcome.button("Save outcome", key="history_confirm"):
+        changed = database.set_confirmed(prediction_ids, label, diagnosis or None)
+        st.success(f"Outcome saved for {changed} predictions.")
+    sure = remove.checkbox("Yes, delete them permanently", key="history_delete_confirm")
+    if remove.button("Delete selected", key="history_delete", disabled=not sure):
+        removed = database.delete_predictions(prediction_ids)
+        st.toast(f"Deleted {removed} predictions.")
+        st.rerun()
+
+
+def export_button(database: db.Database, history_filter: db.HistoryFilter) -> None:
+    """CSV of every filtered row, written only when the button is clicked."""
+
+    def export() -> bytes:
+        buffer = io.BytesIO()
+        database.export_predictions_csv(history_filter, buffer)
+        return buffer.getvalue()
+
+    st.download_button(
+        "Export filtered rows (CSV)", export, "predictions.csv", "text/csv", key="history_export"
+    )
