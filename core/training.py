@@ -39,7 +39,7 @@ class TrainConfig:
     image_size: int = config.DEFAULT_IMAGE_SIZE
     weights: str = "imagenet"
     head_epochs: int = 30
-    fine_tune_epochs: int = 8
+    fine_tune_epochs: int = 12
     fine_tune_layers: int = 50
     batch_size: int = 32
     head_learning_rate: float = 1e-3
@@ -178,7 +178,11 @@ class PreparedData:
 
 def prepare_data(train_config: TrainConfig, report: ProgressCallback) -> PreparedData:
     """Load, group, split (before anything is tuned) and decode every image once."""
-    dataset = data.load_dataset(train_config.data_dir, train_config.csv, train_config.sites)
+    # A full decode drops unreadable files (truncated JPEGs included) with a warning, so one
+    # bad file costs that image, not the whole training.
+    dataset = data.load_dataset(
+        train_config.data_dir, train_config.csv, train_config.sites, full_decode=True
+    )
     paths = dataset.frame["path"].tolist()
     report(Progress("data", f"Hashing {len(paths)} images to group near-duplicates"))
     hashes = splits.hash_files(paths)
@@ -259,12 +263,33 @@ def train_head(model, train_config, prepared, report, should_stop, history) -> f
     return max(fit.history["val_auc"])
 
 
+def fine_tune_schedule(peak_rate: float, epochs: int, batches: int):
+    """One epoch of linear warm-up to `peak_rate`, then cosine decay to 5% of it.
+
+    Starting at the peak rate knocked validation AUC well below the head's in the first
+    epoch (the new layers meet augmented images and large updates at once); the decay keeps
+    the last epochs from undoing the best ones.
+    """
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak_rate / 10,
+        decay_steps=max(1, (epochs - 1) * batches),
+        alpha=0.05,
+        warmup_target=peak_rate,
+        warmup_steps=batches,
+    )
+
+
 def fine_tune(model, train_config, prepared, report, should_stop, history) -> float:
     """Phase 2: unfreeze the backbone's top layers and train with augmentation."""
     train_rows, val_rows = prepared.indices("train"), prepared.indices("val")
     set_fine_tune_layers(model, train_config.fine_tune_layers)
+    batches = int(np.ceil(len(train_rows) / train_config.batch_size))
     model.compile(
-        optimizer=keras.optimizers.Adam(train_config.fine_tune_learning_rate),
+        optimizer=keras.optimizers.Adam(
+            fine_tune_schedule(
+                train_config.fine_tune_learning_rate, train_config.fine_tune_epochs, batches
+            )
+        ),
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc")],
     )
@@ -277,7 +302,6 @@ def fine_tune(model, train_config, prepared, report, should_stop, history) -> fl
         augmentation,
         train_config.seed,
     )
-    batches = int(np.ceil(len(train_rows) / train_config.batch_size))
     reporter = ProgressReporter(
         "fine_tune", train_config.fine_tune_epochs, batches, report, should_stop, history
     )

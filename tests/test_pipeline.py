@@ -14,6 +14,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from app_fixtures import tiny_train_config
 
 from core import config, runs
 from core.inference import Predictor
@@ -39,18 +40,9 @@ TINY_ARGUMENTS = [
 ]
 
 
-def tiny_config(**overrides) -> TrainConfig:
-    settings = {
-        "data_dir": str(SAMPLE_IMAGES),
-        "csv": str(SAMPLE_CSV),
-        "backbone": "mobilenet_v3_small",
-        "image_size": 64,
-        "weights": "none",
-        "head_epochs": 1,
-        "fine_tune_epochs": 1,
-    }
-    settings.update(overrides)
-    return TrainConfig(**settings)
+def tiny_config(**changes) -> TrainConfig:
+    """The app tests' tiny run, with one fine-tune epoch so both phases are exercised."""
+    return tiny_train_config(**{"fine_tune_epochs": 1, **changes})
 
 
 def run_cli(arguments, models_dir, cache_dir, check=True) -> subprocess.CompletedProcess:

@@ -1,0 +1,77 @@
+"""Run folders, the active run and its fallback, without TensorFlow."""
+
+import io
+import json
+import zipfile
+
+import pytest
+
+from core import runs
+
+
+def make_run(models_dir, run_id, auc=0.9):
+    folder = models_dir / run_id
+    folder.mkdir(parents=True)
+    (folder / "model.keras").write_bytes(b"stand-in")
+    card = {"image_size": 64, "threshold": {"value": 0.5}, "metrics": {"test": {"roc_auc": auc}}}
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_list_runs_skips_unfinished_and_reports_broken(tmp_path):
+    make_run(tmp_path, "20260101-000000-a")
+    make_run(tmp_path, "20260102-000000-b")
+    (tmp_path / ".20260103-000000-c.partial").mkdir()
+    broken = make_run(tmp_path, "20260104-000000-d")
+    (broken / "card.json").write_text("{not json")
+    found, problems = runs.list_runs(tmp_path)
+    assert [run.run_id for run in found] == ["20260102-000000-b", "20260101-000000-a"]
+    assert len(problems) == 1 and "20260104-000000-d" in problems[0]
+
+
+def test_active_run_falls_back_to_newest_good_run_and_says_why(tmp_path):
+    make_run(tmp_path, "20260101-000000-a")
+    active = make_run(tmp_path, "20260102-000000-b")
+    runs.set_active("20260102-000000-b", tmp_path)
+    (active / "model.keras").unlink()
+    run, problems = runs.active_run(tmp_path)
+    assert run.run_id == "20260101-000000-a"
+    assert any("model.keras is missing" in problem for problem in problems)
+    assert any("active run '20260102-000000-b'" in problem for problem in problems)
+
+
+def test_set_active_refuses_unknown_or_broken_runs(tmp_path):
+    make_run(tmp_path, "20260101-000000-a")
+    runs.set_active("20260101-000000-a", tmp_path)
+    with pytest.raises(runs.RunError, match="no run"):
+        runs.set_active("missing", tmp_path)
+    assert runs.active_run_id(tmp_path) == "20260101-000000-a"
+
+
+def test_delete_refuses_the_active_run_and_paths_outside(tmp_path):
+    make_run(tmp_path, "20260101-000000-a")
+    make_run(tmp_path, "20260102-000000-b")
+    runs.set_active("20260101-000000-a", tmp_path)
+    with pytest.raises(runs.RunError, match="active"):
+        runs.delete_run("20260101-000000-a", tmp_path)
+    with pytest.raises(runs.RunError):
+        runs.delete_run("../20260101-000000-a", tmp_path)
+    runs.delete_run("20260102-000000-b", tmp_path)
+    assert [run.run_id for run in runs.list_runs(tmp_path)[0]] == ["20260101-000000-a"]
+
+
+def test_resolve_run_accepts_id_folder_and_model_path(tmp_path):
+    folder = make_run(tmp_path, "20260101-000000-a")
+    for reference in ("20260101-000000-a", str(folder), str(folder / "model.keras")):
+        assert runs.resolve_run(reference, tmp_path).run_id == "20260101-000000-a"
+    with pytest.raises(runs.RunError, match="no trained model"):
+        runs.resolve_run(None, tmp_path / "empty")
+
+
+def test_zip_run_holds_the_run_files(tmp_path):
+    make_run(tmp_path, "20260101-000000-a")
+    archive = zipfile.ZipFile(io.BytesIO(runs.zip_run("20260101-000000-a", tmp_path)))
+    assert sorted(archive.namelist()) == [
+        "20260101-000000-a/card.json",
+        "20260101-000000-a/model.keras",
+    ]
