@@ -51,7 +51,7 @@ def make_forward(model: keras.Model, tta: bool):
     With flip TTA the probability is the mean over the image and its left-right and
     up-down mirror images; features always come from the unflipped image.
     """
-    both = keras.Model(model.inputs, [model.output, model.get_layer(POOLED_LAYER).output])
+    both = keras.Model(model.input, [model.output, model.get_layer(POOLED_LAYER).output])
     size = model.input_shape[1]
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])

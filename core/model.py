@@ -83,7 +83,7 @@ def build_model(
 
 def build_feature_extractor(model: keras.Model) -> keras.Model:
     """The frozen part of `model`: raw RGB in, pooled backbone features out."""
-    return keras.Model(model.inputs, model.get_layer(POOLED_LAYER).output)
+    return keras.Model(model.input, model.get_layer(POOLED_LAYER).output)
 
 
 def build_head(model: keras.Model) -> keras.Model:

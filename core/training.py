@@ -378,7 +378,9 @@ def new_run_id(backbone: str) -> str:
 
 
 def write_run_files(folder: Path, model, card, history, prepared, scores) -> None:
-    model.save(folder / runs.MODEL_FILE)
+    # An uncompiled twin sharing the layers is saved, so the file carries no optimizer state
+    # (the Adam slots of the fine-tuned layers would double its size for nothing).
+    keras.Model(model.input, model.output, name=model.name).save(folder / runs.MODEL_FILE)
     pd.DataFrame(history).to_csv(folder / "history.csv", index=False)
     frame = prepared.dataset.frame
     test_rows = prepared.indices("test")

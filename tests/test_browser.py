@@ -1,0 +1,242 @@
+"""End to end in a real browser: Chromium drives the app, served by Streamlit, over every page.
+
+The server runs as a subprocess on a free local port with its own models folder, database,
+data root and feature cache. The test uploads a sample image on Predict, waits for the
+probability and the Grad-CAM heat map, finds the stored row on History and checks that no page
+shows a Streamlit exception. Full-page screenshots go to test-artifacts/; with
+UPDATE_SCREENSHOTS=1 they also replace the README images in docs/screenshots/.
+"""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from app_fixtures import app_paths, trained_run  # noqa: F401
+
+from core import config, runs
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="needs the playwright package (requirements-dev.txt)"
+)
+
+
+def _find_chromium() -> str | None:
+    # Playwright cannot download its own browser here, so it drives Debian's Chromium.
+    candidates = ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+    return next((path for path in candidates if path and Path(path).is_file()), None)
+
+
+CHROMIUM = _find_chromium()
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: `make chromium` installs it"),
+]
+
+ARTIFACTS_DIR = config.REPO_ROOT / "test-artifacts"
+SCREENSHOTS_DIR = config.REPO_ROOT / "docs" / "screenshots"
+SAMPLE_IMAGE = config.SAMPLE_DIR / "images" / "ISIC_0024483.jpg"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+SERVER_START_SECONDS = 90
+PAGE_TIMEOUT_MS = 60_000
+# The first prediction loads TensorFlow and the model in the server: slow on a busy machine.
+PREDICTION_TIMEOUT_MS = 180_000
+
+# True once a script run has finished and its slow parts have drawn: widgets past their loading
+# skeletons, tables on their canvas, Plotly charts as SVG and images decoded. Elements in hidden
+# tabs never draw, so only visible ones count.
+PAGE_SETTLED = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (!app || app.dataset.testScriptState !== "notRunning") return false;
+    const shown = (selector) =>
+        [...document.querySelectorAll(selector)].filter((element) => element.checkVisibility());
+    return shown('[data-testid="stSkeleton"]').length === 0
+        && shown('[data-testid="stDataFrame"]').every(
+            (table) => table.querySelector('[data-testid="data-grid-canvas"]'))
+        && shown('[data-testid="stPlotlyChart"]').every(
+            (chart) => chart.querySelector(".main-svg"))
+        && shown("img").every((image) => image.complete && image.naturalWidth > 0);
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _models_for_the_app(models_dir: Path, request: pytest.FixtureRequest) -> str:
+    """Copy the committed default model into `models_dir`, else a tiny run; return its id."""
+    committed = config.REPO_ROOT / "models"
+    default, _ = runs.active_run(committed)
+    if default is not None and default.run_id == runs.active_run_id(committed):
+        source = default.folder
+    else:
+        run_id = request.getfixturevalue("trained_run")
+        source = request.getfixturevalue("app_paths").models_dir / run_id
+    shutil.copytree(source, models_dir / source.name)
+    runs.set_active(source.name, models_dir)
+    return source.name
+
+
+def _wait_until_healthy(server: subprocess.Popen, url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"Streamlit exited with {server.returncode}:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)  # Polling interval, not a wait for the work itself.
+    pytest.fail(f"Streamlit did not answer in {SERVER_START_SECONDS} s:\n{log_path.read_text()}")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    # Streamlit runs in its own process group, so this also ends anything it started.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory, request) -> Iterator[tuple[str, str]]:
+    """(URL, active run id) of the app served from temporary folders."""
+    root = tmp_path_factory.mktemp("browser_app")
+    (root / "models").mkdir()
+    (root / "data").mkdir()
+    run_id = _models_for_the_app(root / "models", request)
+    # Single-user mode whatever this shell sets, so the screenshots do not depend on it.
+    inherited = {name: value for name, value in os.environ.items() if name != "DERMO_ADMIN_SECRET"}
+    environment = {
+        **inherited,
+        "DERMO_MODELS_DIR": str(root / "models"),
+        "DERMO_DB_PATH": str(root / "app.duckdb"),
+        "DERMO_DATA_ROOT": str(root / "data"),
+        "DERMO_CACHE_DIR": str(root / "cache"),
+    }
+    port = _free_port()
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    log_path = ARTIFACTS_DIR / "streamlit.log"
+    command = [
+        *(sys.executable, "-m", "streamlit", "run", "Home.py"),
+        *("--server.headless", "true", "--server.address", "127.0.0.1"),
+        *("--server.port", str(port), "--browser.gatherUsageStats", "false"),
+        # Nothing is edited during the test, and watching files costs CPU.
+        *("--server.fileWatcherType", "none"),
+        # Hide the developer-only Deploy button, so screenshots show what users see.
+        *("--client.toolbarMode", "viewer"),
+    ]
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            command,
+            cwd=config.REPO_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_healthy(server, url, log_path)
+        yield url, run_id
+    finally:
+        _stop(server)
+
+
+@pytest.fixture(scope="module")
+def browser_page(served_app) -> Iterator["sync_api.Page"]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser.new_page(viewport=VIEWPORT)
+        finally:
+            browser.close()
+
+
+def settle(page: "sync_api.Page") -> None:
+    """Wait for the current script run to finish drawing and check it raised nothing."""
+    page.wait_for_function(PAGE_SETTLED, timeout=PAGE_TIMEOUT_MS, polling=200)
+    sync_api.expect(page.get_by_test_id("stException")).to_have_count(0)
+
+
+def screenshot(page: "sync_api.Page", name: str) -> None:
+    """A full-page screenshot 1280 px wide; also a README image with UPDATE_SCREENSHOTS=1."""
+    # The app scrolls inside its main element, so a full-page capture would stop at the
+    # viewport: grow the viewport to the content instead, then restore it.
+    settle(page)
+    height = page.get_by_test_id("stMain").evaluate("main => main.scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(height, VIEWPORT["height"])})
+    settle(page)
+    path = ARTIFACTS_DIR / f"{name}.png"
+    page.screenshot(path=path)
+    page.set_viewport_size(VIEWPORT)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SCREENSHOTS_DIR / path.name)
+
+
+def open_page(page: "sync_api.Page", name: str) -> None:
+    """Follow the sidebar link (one browser session throughout) and wait for the page."""
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=name, exact=True).click()
+    sync_api.expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible(
+        timeout=PAGE_TIMEOUT_MS
+    )
+    settle(page)
+
+
+def test_every_page_in_a_browser(served_app, browser_page):
+    url, run_id = served_app
+    page, expect = browser_page, sync_api.expect
+    page.goto(url)
+    expect(page.get_by_role("heading", name="Dermoscopy classifier")).to_be_visible(
+        timeout=PAGE_TIMEOUT_MS
+    )
+    expect(page.get_by_text(run_id, exact=True)).to_be_visible()
+    expect(page.get_by_text("not a diagnostic device")).to_be_visible()
+    screenshot(page, "home")
+
+    open_page(page, "Predict")
+    page.locator("input[type=file]").set_input_files(SAMPLE_IMAGE)
+    expect(page.get_by_text("Malignant probability (calibrated)")).to_be_visible(
+        timeout=PREDICTION_TIMEOUT_MS
+    )
+    expect(page.get_by_test_id("stMetricValue").first).to_contain_text("%")
+    heat_map = page.get_by_test_id("stImage").filter(has_text="Grad-CAM toward")
+    expect(heat_map.locator("img")).to_be_visible(timeout=PREDICTION_TIMEOUT_MS)
+    screenshot(page, "predict")
+
+    open_page(page, "History")
+    # The table draws on a canvas; its cells are mirrored in an accessible grid.
+    cells = page.get_by_test_id("stDataFrame").locator("td[role=gridcell]")
+    expect(cells.get_by_text(SAMPLE_IMAGE.name, exact=True)).to_have_count(1)
+    screenshot(page, "history")
+
+    for name in ("Train", "Metrics"):
+        open_page(page, name)
+        screenshot(page, name.lower())
