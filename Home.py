@@ -8,7 +8,9 @@ from core import runs
 st.set_page_config(page_title="Dermoscopy classifier", page_icon=":material/dermatology:")
 st.title("Dermoscopy classifier")
 st.caption("Benign or malignant? Transfer learning on dermoscopy images, evaluated honestly.")
+ui.admin_sidebar()
 ui.research_notice()
+ui.access_notice()
 
 database = ui.database()
 active, problems = runs.active_run()

@@ -11,8 +11,9 @@ import uuid
 import pandas as pd
 import streamlit as st
 
-from core import config, db, runs
+from core import access, config, db, runs
 
+ADMIN_FLAG = "is_admin"
 RESEARCH_NOTICE = (
     "Research tool, not a diagnostic device: it must not be used to diagnose, treat or triage "
     "patients. Every output needs review by a qualified clinician."
@@ -30,7 +31,17 @@ def database() -> db.Database:
     Ingesting on every page run is cheap (unchanged folders are skipped by mtime) and picks up
     runs finished by the training process, activated or deleted elsewhere.
     """
-    database = _open_database(str(config.DB_PATH))
+    try:
+        database = _open_database(str(config.DB_PATH))
+    except (db.DatabaseBusyError, db.DatabaseVersionError) as error:
+        # A second app process on the same file: say so instead of showing a traceback.
+        st.error(
+            f"The prediction database cannot be opened: {error}. Close the other app or set "
+            "DERMO_DB_PATH to another file, then reload this page. The command line "
+            "(python -m core) does not need the database and keeps working.",
+            icon=":material/database:",
+        )
+        st.stop()
     database.ingest_runs(config.MODELS_DIR)
     return database
 
@@ -50,11 +61,105 @@ def predictor(run: runs.Run):
     return _load_predictor(run.run_id, str(run.folder.parent), run.model_path.stat().st_mtime_ns)
 
 
+def working_predictor(run: runs.Run):
+    """(Predictor, run) for `run`, or for the active or newest run that loads when it cannot.
+
+    A corrupt model.keras (or one Keras' safe mode refuses) must not take the page down: the
+    error names the broken run and the next good one is used. (None, None) when none loads.
+    """
+    active, _ = runs.active_run()
+    found, _ = runs.list_runs()
+    candidates = {c.run_id: c for c in (run, active, *found) if c is not None}
+    for candidate in candidates.values():
+        try:
+            loaded = predictor(candidate)
+        except Exception as error:  # noqa: BLE001 - any unloadable model file is a broken run
+            reason = f"{type(error).__name__}: {error}"[:300]
+            st.error(f"Run {candidate.run_id} is broken: its model cannot be loaded ({reason}).")
+            continue
+        if candidate.run_id != run.run_id:
+            st.warning(f"Predicting with run {candidate.run_id} instead.")
+        return loaded, candidate
+    return None, None
+
+
 def session_id() -> str:
     """A random id per browser session, stored with each prediction."""
     if "session_id" not in st.session_state:
         st.session_state["session_id"] = uuid.uuid4().hex
     return st.session_state["session_id"]
+
+
+def _streamlit_secret() -> object:
+    # Without any secrets.toml, reading st.secrets raises (a FileNotFoundError subclass), and
+    # so does a malformed file; the environment variable still applies then.
+    try:
+        return st.secrets.get(access.SECRET_NAME)
+    except FileNotFoundError:
+        return None
+
+
+def access_rule() -> access.Access:
+    """Single-user or public mode, from the Streamlit secret or DERMO_ADMIN_SECRET."""
+    return access.Access(access.configured_secret(_streamlit_secret()))
+
+
+def is_admin() -> bool:
+    return access_rule().is_admin(st.session_state.get(ADMIN_FLAG, False))
+
+
+def history_scope() -> str | None:
+    """The session whose predictions this visitor may see; None means every session."""
+    return access_rule().history_session(session_id(), st.session_state.get(ADMIN_FLAG, False))
+
+
+def admin_sidebar() -> None:
+    """In public mode, the sidebar box that unlocks (or locks again) the admin actions."""
+    rule = access_rule()
+    if not rule.public:
+        return
+    with st.sidebar:
+        if st.session_state.get(ADMIN_FLAG):
+            st.success("Admin unlocked", icon=":material/lock_open:")
+            if st.button("Lock", key="admin_lock"):
+                st.session_state[ADMIN_FLAG] = False
+                st.rerun()
+            return
+        with st.form("admin_unlock", clear_on_submit=True):
+            attempt = st.text_input("Admin secret", type="password", key="admin_secret_input")
+            if st.form_submit_button("Unlock", key="admin_unlock_button"):
+                if rule.unlocks(attempt):
+                    st.session_state[ADMIN_FLAG] = True
+                    st.rerun()
+                st.error("Wrong admin secret.")
+
+
+def require_admin(what: str) -> bool:
+    """True for an admin; otherwise says that `what` needs the admin secret."""
+    if is_admin():
+        return True
+    st.info(f"{what} need the admin secret: unlock in the sidebar.", icon=":material/lock:")
+    return False
+
+
+def access_notice() -> None:
+    """Which mode the app runs in, and what that means for this visitor."""
+    rule = access_rule()
+    if not rule.public:
+        st.info(
+            "Single-user mode: no admin secret is configured, so whoever opens the app can "
+            "train, delete runs and see every stored prediction. Set DERMO_ADMIN_SECRET (or "
+            "admin_secret in the Streamlit secrets) before a public deployment.",
+            icon=":material/person:",
+        )
+    elif is_admin():
+        st.success("Public mode, admin unlocked: every action and every session's history.")
+    else:
+        st.info(
+            "Public mode: anyone may predict, and you see only the predictions of this browser "
+            "session. Training and managing models need the admin secret (sidebar).",
+            icon=":material/public:",
+        )
 
 
 def data_url(jpeg) -> str | None:
@@ -207,7 +312,8 @@ def results_table(results) -> None:
 def _validate(data_dir: str, csv: str | None, sites: tuple[str, ...]):
     from core import data
 
-    return data.validate_dataset(data_dir, csv, sites or None)
+    # A full decode names truncated files too: training drops exactly the files listed here.
+    return data.validate_dataset(data_dir, csv, sites or None, full_decode=True)
 
 
 def validation_report(data_dir: str, csv: str | None, sites: tuple[str, ...]):
@@ -376,18 +482,23 @@ def history_table(rows: pd.DataFrame) -> list[int]:
     return list(event.selection.rows)
 
 
-def history_actions(database: db.Database, prediction_ids: list[int]) -> None:
-    """Record an outcome for, or delete (after confirmation), the selected predictions."""
+def history_actions(
+    database: db.Database, prediction_ids: list[int], scope: str | None = None
+) -> None:
+    """Record an outcome for, or delete (after confirmation), the selected predictions.
+
+    `scope` (a session id) limits both to that session's rows, whatever ids arrive.
+    """
     st.markdown(f"**{len(prediction_ids)} selected**")
     outcome, remove = st.columns(2)
     label = outcome.selectbox("Confirmed outcome", db.LABELS, key="history_confirm_label")
     diagnosis = outcome.text_input("Diagnosis (optional)", key="history_confirm_diagnosis")
     if outcome.button("Save outcome", key="history_confirm"):
-        changed = database.set_confirmed(prediction_ids, label, diagnosis or None)
+        changed = database.set_confirmed(prediction_ids, label, diagnosis or None, scope)
         st.success(f"Outcome saved for {changed} predictions.")
     sure = remove.checkbox("Yes, delete them permanently", key="history_delete_confirm")
     if remove.button("Delete selected", key="history_delete", disabled=not sure):
-        removed = database.delete_predictions(prediction_ids)
+        removed = database.delete_predictions(prediction_ids, scope)
         st.toast(f"Deleted {removed} predictions.")
         st.rerun()
 

@@ -14,6 +14,10 @@ def _path_from_env(name: str, default: Path) -> Path:
     return Path(value).expanduser().resolve() if value else default
 
 
+def _flag_from_env(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 # Trained runs live here: <run_id>/model.keras + card.json. A deployment moves it to
 # persistent storage with DERMO_MODELS_DIR.
 MODELS_DIR = _path_from_env("DERMO_MODELS_DIR", REPO_ROOT / "models")
@@ -29,4 +33,8 @@ DEFAULT_BACKBONE = "mobilenet_v2"
 DEFAULT_IMAGE_SIZE = 160
 # Images larger than this are refused before decoding (decompression bombs).
 MAX_IMAGE_PIXELS = int(os.environ.get("DERMO_MAX_IMAGE_PIXELS", "50000000"))
+# Uploads (and members of uploaded ZIPs) larger than this are refused before decoding.
 MAX_UPLOAD_BYTES = int(os.environ.get("DERMO_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024)))
+# Off by default: a public deployment keeps no picture of what visitors upload. When on, the
+# History page shows a small JPEG of each prediction, re-encoded without any metadata.
+STORE_THUMBNAILS = _flag_from_env("DERMO_STORE_THUMBNAILS")

@@ -1,20 +1,24 @@
 """What the Predict page does: uploads in, stored and explained predictions out.
 
-Uploaded ZIP archives are opened with the same safety rules as dataset archives; every good
-prediction is stored in the database with a thumbnail; bad files come back with a message and
-are never stored. Imports TensorFlow (through `core.inference`): only the Predict page uses it.
+Uploaded ZIP archives are opened with the same safety rules as dataset archives; files over
+`config.MAX_UPLOAD_BYTES` are refused before any decoding; every good prediction is stored in
+the database; bad files come back with a message and are never stored. No image bytes are
+stored unless `config.STORE_THUMBNAILS` is on, and then only a small JPEG re-encoded from the
+pixels (no EXIF or other metadata). Imports TensorFlow (through `core.inference`): only the
+Predict page uses it.
 """
 
 import io
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from core import gradcam, images
+from core import config, gradcam, images
 from core.db import Database, PredictionRecord
 from core.inference import Prediction, Predictor, decode_for_model
 
@@ -73,17 +77,27 @@ def expand_uploads(files: Sequence[tuple[str, bytes]]) -> tuple[list[Upload], li
     uploads: list[Upload] = []
     problems: list[str] = []
     for name, data in files:
-        if not name.lower().endswith(ZIP_SUFFIX):
+        if too_large := size_problem(len(data)):
+            problems.append(f"{name}: {too_large}; not decoded")
+        elif not name.lower().endswith(ZIP_SUFFIX):
             uploads.append(Upload(name, data))
-            continue
-        try:
-            inside, skipped = _images_in_zip(name, data)
-        except images.ArchiveError as error:
-            problems.append(f"{name}: {error}")
-            continue
-        uploads.extend(inside)
-        problems.extend(f"{name}/{member}: skipped ({reason})" for member, reason in skipped)
+        else:
+            try:
+                inside, skipped = _images_in_zip(name, data)
+            except images.ArchiveError as error:
+                problems.append(f"{name}: {error}")
+                continue
+            uploads.extend(inside)
+            problems.extend(f"{name}/{member}: skipped ({reason})" for member, reason in skipped)
     return uploads, problems
+
+
+def size_problem(size: int) -> str | None:
+    """Why a file of `size` bytes is refused, or None when it is within the upload limit."""
+    limit = config.MAX_UPLOAD_BYTES
+    if size <= limit:
+        return None
+    return f"file is {size / 1024**2:,.1f} MB, over the {limit / 1024**2:,.1f} MB upload limit"
 
 
 def _images_in_zip(name: str, data: bytes) -> tuple[list[Upload], list[tuple[str, str]]]:
@@ -92,20 +106,37 @@ def _images_in_zip(name: str, data: bytes) -> tuple[list[Upload], list[tuple[str
             data, Path(folder), max_members=MAX_ZIP_IMAGES, max_total_bytes=MAX_ZIP_BYTES
         )
         paths = sorted(path for path in result.extracted if path.suffix.lower() != ".csv")
-        uploads = [
-            Upload(f"{name}/{path.relative_to(folder).as_posix()}", path.read_bytes())
-            for path in paths
-        ]
-    return uploads, result.skipped
+        uploads, skipped = [], list(result.skipped)
+        for path in paths:
+            member = path.relative_to(folder).as_posix()
+            if too_large := size_problem(path.stat().st_size):
+                skipped.append((member, too_large))
+            else:
+                uploads.append(Upload(f"{name}/{member}", path.read_bytes()))
+    return uploads, skipped
 
 
 def thumbnail_jpeg(data: bytes, pixels: int = THUMBNAIL_PIXELS) -> bytes:
-    """A small JPEG of an image (longest side `pixels`), for tables and the history."""
+    """A small JPEG of an image (longest side `pixels`), for tables and the history.
+
+    It is encoded from the pixels alone, so no EXIF (camera, GPS, dates), ICC profile or
+    comment of the upload survives in it.
+    """
     image = images.decode_image(data, reduce_to=pixels)
     image.thumbnail((pixels, pixels))
+    pixels_only = Image.fromarray(np.asarray(image, dtype=np.uint8))
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=80)
+    pixels_only.save(buffer, format="JPEG", quality=80)
     return buffer.getvalue()
+
+
+def _thumbnail_or_none(data: bytes) -> bytes | None:
+    # The image was decoded for the prediction already; a reduced-scale decode that still
+    # fails only costs the picture, never the prediction.
+    try:
+        return thumbnail_jpeg(data)
+    except images.ImageError:
+        return None
 
 
 def _record(prediction: Prediction, session_id: str, tta: bool, thumbnail) -> PredictionRecord:
@@ -127,6 +158,21 @@ def _record(prediction: Prediction, session_id: str, tta: bool, thumbnail) -> Pr
     )
 
 
+def _predictions_in_order(
+    predictor: Predictor, uploads: Sequence[Upload], tta: bool
+) -> Iterator[Prediction]:
+    """One prediction per upload, in order; uploads over the size limit are never decoded."""
+    refused = {i: problem for i, u in enumerate(uploads) if (problem := size_problem(len(u.data)))}
+    accepted = [(u.name, u.data) for i, u in enumerate(uploads) if i not in refused]
+    # predict_many yields in input order, so the n-th prediction belongs to the n-th item.
+    predicted = predictor.predict_many(accepted, tta=tta)
+    for index, upload in enumerate(uploads):
+        if index in refused:
+            yield predictor.error_result(upload.name, refused[index])
+        else:
+            yield next(predicted)
+
+
 def predict_uploads(
     predictor: Predictor,
     database: Database,
@@ -134,24 +180,29 @@ def predict_uploads(
     session_id: str,
     tta: bool | None = None,
     progress_callback: ProgressCallback | None = None,
+    store_thumbnails: bool | None = None,
 ) -> list[PredictionResult]:
     """Predict every upload in order, store the good ones in one transaction, report progress.
 
-    `progress_callback(done, total)` is called after each image.
+    Uploads over the size limit get an error without being decoded. Every result carries a
+    thumbnail for this session's table; the stored row gets it only with `store_thumbnails`
+    (default `config.STORE_THUMBNAILS`). `progress_callback(done, total)` follows each image.
     """
     use_tta = predictor.default_tta if tta is None else tta
+    keep_thumbnails = config.STORE_THUMBNAILS if store_thumbnails is None else store_thumbnails
     predictions, thumbnails = [], []
-    items = [(upload.name, upload.data) for upload in uploads]
-    # predict_many yields in input order, so the n-th prediction belongs to the n-th upload.
     for upload, prediction in zip(
-        uploads, predictor.predict_many(items, tta=use_tta), strict=True
+        uploads, _predictions_in_order(predictor, uploads, use_tta), strict=True
     ):
         predictions.append(prediction)
-        thumbnails.append(None if prediction.error else thumbnail_jpeg(upload.data))
+        thumbnails.append(None if prediction.error else _thumbnail_or_none(upload.data))
         if progress_callback is not None:
-            progress_callback(len(predictions), len(items))
+            progress_callback(len(predictions), len(uploads))
     good = [index for index, prediction in enumerate(predictions) if not prediction.error]
-    records = [_record(predictions[i], session_id, use_tta, thumbnails[i]) for i in good]
+    records = [
+        _record(predictions[i], session_id, use_tta, thumbnails[i] if keep_thumbnails else None)
+        for i in good
+    ]
     ids = dict(zip(good, database.insert_predictions(records), strict=True))
     return [
         PredictionResult(prediction, ids.get(index), thumbnails[index])
@@ -200,11 +251,19 @@ def explain(predictor: Predictor, data: bytes, toward: str = "malignant") -> Exp
 
 
 def earlier_predictions(
-    database: Database, result: PredictionResult, batch_ids: Sequence[int]
+    database: Database,
+    result: PredictionResult,
+    batch_ids: Sequence[int],
+    session_id: str | None = None,
 ) -> pd.DataFrame:
-    """Predictions of the same image content stored before this batch, newest first."""
+    """Predictions of the same image content stored before this batch, newest first.
+
+    With `session_id`, only that session's: a public visitor never sees other sessions' rows.
+    """
     if not result.ok:
         return pd.DataFrame()
-    frame = database.predictions_for_hash(result.prediction.sha256, exclude_ids=list(batch_ids))
+    frame = database.predictions_for_hash(
+        result.prediction.sha256, exclude_ids=list(batch_ids), session_id=session_id
+    )
     columns = ["created_at", "run_id", "file_name", "probability", "label", "tta"]
     return frame[[*columns, "confirmed_label", "confirmed_diagnosis"]].reset_index(drop=True)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -151,12 +152,20 @@ def cancel(job_id: str, directory: Path | None = None) -> None:
             os.kill(status.pid, signal.SIGTERM)
 
 
-def wait(job_id: str, timeout: float = 3600, directory: Path | None = None) -> JobStatus:
-    """Block until the job finishes (for tests and scripts); TimeoutError after `timeout`."""
+def wait(
+    job_id: str,
+    timeout: float = 3600,
+    directory: Path | None = None,
+    until: Callable[[JobStatus], bool] | None = None,
+) -> JobStatus:
+    """Block until the job finishes, or until `until(status)` holds (for tests and scripts).
+
+    Raises TimeoutError after `timeout` seconds.
+    """
     deadline = time.monotonic() + timeout
     while True:
         status = read_status(job_id, directory)
-        if status.finished:
+        if status.finished or (until is not None and until(status)):
             return status
         if time.monotonic() > deadline:
             raise TimeoutError(f"training {job_id} still running after {timeout} s")

@@ -7,6 +7,7 @@ from core import config, predict_service
 
 st.set_page_config(page_title="Predict", page_icon=":material/biotech:", layout="wide")
 st.title("Predict")
+ui.admin_sidebar()
 ui.research_notice()
 database = ui.database()
 run = ui.run_picker("predict_model")
@@ -32,7 +33,10 @@ if not files:
     st.stop()
 
 with st.spinner("Loading the model"):
-    predictor = ui.predictor(run)
+    predictor, run = ui.working_predictor(run)
+if predictor is None:
+    st.error("No trained run can be loaded: train a new one on the Train page.")
+    st.stop()
 batch = (run.run_id, tta, tuple(file.file_id for file in files))
 if st.session_state.get("predict_batch") != batch:
     uploads, problems = predict_service.expand_uploads([(f.name, f.getvalue()) for f in files])
@@ -83,7 +87,7 @@ with picture:
     st.image(shown, caption=f"Grad-CAM toward {toward}: red regions moved the score most")
 
 batch_ids = [r.prediction_id for r in results if r.prediction_id is not None]
-earlier = predict_service.earlier_predictions(database, result, batch_ids)
+earlier = predict_service.earlier_predictions(database, result, batch_ids, ui.history_scope())
 if not earlier.empty:
     st.subheader("This image was predicted before")
     st.dataframe(earlier, hide_index=True)

@@ -9,7 +9,10 @@ from core.training import AUGMENTATION_STRENGTHS, TrainConfig
 
 st.set_page_config(page_title="Train", page_icon=":material/model_training:", layout="wide")
 st.title("Train")
+ui.admin_sidebar()
 ui.database()
+if not ui.require_admin("Training, dataset uploads and managing runs"):
+    st.stop()
 source = st.radio(
     "Data",
     ["Bundled sample", "A dataset in the data folder", "Upload a ZIP"],

@@ -7,6 +7,7 @@ from core import charts, reports
 
 st.set_page_config(page_title="Metrics", page_icon=":material/monitoring:", layout="wide")
 st.title("Metrics")
+ui.admin_sidebar()
 database = ui.database()
 run_rows = database.list_runs()
 if run_rows.empty:

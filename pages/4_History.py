@@ -9,8 +9,14 @@ from core import charts, db, reports
 
 st.set_page_config(page_title="History", page_icon=":material/history:", layout="wide")
 st.title("History")
+ui.admin_sidebar()
 database = ui.database()
-models = sorted(database.probability_histogram(db.HistoryFilter(), bins=1)["run_id"].unique())
+# In public mode a visitor's filter always carries their own session id.
+scope = ui.history_scope()
+if scope is not None:
+    st.caption("Showing the predictions of this browser session only.")
+everything = db.HistoryFilter(session_id=scope)
+models = sorted(database.probability_histogram(everything, bins=1)["run_id"].unique())
 with st.expander("Filters", expanded=True):
     left, middle, right = st.columns(3)
     dates = left.date_input("Dates (UTC)", value=(), key="history_dates")
@@ -26,6 +32,7 @@ history_filter = db.HistoryFilter(
     min_probability=low if low > 0 else None,
     max_probability=high if high < 1 else None,
     file_name_contains=file_name or None,
+    session_id=scope,
 )
 total = database.count_predictions(history_filter)
 if total == 0:
@@ -45,7 +52,7 @@ with table:
 
     ui.export_button(database, history_filter)
     if selected_ids:
-        ui.history_actions(database, selected_ids)
+        ui.history_actions(database, selected_ids, scope)
 
 with charts_tab:
     st.plotly_chart(
