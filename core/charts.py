@@ -5,6 +5,9 @@ history frames, SQL aggregates), so drawing never repeats a computation and this
 needs only Plotly.
 """
 
+import math
+import textwrap
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -13,19 +16,80 @@ TEMPLATE = "plotly_white"
 CLASS_NAMES = ("benign", "malignant")
 FIGURE_HEIGHT = 420
 CHANCE_LINE = {"dash": "dash", "color": "gray", "width": 1}
+THEME_COLOUR = "#1f6f8b"
+# The app's theme colour first; red is left out because the app keeps it for malignant labels.
+COLOURWAY = [THEME_COLOUR, "#e69f00", "#6a4c93", "#2a9d8f", "#8c564b", "#7f7f7f"]
+DAY_MILLISECONDS = 24 * 60 * 60 * 1000
+SUBGROUP_TITLES = {"site": "Anatomical site", "source": "Source"}
+LABEL_CHARACTERS = 24
+NOTE_CHARACTERS = 55
+NOTE_LINE_PIXELS = 16
+# Curve legends sit inside the plot area, in a corner the curves leave empty, on a translucent
+# box: that keeps the plot tall at half a page wide, where long run ids wrap onto many rows.
+BOTTOM_RIGHT = {"x": 0.98, "xanchor": "right", "y": 0.02, "yanchor": "bottom"}
+BOTTOM_LEFT = {"x": 0.02, "xanchor": "left", "y": 0.02, "yanchor": "bottom"}
+TOP_LEFT = {"x": 0.02, "xanchor": "left", "y": 0.98, "yanchor": "top"}
+# At the bottom of the figure, for plots with no free corner. Placed in container coordinates
+# (not paper ones, like y=-0.3) so Plotly grows the margin to fit it under the axis title.
+BELOW = {
+    "orientation": "h",
+    "x": 0,
+    "xanchor": "left",
+    "y": 0,
+    "yanchor": "bottom",
+    "yref": "container",
+}
+# Level with the title, at the right, for a legend of a few short names.
+TITLE_ROW = {
+    "orientation": "h",
+    "x": 1,
+    "xanchor": "right",
+    "y": 1,
+    "yanchor": "top",
+    "yref": "container",
+}
 
 
-def _layout(figure: go.Figure, title: str, x_title: str, y_title: str) -> go.Figure:
+def _legend_inside(corner: dict) -> dict:
+    return {
+        **corner,
+        "bgcolor": "rgba(255, 255, 255, 0.8)",
+        "bordercolor": "rgba(0, 0, 0, 0.15)",
+        "borderwidth": 1,
+        "font": {"size": 11},
+    }
+
+
+def _layout(
+    figure: go.Figure, title: str, x_title: str, y_title: str, legend: dict | None = None
+) -> go.Figure:
     figure.update_layout(
         title=title,
         template=TEMPLATE,
+        colorway=COLOURWAY,
         height=FIGURE_HEIGHT,
-        margin={"l": 60, "r": 30, "t": 60, "b": 50},
-        legend={"orientation": "h", "yanchor": "bottom", "y": -0.3},
+        margin={"l": 60, "r": 30, "t": 60, "b": 40},
+        legend=legend or BELOW,
     )
     figure.update_xaxes(title_text=x_title)
     figure.update_yaxes(title_text=y_title)
     return figure
+
+
+def _colour(index: int) -> str:
+    """The index-th run colour; set explicitly, because chance lines would use up the first."""
+    return COLOURWAY[index % len(COLOURWAY)]
+
+
+def _count_axis(axis_top: float) -> dict:
+    """Axis settings for counts: whole-number ticks from zero, at a 1-2-5 step.
+
+    `tickformat` alone would round Plotly's own fractional ticks into repeated or odd integers.
+    """
+    rough_step = max(axis_top, 1) / 5
+    magnitude = 10 ** math.floor(math.log10(rough_step))
+    step = next(factor * magnitude for factor in (1, 2, 5, 10) if factor * magnitude >= rough_step)
+    return {"tickformat": "d", "rangemode": "tozero", "dtick": max(1, step)}
 
 
 def confusion_matrix_figure(confusion: dict, normalize: bool = False) -> go.Figure:
@@ -76,7 +140,7 @@ def roc_figure(
     """
     figure = go.Figure()
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=CHANCE_LINE, name="chance"))
-    for name, curve in curves.items():
+    for index, (name, curve) in enumerate(curves.items()):
         thresholds = curve.get("thresholds")
         threshold_hover = "<br>threshold %{customdata:.3f}" if thresholds else ""
         figure.add_trace(
@@ -85,27 +149,34 @@ def roc_figure(
                 y=curve["tpr"],
                 customdata=thresholds,
                 mode="lines",
+                line={"color": _colour(index)},
                 name=_curve_name(name, curve, "auc", "AUC"),
                 hovertemplate=(
                     f"FPR %{{x:.3f}}<br>TPR %{{y:.3f}}{threshold_hover}<extra>{name}</extra>"
                 ),
             )
         )
-    for name, (false_positive_rate, true_positive_rate) in (operating_points or {}).items():
+    points = (operating_points or {}).items()
+    for index, (name, (false_positive_rate, true_positive_rate)) in enumerate(points):
         figure.add_trace(
             go.Scatter(
                 x=[false_positive_rate],
                 y=[true_positive_rate],
                 mode="markers",
-                marker={"size": 12, "symbol": "x"},
+                marker={"size": 12, "symbol": "x", "color": _colour(len(curves) + index)},
                 name=f"{name} operating point",
                 hovertemplate=f"{name}<br>FPR %{{x:.3f}}<br>TPR %{{y:.3f}}<extra></extra>",
             )
         )
     figure.update_xaxes(range=[0, 1])
     figure.update_yaxes(range=[0, 1.02])
+    # Below and right of a ROC curve is the corner a curve leaves empty.
     return _layout(
-        figure, "ROC curve", "False positive rate (1 - specificity)", "True positive rate"
+        figure,
+        "ROC curve",
+        "False positive rate (1 - specificity)",
+        "True positive rate",
+        _legend_inside(BOTTOM_RIGHT),
     )
 
 
@@ -129,34 +200,43 @@ def pr_figure(
                 name=f"prevalence ({prevalence:.3f})",
             )
         )
-    for name, curve in curves.items():
+    for index, (name, curve) in enumerate(curves.items()):
         figure.add_trace(
             go.Scatter(
                 x=curve["recall"],
                 y=curve["precision"],
                 mode="lines",
+                line={"color": _colour(index)},
                 name=_curve_name(name, curve, "ap", "AP"),
                 hovertemplate=f"recall %{{x:.3f}}<br>precision %{{y:.3f}}<extra>{name}</extra>",
             )
         )
-    for name, (recall, precision) in (operating_points or {}).items():
+    for index, (name, (recall, precision)) in enumerate((operating_points or {}).items()):
         figure.add_trace(
             go.Scatter(
                 x=[recall],
                 y=[precision],
                 mode="markers",
-                marker={"size": 12, "symbol": "x"},
+                marker={"size": 12, "symbol": "x", "color": _colour(len(curves) + index)},
                 name=f"{name} operating point",
             )
         )
     figure.update_xaxes(range=[0, 1])
     figure.update_yaxes(range=[0, 1.02])
-    return _layout(figure, "Precision-recall curve", "Recall (sensitivity)", "Precision (PPV)")
+    # Below a precision-recall curve, at low recall, is the corner a curve leaves empty.
+    return _layout(
+        figure,
+        "Precision-recall curve",
+        "Recall (sensitivity)",
+        "Precision (PPV)",
+        _legend_inside(BOTTOM_LEFT),
+    )
 
 
 def calibration_figure(bins: list[dict]) -> go.Figure:
     """Reliability diagram: observed malignant fraction against mean predicted probability."""
     filled = [bin_ for bin_ in bins if bin_["count"]]
+    counts_top = max((bin_["count"] for bin_ in bins), default=1) / 0.4
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     figure.add_trace(
         go.Bar(
@@ -168,10 +248,12 @@ def calibration_figure(bins: list[dict]) -> go.Figure:
             opacity=0.6,
             hovertemplate="%{y} images<extra></extra>",
         ),
-        secondary_y=True,
+        secondary_y=False,
     )
+    # The curves go on the overlaying axis, which Plotly draws above the bars.
     figure.add_trace(
-        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=CHANCE_LINE, name="perfect calibration")
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=CHANCE_LINE, name="perfect calibration"),
+        secondary_y=True,
     )
     figure.add_trace(
         go.Scatter(
@@ -179,18 +261,56 @@ def calibration_figure(bins: list[dict]) -> go.Figure:
             y=[bin_["fraction_positive"] for bin_ in filled],
             customdata=[bin_["count"] for bin_ in filled],
             mode="lines+markers",
+            marker={"color": THEME_COLOUR},
             name="model",
             hovertemplate=(
                 "mean predicted %{x:.3f}<br>fraction malignant %{y:.3f}"
                 "<br>%{customdata} images<extra></extra>"
             ),
-        )
+        ),
+        secondary_y=True,
     )
-    _layout(figure, "Calibration (reliability diagram)", "Mean predicted probability", "")
+    _layout(
+        figure,
+        "Calibration (reliability diagram)",
+        "Mean predicted probability",
+        "",
+        _legend_inside(TOP_LEFT),
+    )
     figure.update_xaxes(range=[0, 1])
-    figure.update_yaxes(title_text="Fraction malignant", range=[0, 1], secondary_y=False)
-    figure.update_yaxes(title_text="Images", secondary_y=True, showgrid=False)
+    # Overlaying axes copy the ticks of the axis below by default: the count axis's, here.
+    figure.update_yaxes(
+        title_text="Fraction malignant",
+        range=[0, 1.02],
+        side="left",
+        tickmode="linear",
+        dtick=0.2,
+        showgrid=True,
+        secondary_y=True,
+    )
+    # The count bars fill the lower 40% only, so they stay clear of the reliability curve.
+    figure.update_yaxes(
+        title_text="Images",
+        side="right",
+        showgrid=False,
+        secondary_y=False,
+        range=[0, max(counts_top, 1)],
+        **_count_axis(counts_top),
+    )
     return figure
+
+
+MIN_LOSS_SPAN = 0.05
+LEARNING_SPLITS = (
+    # Validation markers are larger and hollow so a train point at the same spot stays visible.
+    ("", "train", {"dash": "solid", "color": COLOURWAY[0]}, {"symbol": "circle", "size": 7}),
+    (
+        "val_",
+        "validation",
+        {"dash": "dash", "color": COLOURWAY[1]},
+        {"symbol": "diamond-open", "size": 11, "line": {"width": 2}},
+    ),
+)
 
 
 def learning_curves_figure(history: pd.DataFrame) -> go.Figure:
@@ -203,33 +323,61 @@ def learning_curves_figure(history: pd.DataFrame) -> go.Figure:
     ]
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "ROC AUC"))
     for column, (metric, label) in enumerate((("loss", "loss"), ("auc", "AUC")), start=1):
-        for prefix, split, dash in (("", "train", "solid"), ("val_", "validation", "dash")):
+        for prefix, split, line, marker in LEARNING_SPLITS:
             figure.add_trace(
                 go.Scatter(
                     x=epoch_index,
                     y=history[prefix + metric],
                     text=hover_text,
                     mode="lines+markers",
-                    line={"dash": dash},
-                    name=f"{split} {label}",
+                    line=line,
+                    marker=marker,
+                    name=split,
+                    legendgroup=split,
+                    showlegend=column == 1,
                     hovertemplate=f"%{{text}}<br>{split} {label} %{{y:.4f}}<extra></extra>",
                 ),
                 row=1,
                 col=column,
             )
+    _mark_fine_tune_start(figure, history)
+    _layout(figure, "Learning curves", "Epoch (both phases)", "", TITLE_ROW)
+    figure.update_xaxes(range=[0.5, len(history) + 0.5], dtick=_epoch_tick_step(len(history)))
+    figure.update_yaxes(range=_loss_axis_range(history), tickformat=".3f", row=1, col=1)
+    figure.update_yaxes(range=[_auc_axis_floor(history), 1.0], tickformat=".2f", row=1, col=2)
+    return figure
+
+
+def _mark_fine_tune_start(figure: go.Figure, history: pd.DataFrame) -> None:
     fine_tune_rows = history.index[history["phase"] == "fine_tune"]
     if len(fine_tune_rows):
         # The boundary sits half an epoch before the first fine-tune epoch.
-        for column in (1, 2):
-            figure.add_vline(
-                x=fine_tune_rows[0] + 0.5,
-                line={"dash": "dot", "color": "gray"},
-                annotation_text="fine-tune starts" if column == 1 else None,
-                row=1,
-                col=column,
-            )
-    _layout(figure, "Learning curves", "Epoch (both phases)", "")
-    return figure
+        boundary = {"x": fine_tune_rows[0] + 0.5, "line": {"dash": "dot", "color": "gray"}}
+        figure.add_vline(**boundary, annotation_text="fine-tune starts", row=1, col=1)
+        figure.add_vline(**boundary, row=1, col=2)
+
+
+def _epoch_tick_step(epochs: int) -> int:
+    """A whole number of epochs between ticks, so that about ten ticks at most are drawn."""
+    return max(1, math.ceil(epochs / 10))
+
+
+def _loss_axis_range(history: pd.DataFrame) -> list[float] | None:
+    """The losses with a margin, at least MIN_LOSS_SPAN tall so that no two ticks read alike."""
+    losses = pd.concat([history["loss"], history["val_loss"]]).dropna()
+    if losses.empty:
+        return None
+    middle, span = (losses.max() + losses.min()) / 2, losses.max() - losses.min()
+    half = max(span * 1.1, MIN_LOSS_SPAN) / 2
+    return [float(middle - half), float(middle + half)]
+
+
+def _auc_axis_floor(history: pd.DataFrame) -> float:
+    """0.05 below the lowest AUC, rounded down to a tenth, so close curves stay apart."""
+    lowest = pd.concat([history["auc"], history["val_auc"]]).min()
+    if pd.isna(lowest):
+        return 0.0
+    return max(0.0, math.floor((float(lowest) - 0.05) * 10) / 10)
 
 
 def subgroup_auc_figure(subgroups: dict, key: str) -> go.Figure:
@@ -237,31 +385,71 @@ def subgroup_auc_figure(subgroups: dict, key: str) -> go.Figure:
     groups = subgroups[key]
     with_auc = {value: row for value, row in groups.items() if row["roc_auc"] is not None}
     without_auc = [value for value, row in groups.items() if row["roc_auc"] is None]
+    labels = [f"{value} (n={row['n']})" for value, row in with_auc.items()]
     figure = go.Figure(
         go.Bar(
             x=[row["roc_auc"] for row in with_auc.values()],
-            y=[f"{value} (n={row['n']})" for value, row in with_auc.items()],
+            y=[f"{_shorten(str(value))} (n={row['n']})" for value, row in with_auc.items()],
             orientation="h",
+            marker={"color": THEME_COLOUR},
             text=[f"{row['roc_auc']:.3f}" for row in with_auc.values()],
             textposition="auto",
-            customdata=[row["n_positive"] for row in with_auc.values()],
-            hovertemplate="%{y}<br>AUC %{x:.3f}<br>%{customdata} malignant<extra></extra>",
+            customdata=[
+                [label, row["n_positive"]]
+                for label, row in zip(labels, with_auc.values(), strict=True)
+            ],
+            hovertemplate=(
+                "%{customdata[0]}<br>AUC %{x:.3f}<br>%{customdata[1]} malignant<extra></extra>"
+            ),
             name="ROC AUC",
         )
     )
-    if without_auc:
-        figure.add_annotation(
-            text="No AUC (one class only): "
-            + ", ".join(f"{value} (n={groups[value]['n']})" for value in without_auc),
-            xref="paper",
-            yref="paper",
-            x=0,
-            y=-0.25,
-            showarrow=False,
-            align="left",
-        )
+    figure.add_vline(x=0.5, line=CHANCE_LINE, layer="below")
+    title = SUBGROUP_TITLES.get(key, key.replace("_", " ").capitalize())
+    _layout(figure, f"ROC AUC by {title.lower()}", "ROC AUC (dashed line: chance)", title)
     figure.update_xaxes(range=[0, 1])
-    return _layout(figure, f"ROC AUC by {key}", "ROC AUC", key)
+    note_lines = _note_below(
+        figure, [f"{value} (n={groups[value]['n']})" for value in without_auc]
+    )
+    # The height follows the number of bars so that one bar is not drawn a plot-area thick.
+    figure.update_layout(
+        height=max(260, 150 + 34 * len(with_auc)) + NOTE_LINE_PIXELS * note_lines,
+        margin={"b": 60 + NOTE_LINE_PIXELS * note_lines},
+    )
+    return figure
+
+
+def _shorten(label: str) -> str:
+    """A label cut to LABEL_CHARACTERS with an ellipsis; the hover text keeps the full one.
+
+    Plotly gives long category labels the plot's width and squeezes the bars instead.
+    """
+    if len(label) <= LABEL_CHARACTERS:
+        return label
+    return label[: LABEL_CHARACTERS - 1].rstrip() + "…"
+
+
+def _note_below(figure: go.Figure, values_without_auc: list[str]) -> int:
+    """Lists subgroups with one class only under the x-axis title; returns its line count."""
+    if not values_without_auc:
+        return 0
+    text = "No AUC (one class only): " + ", ".join(values_without_auc)
+    lines = textwrap.wrap(text, NOTE_CHARACTERS)
+    figure.add_annotation(
+        text="<br>".join(lines),
+        xref="paper",
+        yref="paper",
+        x=0,
+        y=0,
+        xanchor="left",
+        yanchor="top",
+        # Pixels below the plot area: clear of the tick labels and the axis title.
+        yshift=-48,
+        showarrow=False,
+        align="left",
+        font={"size": 11, "color": "gray"},
+    )
+    return len(lines)
 
 
 def probability_histogram_figure(frame: pd.DataFrame) -> go.Figure:
@@ -284,6 +472,7 @@ def probability_histogram_figure(frame: pd.DataFrame) -> go.Figure:
         )
     figure.update_layout(barmode="overlay")
     figure.update_xaxes(range=[0, 1])
+    figure.update_yaxes(**_count_axis(frame["count"].max() if len(frame) else 0))
     return _layout(figure, "Predicted probability of malignancy", "Probability", "Predictions")
 
 
@@ -315,9 +504,24 @@ def predictions_per_day_figure(frame: pd.DataFrame) -> go.Figure:
         ),
         secondary_y=True,
     )
-    _layout(figure, "Predictions per day", "Day", "")
-    figure.update_yaxes(title_text="Predictions", secondary_y=False)
+    _layout(figure, "Predictions per day", "Day", "", TITLE_ROW)
+    # Day ticks: with few days, automatic ticks would fall at hours and repeat the date.
+    figure.update_xaxes(
+        tickformat="%d %b %Y", dtick=DAY_MILLISECONDS if len(frame) <= 10 else None
+    )
     figure.update_yaxes(
-        title_text="Share malignant", tickformat=".0%", range=[0, 1], secondary_y=True
+        title_text="Predictions",
+        secondary_y=False,
+        **_count_axis(frame["count"].max() if len(frame) else 0),
+    )
+    # Overlaying axes copy the ticks of the axis below by default, which suits no share.
+    figure.update_yaxes(
+        title_text="Share malignant",
+        tickformat=".0%",
+        range=[0, 1],
+        tickmode="linear",
+        dtick=0.25,
+        showgrid=False,
+        secondary_y=True,
     )
     return figure

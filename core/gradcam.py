@@ -15,6 +15,8 @@ from PIL import Image
 from core.model import BACKBONE_LAYER, HEAD_DROPOUT_LAYER, HEAD_LAYER, POOLED_LAYER
 
 TOWARD_CLASSES = ("malignant", "benign")
+# Heat below this share of the peak is left off the overlay: it marks no particular region.
+HEAT_FLOOR = 0.2
 
 
 def _layers_before_backbone(model: keras.Model) -> list[keras.layers.Layer]:
@@ -77,8 +79,12 @@ def colorize(heatmap: np.ndarray) -> np.ndarray:
     return (np.stack([red, green, blue], axis=-1) * 255).round().astype(np.uint8)
 
 
-def overlay(image_uint8: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
-    """The image with the coloured heat map blended on top, at the image's own size."""
+def overlay(image_uint8: np.ndarray, heatmap: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """The image with the coloured heat map blended on top, at the image's own size.
+
+    Each pixel's opacity rises from 0 at HEAT_FLOOR to `alpha` at the map's peak: blending the
+    whole map at one opacity tints every weak, uninformative region with the map's low colour.
+    """
     image = np.asarray(image_uint8)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(
@@ -88,5 +94,7 @@ def overlay(image_uint8: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) ->
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     if heatmap.shape != image.shape[:2]:
         heatmap = resize_heatmap(heatmap, image.shape[1], image.shape[0])
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(heatmap)
+    heat = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    opacity = alpha * np.clip((heat - HEAT_FLOOR) / (1 - HEAT_FLOOR), 0.0, 1.0)[..., None]
+    blended = (1 - opacity) * image.astype(np.float32) + opacity * colorize(heat)
     return np.clip(blended.round(), 0, 255).astype(np.uint8)

@@ -24,6 +24,9 @@ HEADLINE_METRICS = {
     "accuracy": "Accuracy",
 }
 LABEL_VALUES = {"benign": 0, "malignant": 1}
+# Shown for a metric that cannot be computed (one class only, nothing predicted positive);
+# the same words the app's metric tiles use.
+MISSING = "n/a"
 REAL_WORLD_BOOTSTRAP = 200
 
 
@@ -53,13 +56,21 @@ def card_from_row(row: pd.Series | dict) -> dict:
 
 
 def headline_table(evaluation: dict) -> pd.DataFrame:
-    """Metric, value and 95% bootstrap interval (where one was computed) of an evaluation."""
+    """Metric, value and 95% bootstrap interval (where one was computed) of an evaluation.
+
+    Values are floats, NaN where missing, so that number formats apply to whole columns.
+    """
     intervals = evaluation.get("intervals") or {}
     rows = []
     for key, name in HEADLINE_METRICS.items():
         low, high = intervals.get(key) or (None, None)
         rows.append({"metric": name, "value": evaluation.get(key), "ci_low": low, "ci_high": high})
-    return pd.DataFrame(rows)
+    return _floats(pd.DataFrame(rows), ("value", "ci_low", "ci_high"))
+
+
+def _floats(table: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
+    # None in a column makes it an object column, which tables show as "None" and never format.
+    return table.astype(dict.fromkeys(names, "float64"))
 
 
 def operating_point(test_predictions: pd.DataFrame, threshold: float) -> OperatingPoint:
@@ -71,42 +82,48 @@ def operating_point(test_predictions: pd.DataFrame, threshold: float) -> Operati
 
 
 def classification_report(test_predictions: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    return pd.DataFrame(
-        metrics.classification_report_table(
-            test_predictions["label"].to_numpy(),
-            test_predictions["probability"].to_numpy(),
-            threshold,
-        )
+    """Per-class precision, recall and F1 (floats, NaN where undefined) and integer support."""
+    rows = metrics.classification_report_table(
+        test_predictions["label"].to_numpy(), test_predictions["probability"].to_numpy(), threshold
     )
+    return _floats(pd.DataFrame(rows), ("precision", "recall", "f1"))
+
+
+def _format_number(value: float | None, digits: int = 3) -> str:
+    return MISSING if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
 def _format_interval(value: float | None, interval) -> str:
-    if value is None:
-        return "n/a"
-    if not interval:
-        return f"{value:.3f}"
-    return f"{value:.3f} ({interval[0]:.3f}-{interval[1]:.3f})"
+    """ "0.871 (0.820–0.915)": a value with its 95% interval, or the value alone."""
+    if not interval or value is None:
+        return _format_number(value)
+    return f"{value:.3f} ({interval[0]:.3f}–{interval[1]:.3f})"
 
 
 def comparison_table(cards: dict[str, dict]) -> pd.DataFrame:
-    """Runs side by side: one column per run, one row per setting or test metric."""
+    """Runs side by side, as text: one column per run, one row per setting or test metric."""
     columns = {}
     for run_id, card in cards.items():
         test = (card.get("metrics") or {}).get("test") or {}
         intervals = test.get("intervals") or {}
         data = card.get("data") or {}
+        threshold = card["threshold"]
         column = {
-            "backbone": card.get("backbone"),
-            "input size": card.get("image_size"),
-            "trained on": f"{data.get('source')} ({data.get('n_images')} images)",
-            "sites": ", ".join(data.get("sites") or []),
-            "threshold": f"{card['threshold']['value']:.3f} ({card['threshold'].get('rule')})",
-            "test images": test.get("n"),
+            "Backbone": _text(card.get("backbone")),
+            "Input size": _text(card.get("image_size"), " px"),
+            "Trained on": f"{_text(data.get('source'))} ({_text(data.get('n_images'))} images)",
+            "Sites": ", ".join(data.get("sites") or []) or MISSING,
+            "Threshold": f"{threshold['value']:.3f} ({_text(threshold.get('rule'))})",
+            "Test images": _text(test.get("n")),
         }
         for key, name in HEADLINE_METRICS.items():
             column[name] = _format_interval(test.get(key), intervals.get(key))
         columns[run_id] = column
     return pd.DataFrame(columns)
+
+
+def _text(value, unit: str = "") -> str:
+    return MISSING if value is None else f"{value}{unit}"
 
 
 def roc_curves(cards: dict[str, dict]) -> dict[str, dict]:
@@ -135,19 +152,19 @@ def real_world_metrics(confirmed: pd.DataFrame) -> pd.DataFrame:
         intervals = evaluation["intervals"]
         rows.append(
             {
-                "model": run_id,
-                "confirmed": evaluation["n"],
-                "malignant": evaluation["n_positive"],
-                "threshold": threshold,
+                "Model": run_id,
+                "Confirmed": evaluation["n"],
+                "Malignant": evaluation["n_positive"],
+                "Threshold": _format_number(threshold),
                 "ROC AUC": _format_interval(evaluation["roc_auc"], intervals["roc_auc"]),
-                "sensitivity": _format_interval(
+                "Sensitivity": _format_interval(
                     evaluation["sensitivity"], intervals["sensitivity"]
                 ),
-                "specificity": _format_interval(
+                "Specificity": _format_interval(
                     evaluation["specificity"], intervals["specificity"]
                 ),
-                "PPV": evaluation["ppv"],
-                "NPV": evaluation["npv"],
+                "PPV": _format_number(evaluation["ppv"]),
+                "NPV": _format_number(evaluation["npv"]),
             }
         )
     return pd.DataFrame(rows)

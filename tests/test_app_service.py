@@ -175,6 +175,9 @@ def test_report_tables_from_an_evaluation():
     table = reports.headline_table(test)
     auc_row = table[table["metric"] == "ROC AUC"].iloc[0]
     assert auc_row["ci_low"] <= auc_row["value"] <= auc_row["ci_high"]
+    # Metrics without an interval are NaN in float columns, never None in object ones.
+    assert table[["value", "ci_low", "ci_high"]].dtypes.eq("float64").all()
+    assert table.loc[table["metric"] == "NPV", "ci_low"].isna().all()
     frame = {"label": labels, "probability": probabilities}
     point = reports.operating_point(pd.DataFrame(frame), 0.5)
     assert point.roc_point == (1 - test["specificity"], test["sensitivity"])
@@ -186,9 +189,10 @@ def test_report_tables_from_an_evaluation():
         "data": {"source": "s", "n_images": 80, "sites": ["all"]},
         "metrics": {"test": test},
     }
-    compared = reports.comparison_table({"one": card, "two": card})
+    compared = reports.comparison_table({"one": card, "two": {**card, "backbone": None}})
     assert list(compared.columns) == ["one", "two"]
     assert compared.loc["ROC AUC", "one"].startswith(f"{test['roc_auc']:.3f} (")
+    assert compared.loc["Backbone", "two"] == "n/a"
     assert set(reports.roc_curves({"one": card})) == {"one"}
 
 
@@ -201,7 +205,8 @@ def test_real_world_metrics_per_model():
             "confirmed_label": ["malignant", "benign", "benign", "malignant"],
         }
     )
-    table = reports.real_world_metrics(confirmed).set_index("model")
-    assert table.loc["a", "confirmed"] == 3 and table.loc["a", "malignant"] == 1
+    table = reports.real_world_metrics(confirmed).set_index("Model")
+    assert table.loc["a", "Confirmed"] == 3 and table.loc["a", "Malignant"] == 1
     assert table.loc["a", "ROC AUC"].startswith("1.000")
     assert table.loc["b", "ROC AUC"] == "n/a"  # one confirmed class: no AUC
+    assert table.loc["b", "NPV"] == "n/a" and table.loc["b", "Threshold"] == "0.400"

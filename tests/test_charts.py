@@ -87,6 +87,16 @@ def test_subgroup_auc_figure() -> None:
     # "head" and "leg" have one class: a note, not a bar.
     assert list(figure.data[0].y) == ["torso (n=4)"]
     assert "head" in figure.layout.annotations[0].text
+    assert figure.layout.yaxis.title.text == "Anatomical site"
+
+
+def test_subgroup_labels_are_shortened_with_the_full_text_in_the_hover() -> None:
+    long_source = "ISIC 2020 challenge training set (Sydney Melanoma Diagnostic Centre)"
+    subgroups = {"source": {long_source: {"n": 9, "n_positive": 3, "roc_auc": 0.8}}}
+    figure = charts.subgroup_auc_figure(subgroups, "source")
+    label = figure.data[0].y[0]
+    assert "…" in label and label.endswith("(n=9)") and len(label) < len(long_source)
+    assert figure.data[0].customdata[0][0] == f"{long_source} (n=9)"
 
 
 def test_probability_histogram_figure() -> None:

@@ -85,3 +85,14 @@ def test_overlay_blends_at_the_image_size():
 def test_colours_run_from_blue_to_red():
     low, high = gradcam.colorize(np.array([0.0, 1.0]))
     assert low[2] > low[0] and high[0] > high[2]
+
+
+def test_overlay_leaves_weak_heat_untouched_and_blends_the_peak_at_alpha():
+    image = np.full((2, 2, 3), 100, dtype=np.uint8)
+    heatmap = np.array([[0.0, gradcam.HEAT_FLOOR], [0.6, 1.0]], dtype=np.float32)
+    blended = gradcam.overlay(image, heatmap, alpha=0.5).astype(np.int64)
+    np.testing.assert_array_equal(blended[0], image[0])
+    middle_colour, peak_colour = gradcam.colorize(np.array([0.6, 1.0]))
+    # Halfway from the floor to the peak, the opacity is half of alpha.
+    np.testing.assert_allclose(blended[1, 0], 0.75 * 100 + 0.25 * middle_colour, atol=1)
+    np.testing.assert_allclose(blended[1, 1], 0.5 * 100 + 0.5 * peak_colour, atol=1)
