@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--backbone", default=config.DEFAULT_BACKBONE)
     train.add_argument("--image-size", type=int, default=config.DEFAULT_IMAGE_SIZE)
     train.add_argument("--epochs", type=int, default=30, help="head epochs (frozen backbone)")
-    train.add_argument("--fine-tune-epochs", type=int, default=12)
+    train.add_argument("--fine-tune-epochs", type=int, default=16)
     train.add_argument("--fine-tune-layers", type=int, default=50)
     train.add_argument("--weights", default="imagenet", help="imagenet, none or a weights file")
     train.add_argument("--seed", type=int, default=42)

@@ -184,10 +184,19 @@ def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
     return values
 
 
-def _group_table(labels: np.ndarray, groups: np.ndarray, seed: int) -> pd.DataFrame:
-    """Per group: image counts by class, in a seeded shuffle, largest groups first."""
-    table = pd.crosstab(groups, labels).reindex(columns=[0, 1], fill_value=0)
-    table.columns = ["benign", "malignant"]
+def _strata(frame: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
+    """Class crossed with source, so every source is represented in each split.
+
+    Balancing the classes alone let the large multi-image patients of one source fill the
+    training split and left the test split with almost none of that source's images.
+    """
+    sources = _text_column(frame, "source") if "source" in frame else np.full(len(frame), "")
+    return np.array([f"{label}|{source}" for label, source in zip(labels, sources, strict=True)])
+
+
+def _group_table(strata: np.ndarray, groups: np.ndarray, seed: int) -> pd.DataFrame:
+    """Per group: image counts by stratum, in a seeded shuffle, largest groups first."""
+    table = pd.crosstab(groups, strata)
     order = np.random.default_rng(seed).permutation(len(table))
     table = table.iloc[order]
     sizes = table.sum(axis=1).to_numpy()
@@ -235,7 +244,9 @@ def grouped_split(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 42,
 ) -> np.ndarray:
-    """ "train"/"val"/"test" per row; whole groups only, each split near the overall class ratio.
+    """ "train"/"val"/"test" per row; whole groups only, each split near the overall mix.
+
+    Each split gets close to its fraction of every class-and-source stratum.
 
     Deterministic for a seed. Raises ValueError when a class has fewer than three groups (one is
     needed in each split).
@@ -245,16 +256,18 @@ def grouped_split(
     groups = np.asarray(groups, dtype=object)
     if len(groups) != len(labels):
         raise ValueError(f"{len(groups)} groups for {len(labels)} rows")
-    table = _group_table(labels, groups, seed)
+    table = _group_table(_strata(frame, labels), groups, seed)
+    class_table = pd.crosstab(groups, labels).reindex(index=table.index, columns=[0, 1])
+    class_table = class_table.fillna(0).set_axis(["benign", "malignant"], axis=1)
     for column in ("benign", "malignant"):
-        n_groups = int((table[column] > 0).sum())
+        n_groups = int((class_table[column] > 0).sum())
         if n_groups < len(SPLIT_NAMES):
             raise ValueError(
                 f"only {n_groups} independent {column} groups (patients/lesions/images); at "
                 f"least {len(SPLIT_NAMES)} are needed to put {column} cases in train, val and test"
             )
     assignment = _greedy_assign(table, fraction_values)
-    _ensure_both_classes(table, assignment)
+    _ensure_both_classes(class_table, assignment)
     split_of_group = pd.Series(np.array(SPLIT_NAMES, dtype=object)[assignment], index=table.index)
     return split_of_group.loc[groups].to_numpy(dtype=object)
 

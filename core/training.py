@@ -39,7 +39,7 @@ class TrainConfig:
     image_size: int = config.DEFAULT_IMAGE_SIZE
     weights: str = "imagenet"
     head_epochs: int = 30
-    fine_tune_epochs: int = 12
+    fine_tune_epochs: int = 16
     fine_tune_layers: int = 50
     batch_size: int = 32
     head_learning_rate: float = 1e-3

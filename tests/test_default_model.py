@@ -1,0 +1,62 @@
+"""The committed default model: its contract, its behaviour, and that its card tells the truth."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import config, images, runs
+from core.inference import Predictor
+from core.metrics import evaluate
+
+
+@pytest.fixture(scope="module")
+def default_run() -> runs.Run:
+    run_id = runs.active_run_id(config.REPO_ROOT / "models")
+    if run_id is None:
+        pytest.skip("no default model is committed in models/")
+    return runs.load_run(config.REPO_ROOT / "models" / run_id)
+
+
+@pytest.fixture(scope="module")
+def predictor(default_run) -> Predictor:
+    return Predictor(default_run)
+
+
+def test_card_describes_an_imagenet_mobilenet_v2_with_honest_metrics(default_run):
+    card = default_run.card
+    assert card["backbone"] == "mobilenet_v2" and card["image_size"] == 160
+    assert card["weights"] == "imagenet" and card["config"]["fine_tune_epochs"] > 0
+    test = card["metrics"]["test"]
+    low, high = test["intervals"]["roc_auc"]
+    assert low <= test["roc_auc"] <= high
+    assert test["n"] == sum(card["split"]["sizes"]["test"].values())
+    json.dumps(card, allow_nan=False)
+
+
+def test_probabilities_are_flip_stable_and_labels_follow_the_threshold(predictor):
+    paths = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))[:16]
+    arrays = np.stack([images.load_image_file(path, 160) for path in paths])
+    plain, _ = predictor.predict_arrays(arrays, tta=False)
+    mirrored, _ = predictor.predict_arrays(arrays[:, :, ::-1].copy(), tta=False)
+    assert np.all((plain >= 0) & (plain <= 1))
+    # Trained with flips as augmentation: a mirror image is the same lesion.
+    assert np.median(np.abs(plain - mirrored)) < 0.05
+    result = predictor.predict_bytes(paths[0].name, paths[0].read_bytes())
+    assert result.label == ("malignant" if result.probability >= predictor.threshold else "benign")
+
+
+def test_test_split_metrics_reproduce_the_card(default_run, predictor, shared_data):
+    """Scoring the recorded test split again gives the card's figures."""
+    split = pd.read_csv(default_run.folder / "split.csv")
+    metadata = pd.read_csv(shared_data / "metadata.csv").set_index("image_name")
+    names = split.loc[split["split"] == "test", "image_name"]
+    items = [(name, shared_data / "images" / f"{name}.jpg") for name in names]
+    probabilities = np.array([p.probability for p in predictor.predict_many(items)])
+    labels = metadata.loc[names, "target"].to_numpy()
+    metrics = evaluate(labels, probabilities, predictor.threshold, n_bootstrap=0)
+    card = default_run.card["metrics"]["test"]
+    assert metrics["roc_auc"] == pytest.approx(card["roc_auc"], abs=2e-3)
+    assert metrics["sensitivity"] == pytest.approx(card["sensitivity"], abs=0.01)
+    assert metrics["specificity"] == pytest.approx(card["specificity"], abs=0.01)
