@@ -52,7 +52,7 @@ class Access:
         """Whether `attempt` is the admin secret (compared in constant time)."""
         if not self.public:
             return True
-        if not attempt:
+        if not attempt or not self.secret:
             return False
         return hmac.compare_digest(attempt.encode("utf-8"), self.secret.encode("utf-8"))
 

@@ -432,7 +432,7 @@ def _read_rows(
     layout, images_dir, csv_path = found
     if layout == _LAYOUT_FOLDERS:
         return layout, images_dir, None, _read_folders(images_dir)
-    table = _read_csv(csv_path, report)
+    table = _read_csv(csv_path, report) if csv_path is not None else None
     if table is None:
         return None
     return layout, images_dir, csv_path, _frame_from_csv(table, images_dir, report)
@@ -493,7 +493,7 @@ def load_dataset(
     report = validate_dataset(
         data_dir, csv_path, sites, min_per_class=min_per_class, full_decode=full_decode
     )
-    if not report.ok:
+    if not report.ok or report.dataset is None:
         raise DatasetError("; ".join(problem.message for problem in report.errors))
     return report.dataset
 

@@ -110,7 +110,7 @@ class Predictor:
         return np.asarray(probabilities, dtype=np.float64), scores
 
     def _result(self, name, probability, score, decoded, latency_ms) -> Prediction:
-        flag = None if score is None else bool(score > self.ood.threshold)
+        flag = None if score is None or self.ood is None else bool(score > self.ood.threshold)
         return Prediction(
             file=name,
             probability=float(probability),
@@ -141,7 +141,7 @@ class Predictor:
         return self._result(name, probabilities[0], score, decoded, latency_ms)
 
     def predict_many(
-        self, items: Iterable[tuple[str, bytes | Path]], tta: bool | None = None
+        self, items: Iterable[tuple[str, bytes | Path | str]], tta: bool | None = None
     ) -> Iterator[Prediction]:
         """Many images in input order, decoded in parallel while the previous batch runs."""
         with ThreadPoolExecutor() as pool:
@@ -154,7 +154,7 @@ class Predictor:
             if pending is not None:
                 yield from self._predict_chunk(*pending, tta)
 
-    def _decode_item(self, item: tuple[str, bytes | Path]):
+    def _decode_item(self, item: tuple[str, bytes | Path | str]):
         _, source = item
         try:
             data = source if isinstance(source, bytes) else Path(source).read_bytes()
@@ -166,8 +166,11 @@ class Predictor:
         start = time.perf_counter()
         decoded = list(decoded_iterator)
         good = [item for item in decoded if not isinstance(item, Exception)]
-        arrays = np.stack([item.array for item in good]) if good else None
-        probabilities, scores = self.predict_arrays(arrays, tta) if good else ([], None)
+        probabilities, scores = (
+            self.predict_arrays(np.stack([item.array for item in good]), tta)
+            if good
+            else ([], None)
+        )
         latency_ms = (time.perf_counter() - start) * 1000 / max(len(chunk), 1)
         index = 0
         for (name, _), item in zip(chunk, decoded, strict=True):

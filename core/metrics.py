@@ -45,7 +45,7 @@ def validate_predictions(labels, probabilities) -> tuple[np.ndarray, np.ndarray]
             f"[{probability_array.min()}, {probability_array.max()}]"
         )
     try:
-        is_binary = np.isin(label_array, (0, 1)).all()
+        is_binary = bool(np.isin(label_array, (0, 1)).all())
     except TypeError:
         is_binary = False
     if not is_binary:

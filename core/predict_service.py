@@ -140,6 +140,8 @@ def _thumbnail_or_none(data: bytes) -> bytes | None:
 
 
 def _record(prediction: Prediction, session_id: str, tta: bool, thumbnail) -> PredictionRecord:
+    if prediction.probability is None or prediction.label is None:
+        raise ValueError(f"{prediction.file}: a failed prediction is never stored")
     return PredictionRecord(
         session_id=session_id,
         run_id=prediction.model,

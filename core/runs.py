@@ -70,7 +70,8 @@ def load_run(folder: Path) -> Run:
 def list_runs(directory: Path | None = None) -> tuple[list[Run], list[str]]:
     """Finished runs, newest first, and a message for each broken run folder."""
     root = models_dir(directory)
-    runs, problems = [], []
+    runs: list[Run] = []
+    problems: list[str] = []
     if not root.is_dir():
         return runs, problems
     for folder in sorted(root.iterdir(), reverse=True):

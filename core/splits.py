@@ -318,6 +318,6 @@ def split_dataset(
         labels=frame["label"].to_numpy(dtype=np.int64),
         image_names=frame["image_name"].to_numpy(dtype=object),
         seed=seed,
-        fractions=tuple(float(value) for value in fractions),
+        fractions=(float(fractions[0]), float(fractions[1]), float(fractions[2])),
         group_by=group_by,
     )

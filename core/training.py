@@ -201,7 +201,8 @@ def prepare_data(train_config: TrainConfig, report: ProgressCallback) -> Prepare
     # Validation already hashed every file's bytes: those digests key the feature cache.
     keys = dataset.frame["sha256"].tolist()
     labels = dataset.frame["label"].to_numpy(dtype="int64")
-    return PreparedData(dataset, split, np.stack(decoded), keys, labels)
+    arrays = np.stack([array for array in decoded if isinstance(array, np.ndarray)])
+    return PreparedData(dataset, split, arrays, keys, labels)
 
 
 def uint8_function(model: keras.Model, image_size: int):

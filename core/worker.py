@@ -219,7 +219,11 @@ def run_job(folder: Path) -> int:
     try:
         train_config = TrainConfig(**payload["config"])
         train_config.sites = tuple(train_config.sites)
-        train_config.fractions = tuple(train_config.fractions)
+        train_config.fractions = (
+            train_config.fractions[0],
+            train_config.fractions[1],
+            train_config.fractions[2],
+        )
         result = train(
             train_config, reporter, reporter.should_stop, directory, payload.get("activate")
         )
