@@ -5,7 +5,9 @@ import streamlit as st
 import ui
 from core import runs
 
-st.set_page_config(page_title="Dermoscopy classifier", page_icon=":material/dermatology:")
+st.set_page_config(
+    page_title="Dermoscopy classifier", page_icon=":material/dermatology:", layout="wide"
+)
 st.title("Dermoscopy classifier")
 st.caption("Benign or malignant? Transfer learning on dermoscopy images, evaluated honestly.")
 ui.admin_sidebar()
@@ -30,25 +32,21 @@ else:
     specificity.metric("Specificity", ui.percent(test.get("specificity")))
     st.dataframe(ui.run_facts(active.card), hide_index=True)
 
-st.subheader("Database")
-status = database.status()
-trained, predicted = st.columns(2)
-trained.metric("Runs", status["n_runs"])
-predicted.metric("Stored predictions", status["n_predictions"])
-st.caption(f"{status['path']} (schema version {status['schema_version']})")
-
-st.subheader("Pages")
-st.page_link(
-    "pages/1_Predict.py", label="Predict: classify images, see Grad-CAM", icon=":material/biotech:"
-)
-st.page_link(
-    "pages/2_Train.py", label="Train: new runs on your data", icon=":material/model_training:"
-)
-st.page_link(
-    "pages/3_Metrics.py", label="Metrics: evaluate and compare runs", icon=":material/monitoring:"
-)
-st.page_link(
-    "pages/4_History.py",
-    label="History: stored predictions and outcomes",
-    icon=":material/history:",
-)
+stored, pages = st.columns(2, gap="large")
+with stored:
+    st.subheader("Database")
+    status = database.status()
+    trained, predicted = st.columns(2)
+    trained.metric("Runs", status["n_runs"])
+    predicted.metric("Stored predictions", status["n_predictions"])
+    location = ui.file_location(status["path"])
+    st.caption(f"Stored in {location} (schema version {status['schema_version']})")
+with pages:
+    st.subheader("Pages")
+    for path, label, icon in (
+        ("pages/1_Predict.py", "Predict: classify images, see Grad-CAM", ":material/biotech:"),
+        ("pages/2_Train.py", "Train: new runs on your data", ":material/model_training:"),
+        ("pages/3_Metrics.py", "Metrics: evaluate and compare runs", ":material/monitoring:"),
+        ("pages/4_History.py", "History: stored predictions and outcomes", ":material/history:"),
+    ):
+        st.page_link(path, label=label, icon=icon)

@@ -7,6 +7,8 @@ stay light; the Predictor loads TensorFlow inside the function that builds it.
 import base64
 import io
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -187,6 +189,40 @@ def number(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def plural(count: int, noun: str) -> str:
+    """ "1 prediction", "2 predictions"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def utc_time(iso_text: str | None) -> str:
+    """ "2026-11-28 06:23 UTC" from an ISO 8601 timestamp; the text itself when unparsable."""
+    try:
+        moment = datetime.fromisoformat(str(iso_text))
+    except ValueError:
+        return "n/a" if iso_text is None else str(iso_text)
+    # Timestamps without an offset are UTC everywhere in this app (cards, database).
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def file_location(path: str | Path) -> str:
+    """A file's path relative to the repository when inside it, else only its name.
+
+    Absolute machine paths say nothing useful to a visitor and reveal the server's layout.
+    """
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(config.REPO_ROOT):
+        return str(resolved.relative_to(config.REPO_ROOT))
+    return resolved.name
+
+
+def change(value: float | None, reference: float | None, digits: int = 3) -> str | None:
+    """A signed delta for st.metric; None (no arrow) when missing or it rounds to zero."""
+    if value is None or reference is None or round(value - reference, digits) == 0:
+        return None
+    return f"{value - reference:+.{digits}f}"
+
+
 def with_interval(evaluation: dict, key: str) -> str:
     """ "0.871 (95% CI 0.820-0.915)" from an evaluation dict."""
     interval = (evaluation.get("intervals") or {}).get(key)
@@ -232,7 +268,7 @@ def run_facts(card: dict) -> pd.DataFrame:
         "Sensitivity at threshold": with_interval(test, "sensitivity"),
         "Specificity at threshold": with_interval(test, "specificity"),
         "Flip TTA": "on" if card.get("tta") else "off",
-        "Trained at (UTC)": card.get("created_at"),
+        "Trained at": utc_time(card.get("created_at")),
     }
     return pd.DataFrame({"Property": list(facts), "Value": list(facts.values())})
 
@@ -245,14 +281,82 @@ def explanation(_predictor, run_id: str, sha256: str, _data: bytes, toward: str)
     return predict_service.explain(_predictor, _data, toward)
 
 
+def _numeric(table: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
+    # Missing metrics arrive as None in object columns, which number formats do not reach.
+    return table.assign(**{name: pd.to_numeric(table[name]) for name in names if name in table})
+
+
+def headline_table(evaluation: dict) -> None:
+    """The test metrics with their 95% bootstrap intervals, three decimals throughout."""
+    from core import reports
+
+    st.dataframe(
+        _numeric(reports.headline_table(evaluation), ("value", "ci_low", "ci_high")),
+        hide_index=True,
+        column_config={
+            "metric": st.column_config.TextColumn("Metric"),
+            "value": st.column_config.NumberColumn("Value", format="%.3f"),
+            "ci_low": st.column_config.NumberColumn("95% CI low", format="%.3f"),
+            "ci_high": st.column_config.NumberColumn("95% CI high", format="%.3f"),
+        },
+        placeholder="n/a",
+    )
+
+
+def classification_report(predictions: pd.DataFrame, threshold: float) -> None:
+    from core import reports
+
+    st.dataframe(
+        _numeric(
+            reports.classification_report(predictions, threshold), ("precision", "recall", "f1")
+        ),
+        hide_index=True,
+        column_config={
+            "class": st.column_config.TextColumn("Class"),
+            "precision": st.column_config.NumberColumn("Precision", format="%.3f"),
+            "recall": st.column_config.NumberColumn("Recall", format="%.3f"),
+            "f1": st.column_config.NumberColumn("F1", format="%.3f"),
+            "support": st.column_config.NumberColumn("Support", format="%d"),
+        },
+        placeholder="n/a",
+    )
+
+
+def threshold_cards(point, reference) -> None:
+    """Threshold metrics at `point`, with their change from the run's own threshold."""
+    from core import reports
+
+    names = ("sensitivity", "specificity", "ppv", "npv", "f1")
+    for column, key in zip(st.columns(len(names)), names, strict=True):
+        value = point.counts[key]
+        column.metric(
+            reports.HEADLINE_METRICS[key], number(value), change(value, reference.counts[key])
+        )
+
+
+def explanation_view(_predictor, run_id: str, result, data: bytes) -> None:
+    """The image, its Grad-CAM heat map toward the predicted class, or their overlay."""
+    view = st.segmented_control(
+        "Show", ["Image", "Heat map", "Overlay"], default="Overlay", key="predict_view"
+    )
+    toward = "malignant" if result.prediction.label == "malignant" else "benign"
+    cam = explanation(_predictor, run_id, result.prediction.sha256, data, toward)
+    shown = {"Image": cam.image, "Heat map": cam.heatmap}.get(view, cam.overlay)
+    st.image(shown, caption=f"Grad-CAM toward {toward}: red regions moved the score most")
+
+
 def prediction_summary(result, ood_threshold: float | None) -> None:
     """Probability, label, distance from the threshold and the OOD warning of one result."""
     prediction = result.prediction
+    threshold = f"the threshold {prediction.threshold:.1%}"
+    # A distance that rounds to zero gets a plain grey note, not a coloured up arrow.
+    exact = round(result.distance, 3) == 0
     st.metric(
         "Malignant probability (calibrated)",
         percent(prediction.probability),
-        delta=f"{result.distance:+.1%} from the threshold {prediction.threshold:.1%}",
-        delta_color="inverse",
+        delta=f"at {threshold}" if exact else f"{result.distance:+.1%} from {threshold}",
+        delta_color="off" if exact else "inverse",
+        delta_arrow="off" if exact else "auto",
     )
     color = "red" if prediction.label == "malignant" else "green"
     st.badge(f"{prediction.label} at the model's threshold", color=color)
@@ -281,7 +385,7 @@ def confirm_form(database: db.Database, prediction_id: int) -> None:
             changed = database.set_confirmed(
                 [prediction_id], label, diagnosis or None, session_id=session_id()
             )
-            st.success(f"Saved for {changed} prediction(s).")
+            st.success(f"Saved for {plural(changed, 'prediction')}.")
 
 
 def results_table(results) -> None:
@@ -294,9 +398,16 @@ def results_table(results) -> None:
         hide_index=True,
         column_config={
             "thumbnail": st.column_config.ImageColumn("Image", width="small"),
+            "file": st.column_config.TextColumn("File"),
             "probability": st.column_config.ProgressColumn("Probability", format="percent"),
+            "label": st.column_config.TextColumn("Label"),
             "distance": st.column_config.NumberColumn("From threshold", format="percent"),
+            "out_of_distribution": st.column_config.CheckboxColumn("Out of distribution"),
+            "model": st.column_config.TextColumn("Model"),
+            "threshold": st.column_config.NumberColumn("Threshold", format="percent"),
+            "prediction_id": st.column_config.NumberColumn("ID", format="%d"),
         },
+        placeholder="-",
         key="predict_table",
     )
     st.download_button(
@@ -412,6 +523,50 @@ def training_monitor() -> None:
     monitor()
 
 
+def train_settings() -> dict:
+    """The Settings expander of the Train page: TrainConfig's keyword arguments."""
+    from core.model import BACKBONES
+    from core.training import AUGMENTATION_STRENGTHS
+
+    with st.expander("Settings", expanded=True):
+        left, middle, right = st.columns(3)
+        settings = {
+            "backbone": left.selectbox("Backbone", list(BACKBONES), key="train_backbone"),
+            "image_size": left.selectbox(
+                "Input size (px)", [64, 96, 128, 160, 192, 224], index=3, key="train_image_size"
+            ),
+            "weights": left.radio(
+                "Initial weights",
+                ["imagenet", "none"],
+                key="train_weights",
+                help="'none' trains from random weights: only for quick checks.",
+            ),
+            "head_epochs": middle.number_input("Head epochs", 1, 200, 30, key="train_epochs"),
+            "fine_tune_epochs": middle.number_input(
+                "Fine-tune epochs", 0, 100, 8, key="train_fine_tune"
+            ),
+            "seed": middle.number_input("Seed", 0, 2**31 - 1, 42, key="train_seed"),
+            "imbalance": right.selectbox(
+                "Class imbalance", ["class_weight", "none"], key="train_imbalance"
+            ),
+            "augmentation": right.selectbox(
+                "Augmentation", list(AUGMENTATION_STRENGTHS), index=2, key="train_augmentation"
+            ),
+            "threshold_rule": right.selectbox(
+                "Threshold rule", ["sensitivity", "youden"], key="train_rule"
+            ),
+        }
+        settings["target_sensitivity"] = right.slider(
+            "Target sensitivity",
+            0.5,
+            0.99,
+            0.92,
+            key="train_target",
+            disabled=settings["threshold_rule"] != "sensitivity",
+        )
+    return settings
+
+
 def run_manager() -> None:
     """Finished runs: download, delete (never the active one); the feature cache."""
     from core import features
@@ -429,16 +584,19 @@ def run_manager() -> None:
                 next(run for run in found if run.run_id == run_id), active_id
             ),
         )
-        download, delete = st.columns(2)
-        download.download_button(
+        # One row: the delete button sits beside its confirmation, level with the download.
+        actions = st.container(horizontal=True, vertical_alignment="center", gap="medium")
+        actions.download_button(
             "Download run (ZIP)",
             lambda: runs.zip_run(run_id),
             f"{run_id}.zip",
             "application/zip",
             key="train_download",
         )
-        sure = delete.checkbox("Yes, delete this run", key="train_delete_confirm")
-        if delete.button(
+        sure = actions.checkbox(
+            "Yes, delete this run", key="train_delete_confirm", disabled=run_id == active_id
+        )
+        if actions.button(
             "Delete run",
             key="train_delete",
             disabled=not sure or run_id == active_id,
@@ -461,25 +619,97 @@ def run_manager() -> None:
 HISTORY_PAGE_SIZE = 50
 
 
+# Display order: what a reviewer scans first fits a 1280 px screen without scrolling.
+_PREDICTION_COLUMNS = {
+    "thumbnail": st.column_config.ImageColumn("Image", width="small"),
+    "created_at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
+    "file_name": st.column_config.TextColumn("File"),
+    "probability": st.column_config.ProgressColumn(
+        "Probability", min_value=0, max_value=100, format="%.1f%%"
+    ),
+    "label": st.column_config.TextColumn("Label"),
+    "run_id": st.column_config.TextColumn("Model"),
+    "confirmed_label": st.column_config.TextColumn("Confirmed"),
+    "confirmed_diagnosis": st.column_config.TextColumn("Diagnosis"),
+    "threshold": st.column_config.NumberColumn("Threshold", format="%.1f%%"),
+    "ood_flag": st.column_config.CheckboxColumn("Out of distribution"),
+    "ood_score": st.column_config.NumberColumn("OOD score", format="%.1f"),
+    "tta": st.column_config.CheckboxColumn("Flip TTA"),
+    "size": st.column_config.TextColumn("Size (px)"),
+    "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%.0f"),
+    "confirmed_at": st.column_config.DatetimeColumn("Confirmed (UTC)", format="YYYY-MM-DD HH:mm"),
+    "id": st.column_config.NumberColumn("ID", format="%d"),
+}
+
+
+def _predictions_for_display(rows: pd.DataFrame) -> pd.DataFrame:
+    """Stored prediction rows ready for _PREDICTION_COLUMNS: ids and hashes out, percents 0-100.
+
+    Percent columns hold 0-100 so that the format string can ask for one decimal.
+    """
+    shown = rows.drop(columns=["session_id", "sha256"], errors="ignore")
+    for name in ("probability", "threshold"):
+        if name in shown:
+            shown[name] = shown[name] * 100
+    if "width" in shown:
+        shown["size"] = shown["width"].astype(str) + " x " + shown["height"].astype(str)
+    if "thumbnail" in shown:
+        shown["thumbnail"] = shown["thumbnail"].map(data_url)
+    return shown
+
+
 def history_table(rows: pd.DataFrame) -> list[int]:
-    """One page of stored predictions with thumbnails; returns the selected row positions."""
-    shown = rows.drop(columns=["session_id", "sha256"]).assign(
-        thumbnail=rows["thumbnail"].map(data_url)
-    )
+    """One page of stored predictions; returns the selected row positions.
+
+    Thumbnails are stored only when config.STORE_THUMBNAILS is on: without any, the image
+    column is left out rather than showing an empty cell on every row.
+    """
+    shown = _predictions_for_display(rows)
+    has_thumbnails = shown["thumbnail"].notna().any()
     event = st.dataframe(
         shown,
         hide_index=True,
-        column_order=["thumbnail", *[c for c in shown.columns if c != "thumbnail"]],
-        column_config={
-            "thumbnail": st.column_config.ImageColumn("Image", width="small"),
-            "probability": st.column_config.ProgressColumn("Probability", format="percent"),
-            "created_at": st.column_config.DatetimeColumn("When (UTC)"),
-        },
+        column_order=[
+            name for name in _PREDICTION_COLUMNS if name != "thumbnail" or has_thumbnails
+        ],
+        column_config=_PREDICTION_COLUMNS,
+        placeholder="-",
         on_select="rerun",
         selection_mode="multi-row",
         key="history_table",
     )
     return list(event.selection.rows)
+
+
+def earlier_table(earlier: pd.DataFrame) -> None:
+    """Earlier predictions of one image, with the History page's column names."""
+    shown = _predictions_for_display(earlier)
+    st.dataframe(
+        shown,
+        hide_index=True,
+        column_order=[name for name in _PREDICTION_COLUMNS if name in shown],
+        column_config=_PREDICTION_COLUMNS,
+        placeholder="-",
+    )
+
+
+def same_image_table(comparisons: pd.DataFrame) -> None:
+    """One row per image content, one probability column per model that predicted it."""
+    fixed = ("sha256", "file_name", "last_at", "n_models")
+    models = [name for name in comparisons if name not in fixed]
+    percent_column = st.column_config.NumberColumn(format="percent")
+    st.dataframe(
+        comparisons,
+        hide_index=True,
+        column_config={
+            "sha256": None,
+            "file_name": st.column_config.TextColumn("File"),
+            "last_at": st.column_config.DatetimeColumn("Last (UTC)", format="YYYY-MM-DD HH:mm"),
+            "n_models": st.column_config.NumberColumn("Models"),
+            **dict.fromkeys(models, percent_column),
+        },
+        placeholder="-",
+    )
 
 
 def history_actions(
@@ -495,11 +725,11 @@ def history_actions(
     diagnosis = outcome.text_input("Diagnosis (optional)", key="history_confirm_diagnosis")
     if outcome.button("Save outcome", key="history_confirm"):
         changed = database.set_confirmed(prediction_ids, label, diagnosis or None, scope)
-        st.success(f"Outcome saved for {changed} predictions.")
+        st.success(f"Outcome saved for {plural(changed, 'prediction')}.")
     sure = remove.checkbox("Yes, delete them permanently", key="history_delete_confirm")
     if remove.button("Delete selected", key="history_delete", disabled=not sure):
         removed = database.delete_predictions(prediction_ids, scope)
-        st.toast(f"Deleted {removed} predictions.")
+        st.toast(f"Deleted {plural(removed, 'prediction')}.")
         st.rerun()
 
 

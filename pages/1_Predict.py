@@ -76,19 +76,11 @@ picture, facts = st.columns(2)
 with facts:
     ui.prediction_summary(result, predictor.ood.threshold if predictor.ood else None)
 with picture:
-    view = st.segmented_control(
-        "Show", ["Image", "Heat map", "Overlay"], default="Overlay", key="predict_view"
-    )
-    toward = "malignant" if result.prediction.label == "malignant" else "benign"
-    cam = ui.explanation(
-        predictor, run.run_id, result.prediction.sha256, uploads[index].data, toward
-    )
-    shown = {"Image": cam.image, "Heat map": cam.heatmap}.get(view, cam.overlay)
-    st.image(shown, caption=f"Grad-CAM toward {toward}: red regions moved the score most")
+    ui.explanation_view(predictor, run.run_id, result, uploads[index].data)
 
 batch_ids = [r.prediction_id for r in results if r.prediction_id is not None]
 earlier = predict_service.earlier_predictions(database, result, batch_ids, ui.history_scope())
 if not earlier.empty:
     st.subheader("This image was predicted before")
-    st.dataframe(earlier, hide_index=True)
+    ui.earlier_table(earlier)
 ui.confirm_form(database, result.prediction_id)

@@ -4,8 +4,7 @@ import streamlit as st
 
 import ui
 from core import config, data, datasets, images, worker
-from core.model import BACKBONES
-from core.training import AUGMENTATION_STRENGTHS, TrainConfig
+from core.training import TrainConfig
 
 st.set_page_config(page_title="Train", page_icon=":material/model_training:", layout="wide")
 st.title("Train")
@@ -52,45 +51,13 @@ report = ui.validation_report(str(data_dir), str(csv) if csv else None, tuple(si
 if not report.ok:
     st.stop()
 
-with st.expander("Settings", expanded=True):
-    left, middle, right = st.columns(3)
-    backbone = left.selectbox("Backbone", list(BACKBONES), key="train_backbone")
-    image_size = left.selectbox(
-        "Input size (px)", [64, 96, 128, 160, 192, 224], index=3, key="train_image_size"
-    )
-    weights = left.radio(
-        "Initial weights",
-        ["imagenet", "none"],
-        key="train_weights",
-        help="'none' trains from random weights: only for quick checks.",
-    )
-    head_epochs = middle.number_input("Head epochs", 1, 200, 30, key="train_epochs")
-    fine_tune_epochs = middle.number_input("Fine-tune epochs", 0, 100, 8, key="train_fine_tune")
-    seed = middle.number_input("Seed", 0, 2**31 - 1, 42, key="train_seed")
-    imbalance = right.selectbox("Class imbalance", ["class_weight", "none"], key="train_imbalance")
-    augmentation = right.selectbox(
-        "Augmentation", list(AUGMENTATION_STRENGTHS), index=2, key="train_augmentation"
-    )
-    rule = right.selectbox("Threshold rule", ["sensitivity", "youden"], key="train_rule")
-    target = right.slider(
-        "Target sensitivity", 0.5, 0.99, 0.92, key="train_target", disabled=rule != "sensitivity"
-    )
-
+settings = ui.train_settings()
 if st.button("Start training", type="primary", key="train_start"):
     train_config = TrainConfig(
         data_dir=str(data_dir),
         csv=str(csv) if csv else None,
         sites=tuple(sites) or ("all",),
-        backbone=backbone,
-        image_size=image_size,
-        weights=weights,
-        head_epochs=head_epochs,
-        fine_tune_epochs=fine_tune_epochs,
-        imbalance=imbalance,
-        augmentation=augmentation,
-        threshold_rule=rule,
-        target_sensitivity=target,
-        seed=seed,
+        **settings,
     )
     try:
         worker.start_training(train_config, activate=False)

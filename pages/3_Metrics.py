@@ -25,7 +25,7 @@ with single:
         st.stop()
     test = card["metrics"]["test"]
     st.caption(f"Held-out test split: {test['n']} images, {test['n_positive']} malignant.")
-    st.dataframe(reports.headline_table(test), hide_index=True)
+    ui.headline_table(test)
     card_threshold = float(card["threshold"]["value"])
     threshold = st.slider(
         "Threshold",
@@ -39,11 +39,7 @@ with single:
     )
     point = reports.operating_point(predictions, threshold)
     at_card = reports.operating_point(predictions, card_threshold)
-    names = ("sensitivity", "specificity", "ppv", "npv", "f1")
-    for column, key in zip(st.columns(5), names, strict=True):
-        value, reference = point.counts[key], at_card.counts[key]
-        delta = None if value is None or reference is None else f"{value - reference:+.3f}"
-        column.metric(reports.HEADLINE_METRICS[key], ui.number(value), delta)
+    ui.threshold_cards(point, at_card)
     counts, normalised = st.columns(2)
     counts.plotly_chart(charts.confusion_matrix_figure(point.counts))
     normalised.plotly_chart(charts.confusion_matrix_figure(point.counts, normalize=True))
@@ -58,7 +54,8 @@ with single:
     calibration, report = st.columns(2)
     calibration.plotly_chart(charts.calibration_figure(test["calibration"]))
     report.markdown(f"**Classification report at {threshold:.3f}**")
-    report.dataframe(reports.classification_report(predictions, threshold), hide_index=True)
+    with report:
+        ui.classification_report(predictions, threshold)
     epochs = database.run_epochs(run_id)
     if not epochs.empty:
         st.plotly_chart(charts.learning_curves_figure(epochs))

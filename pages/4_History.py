@@ -44,7 +44,9 @@ table, charts_tab, same_image, outcomes = st.tabs(
 
 with table:
     pages = math.ceil(total / ui.HISTORY_PAGE_SIZE)
-    st.caption(f"{total} predictions, newest first; page size {ui.HISTORY_PAGE_SIZE}.")
+    st.caption(
+        f"{ui.plural(total, 'prediction')}, newest first; page size {ui.HISTORY_PAGE_SIZE}."
+    )
     page = st.pagination(pages, key="history_page") if pages > 1 else 1
     rows = database.query_predictions(history_filter, page, ui.HISTORY_PAGE_SIZE)
     selection = ui.history_table(rows)
@@ -66,7 +68,7 @@ with same_image:
     if comparisons.empty:
         st.info("No image was predicted by two or more models.")
     else:
-        st.dataframe(comparisons, hide_index=True)
+        ui.same_image_table(comparisons)
 
 with outcomes:
     confirmed = database.confirmed_outcomes(history_filter)

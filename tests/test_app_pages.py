@@ -7,6 +7,7 @@ import pytest
 from app_fixtures import app_paths, fresh_app, trained_run  # noqa: F401
 from streamlit.testing.v1 import AppTest
 
+import ui
 from core import config, db, metrics, runs, worker
 
 PAGES = (
@@ -110,7 +111,9 @@ def test_history_filters_by_file_name(trained_run):  # noqa: F811
     assert not at.exception
     at.text_input(key="history_file").set_value("alpha").run()
     assert not at.exception
-    assert "1 predictions" in texts(at.caption)
+    assert "1 prediction," in texts(at.caption)
+    columns = at.dataframe[0].value.columns
+    assert "sha256" not in columns and "session_id" not in columns
 
 
 def test_train_page_trains_in_the_background_and_activates(trained_run):  # noqa: F811
@@ -136,3 +139,17 @@ def test_train_page_trains_in_the_background_and_activates(trained_run):  # noqa
         assert runs.active_run_id() == status.run_id
     finally:
         runs.set_active(trained_run)
+
+
+def test_display_helpers_format_for_people():
+    assert ui.plural(1, "prediction") == "1 prediction"
+    assert ui.plural(0, "prediction") == "0 predictions"
+    assert ui.utc_time("2026-11-28T06:23:47+00:00") == "2026-11-28 06:23 UTC"
+    assert ui.utc_time("2026-11-28T07:23:47+01:00") == "2026-11-28 06:23 UTC"
+    assert ui.utc_time(None) == "n/a"
+    assert ui.file_location(config.REPO_ROOT / "data" / "app.duckdb") == "data/app.duckdb"
+    assert ui.file_location("/elsewhere/app.duckdb") == "app.duckdb"
+    assert ui.change(0.5, 0.5) is None
+    assert ui.change(0.5, 0.4999) is None
+    assert ui.change(0.6, 0.5) == "+0.100"
+    assert ui.change(None, 0.5) is None

@@ -138,7 +138,7 @@ def test_a_visitor_sees_only_their_own_history(fresh_app, public):  # noqa: F811
     at.run()
     assert not at.exception
     assert "this browser session only" in texts(at.caption)
-    assert "1 predictions" in texts(at.caption)
+    assert "1 prediction," in texts(at.caption)
     assert at.dataframe[0].value["file_name"].tolist() == ["mine.jpg"]
     unlock(at, SECRET)
     assert "2 predictions" in texts(at.caption)
