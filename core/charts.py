@@ -130,6 +130,24 @@ def _curve_name(name: str, curve: dict, score_key: str, score_label: str) -> str
     return f"{name} ({score_label} {score:.3f})" if score is not None else name
 
 
+def _add_operating_points(figure, operating_points, first_colour: int, axis_names) -> None:
+    """A cross per run at its threshold, coloured after the curves."""
+    x_name, y_name = axis_names
+    for index, (name, (x, y)) in enumerate((operating_points or {}).items()):
+        figure.add_trace(
+            go.Scatter(
+                x=[x],
+                y=[y],
+                mode="markers",
+                marker={"size": 12, "symbol": "x", "color": _colour(first_colour + index)},
+                name=f"{name} operating point",
+                hovertemplate=(
+                    f"{name}<br>{x_name} %{{x:.3f}}<br>{y_name} %{{y:.3f}}<extra></extra>"
+                ),
+            )
+        )
+
+
 def roc_figure(
     curves: dict[str, dict],
     operating_points: dict[str, tuple[float, float]] | None = None,
@@ -156,18 +174,7 @@ def roc_figure(
                 ),
             )
         )
-    points = (operating_points or {}).items()
-    for index, (name, (false_positive_rate, true_positive_rate)) in enumerate(points):
-        figure.add_trace(
-            go.Scatter(
-                x=[false_positive_rate],
-                y=[true_positive_rate],
-                mode="markers",
-                marker={"size": 12, "symbol": "x", "color": _colour(len(curves) + index)},
-                name=f"{name} operating point",
-                hovertemplate=f"{name}<br>FPR %{{x:.3f}}<br>TPR %{{y:.3f}}<extra></extra>",
-            )
-        )
+    _add_operating_points(figure, operating_points, len(curves), ("FPR", "TPR"))
     figure.update_xaxes(range=[0, 1])
     figure.update_yaxes(range=[0, 1.02])
     # Below and right of a ROC curve is the corner a curve leaves empty.
@@ -211,16 +218,7 @@ def pr_figure(
                 hovertemplate=f"recall %{{x:.3f}}<br>precision %{{y:.3f}}<extra>{name}</extra>",
             )
         )
-    for index, (name, (recall, precision)) in enumerate((operating_points or {}).items()):
-        figure.add_trace(
-            go.Scatter(
-                x=[recall],
-                y=[precision],
-                mode="markers",
-                marker={"size": 12, "symbol": "x", "color": _colour(len(curves) + index)},
-                name=f"{name} operating point",
-            )
-        )
+    _add_operating_points(figure, operating_points, len(curves), ("recall", "precision"))
     figure.update_xaxes(range=[0, 1])
     figure.update_yaxes(range=[0, 1.02])
     # Below a precision-recall curve, at low recall, is the corner a curve leaves empty.

@@ -9,9 +9,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from core import config
 
+TIMEOUT = 120
+SAMPLE_IMAGES = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))
 PATH_SETTINGS = {
     "MODELS_DIR": ("DERMO_MODELS_DIR", "models"),
     "DB_PATH": ("DERMO_DB_PATH", "app.duckdb"),
@@ -75,3 +78,12 @@ def trained_run(app_paths: AppPaths) -> str:
 def fresh_app(tmp_path, monkeypatch) -> AppPaths:
     """Empty app folders: no runs, a new database."""
     return point_app_at(tmp_path, monkeypatch)
+
+
+def app(page: str) -> AppTest:
+    """An AppTest of a page script, by its path from the repository root."""
+    return AppTest.from_file(str(config.REPO_ROOT / page), default_timeout=TIMEOUT)
+
+
+def texts(elements) -> str:
+    return "\n".join(str(element.value) for element in elements)

@@ -4,8 +4,15 @@ import io
 import zipfile
 
 import pytest
-from app_fixtures import app_paths, fresh_app, trained_run  # noqa: F401
-from streamlit.testing.v1 import AppTest
+from app_fixtures import (  # noqa: F401
+    SAMPLE_IMAGES,
+    TIMEOUT,
+    app,
+    app_paths,
+    fresh_app,
+    texts,
+    trained_run,
+)
 
 import ui
 from core import config, db, metrics, runs, worker
@@ -17,16 +24,6 @@ PAGES = (
     "pages/3_Metrics.py",
     "pages/4_History.py",
 )
-TIMEOUT = 120
-SAMPLE_IMAGES = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))
-
-
-def app(page: str) -> AppTest:
-    return AppTest.from_file(str(config.REPO_ROOT / page), default_timeout=TIMEOUT)
-
-
-def texts(elements) -> str:
-    return "\n".join(str(element.value) for element in elements)
 
 
 def database() -> db.Database:

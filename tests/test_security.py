@@ -12,7 +12,15 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from app_fixtures import app_paths, fresh_app, trained_run  # noqa: F401
+from app_fixtures import (  # noqa: F401
+    SAMPLE_IMAGES,
+    TIMEOUT,
+    app,
+    app_paths,
+    fresh_app,
+    texts,
+    trained_run,
+)
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -21,16 +29,6 @@ from core.inference import Predictor
 
 SECRET = "correct horse battery staple"
 INJECTION = "'; DROP TABLE predictions; --"
-TIMEOUT = 120
-SAMPLE_IMAGES = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))
-
-
-def app(page: str) -> AppTest:
-    return AppTest.from_file(str(config.REPO_ROOT / page), default_timeout=TIMEOUT)
-
-
-def texts(elements) -> str:
-    return "\n".join(str(element.value) for element in elements)
 
 
 def keys(elements) -> set[str]:
