@@ -13,6 +13,7 @@ st.caption("Benign or malignant? Transfer learning on dermoscopy images, evaluat
 ui.admin_sidebar()
 ui.research_notice()
 ui.access_notice()
+ui.storage_notice()
 
 database = ui.database()
 active, problems = runs.active_run()

@@ -164,6 +164,17 @@ def access_notice() -> None:
         )
 
 
+def storage_notice() -> None:
+    """Warn when trained runs and history live on storage that a restart wipes."""
+    reason = config.ephemeral_storage_reason()
+    if reason:
+        st.warning(
+            f"Temporary storage: {reason}. Trained runs, uploaded datasets and the prediction "
+            "history are lost when the app restarts; download runs you want to keep.",
+            icon=":material/cloud_off:",
+        )
+
+
 def data_url(jpeg) -> str | None:
     """A data URL that st.column_config.ImageColumn can show; None for a missing thumbnail."""
     # Database frames hold missing blobs as pandas.NA, fresh results as None.

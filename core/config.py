@@ -38,3 +38,20 @@ MAX_UPLOAD_BYTES = int(os.environ.get("DERMO_MAX_UPLOAD_BYTES", str(50 * 1024 * 
 # Off by default: a public deployment keeps no picture of what visitors upload. When on, the
 # History page shows a small JPEG of each prediction, re-encoded without any metadata.
 STORE_THUMBNAILS = _flag_from_env("DERMO_STORE_THUMBNAILS")
+
+
+def ephemeral_storage_reason(environment=None) -> str | None:
+    """Why trained runs and history would be lost on restart, or None when they are kept.
+
+    Hugging Face Spaces set SPACE_ID and mount persistent storage (when bought) at /data;
+    Streamlit Community Cloud runs apps from /mount/src and keeps nothing across restarts.
+    DERMO_EPHEMERAL_STORAGE=1 says so explicitly for any other host.
+    """
+    environment = os.environ if environment is None else environment
+    if environment.get("DERMO_EPHEMERAL_STORAGE") == "1":
+        return "this deployment's storage is marked as temporary"
+    if environment.get("SPACE_ID") and not str(MODELS_DIR).startswith("/data"):
+        return "this Hugging Face Space has no persistent storage at /data"
+    if str(REPO_ROOT).startswith("/mount/src"):
+        return "Streamlit Community Cloud keeps no files across restarts"
+    return None

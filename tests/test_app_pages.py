@@ -46,6 +46,13 @@ def test_home_shows_the_active_model_and_the_research_notice(trained_run):  # no
     assert len(at.get("page_link")) == 4
 
 
+def test_home_warns_when_storage_is_lost_on_restart(fresh_app, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("DERMO_EPHEMERAL_STORAGE", "1")
+    at = app("Home.py").run()
+    assert not at.exception
+    assert "Temporary storage" in texts(at.warning)
+
+
 def test_predict_stores_good_images_and_reports_bad_ones(trained_run):  # noqa: F811
     before = database().count_predictions(db.HistoryFilter())
     image = SAMPLE_IMAGES[0].read_bytes()

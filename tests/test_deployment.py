@@ -312,3 +312,16 @@ def test_lock_pins_every_requirement() -> None:
         assert requirement.specifier.contains(version, prereleases=True), (
             f"requirements.lock pins {requirement.name}=={version}, outside {requirement}"
         )
+
+
+def test_storage_lost_on_restart_is_detected(monkeypatch):
+    from core import config
+
+    assert config.ephemeral_storage_reason({}) is None or str(config.REPO_ROOT).startswith(
+        "/mount/src"
+    )
+    assert "marked" in config.ephemeral_storage_reason({"DERMO_EPHEMERAL_STORAGE": "1"})
+    monkeypatch.setattr(config, "MODELS_DIR", config.REPO_ROOT / "models")
+    assert "Space" in config.ephemeral_storage_reason({"SPACE_ID": "someone/dermoscopy"})
+    monkeypatch.setattr(config, "MODELS_DIR", Path("/data/models"))
+    assert config.ephemeral_storage_reason({"SPACE_ID": "someone/dermoscopy"}) is None
