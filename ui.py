@@ -537,7 +537,9 @@ def training_monitor() -> None:
 def train_settings() -> dict:
     """The Settings expander of the Train page: TrainConfig's keyword arguments."""
     from core.model import BACKBONES
-    from core.training import AUGMENTATION_STRENGTHS
+    from core.train_config import AUGMENTATION_STRENGTHS, TrainConfig
+
+    defaults = TrainConfig(data_dir="")
 
     with st.expander("Settings", expanded=True):
         left, middle, right = st.columns(3)
@@ -552,16 +554,21 @@ def train_settings() -> dict:
                 key="train_weights",
                 help="'none' trains from random weights: only for quick checks.",
             ),
-            "head_epochs": middle.number_input("Head epochs", 1, 200, 30, key="train_epochs"),
-            "fine_tune_epochs": middle.number_input(
-                "Fine-tune epochs", 0, 100, 8, key="train_fine_tune"
+            "head_epochs": middle.number_input(
+                "Head epochs", 1, 200, defaults.head_epochs, key="train_epochs"
             ),
-            "seed": middle.number_input("Seed", 0, 2**31 - 1, 42, key="train_seed"),
+            "fine_tune_epochs": middle.number_input(
+                "Fine-tune epochs", 0, 100, defaults.fine_tune_epochs, key="train_fine_tune"
+            ),
+            "seed": middle.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="train_seed"),
             "imbalance": right.selectbox(
                 "Class imbalance", ["class_weight", "none"], key="train_imbalance"
             ),
             "augmentation": right.selectbox(
-                "Augmentation", list(AUGMENTATION_STRENGTHS), index=2, key="train_augmentation"
+                "Augmentation",
+                list(AUGMENTATION_STRENGTHS),
+                index=list(AUGMENTATION_STRENGTHS).index(defaults.augmentation),
+                key="train_augmentation",
             ),
             "threshold_rule": right.selectbox(
                 "Threshold rule", ["sensitivity", "youden"], key="train_rule"
@@ -571,7 +578,7 @@ def train_settings() -> dict:
             "Target sensitivity",
             0.5,
             0.99,
-            0.92,
+            defaults.target_sensitivity,
             key="train_target",
             disabled=settings["threshold_rule"] != "sensitivity",
         )

@@ -11,6 +11,9 @@ import json
 import sys
 
 from core import config
+from core.train_config import TrainConfig
+
+DEFAULTS = TrainConfig(data_dir="")
 
 PREDICT_COLUMNS = ("file", "probability", "label", "threshold", "model", "error")
 
@@ -34,11 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(train)
     train.add_argument("--backbone", default=config.DEFAULT_BACKBONE)
     train.add_argument("--image-size", type=int, default=config.DEFAULT_IMAGE_SIZE)
-    train.add_argument("--epochs", type=int, default=30, help="head epochs (frozen backbone)")
-    train.add_argument("--fine-tune-epochs", type=int, default=16)
-    train.add_argument("--fine-tune-layers", type=int, default=50)
+    train.add_argument(
+        "--epochs", type=int, default=DEFAULTS.head_epochs, help="head epochs (frozen backbone)"
+    )
+    train.add_argument("--fine-tune-epochs", type=int, default=DEFAULTS.fine_tune_epochs)
+    train.add_argument("--fine-tune-layers", type=int, default=DEFAULTS.fine_tune_layers)
     train.add_argument("--weights", default="imagenet", help="imagenet, none or a weights file")
-    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--seed", type=int, default=DEFAULTS.seed)
     train.add_argument(
         "--threshold-rule", choices=("sensitivity", "youden"), default="sensitivity"
     )
@@ -73,7 +78,7 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command_train(arguments) -> int:
-    from core.training import TrainConfig, train
+    from core.training import train
 
     train_config = TrainConfig(
         data_dir=arguments.data,

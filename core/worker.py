@@ -209,7 +209,8 @@ class _JobReporter:
 
 def run_job(folder: Path) -> int:
     """The body of the training process started by `start_training`."""
-    from core.training import Cancelled, TrainConfig, train
+    from core.train_config import TrainConfig
+    from core.training import Cancelled, train
 
     folder = Path(folder)
     directory = folder.parent.parent

@@ -4,7 +4,7 @@ import streamlit as st
 
 import ui
 from core import config, data, datasets, images, worker
-from core.training import TrainConfig
+from core.train_config import TrainConfig
 
 st.set_page_config(page_title="Train", page_icon=":material/model_training:", layout="wide")
 st.title("Train")

@@ -42,7 +42,7 @@ def point_app_at(root: Path, patch: pytest.MonkeyPatch) -> AppPaths:
 
 def tiny_train_config(**changes):
     """The quickest honest run: the bundled sample, a small backbone, random weights."""
-    from core.training import TrainConfig
+    from core.train_config import TrainConfig
 
     settings = {
         "data_dir": str(config.SAMPLE_DIR),

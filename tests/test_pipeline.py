@@ -18,7 +18,8 @@ from app_fixtures import tiny_train_config
 
 from core import config, runs
 from core.inference import Predictor
-from core.training import Cancelled, TrainConfig, train
+from core.train_config import TrainConfig
+from core.training import Cancelled, train
 
 SAMPLE_IMAGES = config.SAMPLE_DIR / "images"
 SAMPLE_CSV = config.SAMPLE_DIR / "metadata.csv"
