@@ -111,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         run = resolve_model(arguments, work_dir)
         settings = Settings(arguments.quick, run, Path(data_dir), work_dir)
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        load_before = os.getloadavg()
         outcome = run_benchmarks(names, settings)
     description = machine()
+    # Other programs on the machine skew every number; the load average shows if they ran.
+    description["load_average_1min"] = {"before": load_before[0], "after": os.getloadavg()[0]}
     print(machine_text(description))
     print(f"model: {run.run_id}; data: {portable(data_dir)}; quick: {arguments.quick}\n")
     print(table(outcome["figures"]))

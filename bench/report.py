@@ -5,8 +5,9 @@ import math
 import os
 import platform
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
+
+from core.card import library_versions
 
 LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "pillow", "duckdb", "streamlit")
 
@@ -103,12 +104,7 @@ def memory_total_gib() -> float | None:
 
 def machine() -> dict:
     """What the numbers were measured on; versions come from package metadata, no imports."""
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+    versions = library_versions(LIBRARIES)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": cpu_model(),
@@ -152,11 +148,15 @@ def table(figures: list[Figure]) -> str:
 
 def machine_text(description: dict) -> str:
     versions = ", ".join(f"{name} {version}" for name, version in description["versions"].items())
-    return (
+    text = (
         f"machine: {description['cpu']}, {description['cores']} cores "
         f"({description['usable_cores']} usable), {description['memory_gib']} GiB\n"
         f"versions: {versions}"
     )
+    load = description.get("load_average_1min")
+    if load:
+        text += f"\nload average (1 min): {load['before']:.2f} before, {load['after']:.2f} after"
+    return text
 
 
 def finite(payload):

@@ -164,13 +164,34 @@ def compare_head_training(settings: Settings, prepared: PreparedData, epochs: in
     full_seconds, _ = timed(
         lambda: fit_head(full_model, prepared.arrays[train_rows], labels, train, epochs)
     )
+    cached_head = cached_model.get_layer(HEAD_LAYER).get_weights()
+    full_head = full_model.get_layer(HEAD_LAYER).get_weights()
     return {
         "epochs": epochs,
         "cached_auc": validation_auc(cached_model, prepared),
         "full_auc": validation_auc(full_model, prepared),
         "cached_training_seconds": cached_seconds,
         "full_model_training_seconds": full_seconds,
+        # Shows that both heads trained (moved from the shared start) and how far apart they end.
+        "head_weights_max_change": max_difference(cached_head, initial),
+        "head_weights_max_difference": max_difference(cached_head, full_head),
     }
+
+
+def max_difference(first: list[np.ndarray], second: list[np.ndarray]) -> float:
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(first, second, strict=True))
+
+
+def fine_tune_model(settings: Settings, train: TrainConfig) -> keras.Model:
+    """A model set up as `core.training.fine_tune` sets it up: top layers open, compiled."""
+    model = fresh_model(settings, train)
+    set_fine_tune_layers(model, train.fine_tune_layers)
+    model.compile(
+        optimizer=keras.optimizers.Adam(train.fine_tune_learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
+    return model
 
 
 def fine_tune_pipeline(settings: Settings) -> list[Figure]:
@@ -180,13 +201,7 @@ def fine_tune_pipeline(settings: Settings) -> list[Figure]:
     steps = settings.size(20, 4)
     rows = prepared.indices("train")
     labels = prepared.labels[rows]
-    model = fresh_model(settings, train)
-    set_fine_tune_layers(model, train.fine_tune_layers)
-    model.compile(
-        optimizer=keras.optimizers.Adam(train.fine_tune_learning_rate),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc")],
-    )
+    model = fine_tune_model(settings, train)
     augmentation = augmenter(AUGMENTATION_STRENGTHS[train.augmentation], train.seed)
     dataset = training_dataset(
         prepared.arrays[rows], labels, train.batch_size, augmentation, train.seed
