@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core import runs
+from core.train_config import TrainConfig
 
 JOBS_FOLDER = ".jobs"
 RUNNING = "running"
@@ -114,10 +115,10 @@ def latest_job(directory: Path | None = None) -> JobStatus | None:
     return read_status(job_ids[-1], directory) if job_ids else None
 
 
-def start_training(train_config, directory: Path | None = None, activate: bool = False) -> str:
-    """Start a training process for `train_config` (a TrainConfig); returns the job id."""
-    from dataclasses import asdict as config_dict
-
+def start_training(
+    train_config: TrainConfig, directory: Path | None = None, activate: bool = False
+) -> str:
+    """Start a training process for `train_config`; returns the job id."""
     train_config.validate()
     current = latest_job(directory)
     if current is not None and not current.finished:
@@ -125,7 +126,7 @@ def start_training(train_config, directory: Path | None = None, activate: bool =
     job_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 10000:04d}"
     folder = jobs_dir(directory) / job_id
     folder.mkdir(parents=True)
-    payload = {"config": config_dict(train_config), "activate": activate}
+    payload = {"config": asdict(train_config), "activate": activate}
     (folder / "config.json").write_text(json.dumps(payload, indent=2))
     command = [sys.executable, "-m", "core", "worker", str(folder)]
     environment = {**os.environ, "DERMO_MODELS_DIR": str(runs.models_dir(directory))}
@@ -209,7 +210,6 @@ class _JobReporter:
 
 def run_job(folder: Path) -> int:
     """The body of the training process started by `start_training`."""
-    from core.train_config import TrainConfig
     from core.training import Cancelled, train
 
     folder = Path(folder)
