@@ -363,6 +363,23 @@ def models_with_active_run(app_paths, trained_run, tmp_path):  # noqa: F811
     return models
 
 
+def test_cancel_stops_a_running_job_and_a_second_start_is_refused(models_with_active_run):
+    models = models_with_active_run
+    active_file = (models / config.ACTIVE_FILE_NAME).read_text()
+    before = run_folders(models)
+    # A hundred fine-tune epochs without early stopping: minutes, far longer than the test.
+    long_run = tiny_train_config(fine_tune_epochs=100, patience=100)
+    job_id = worker.start_training(long_run, directory=models)
+    running = worker.wait(job_id, 180, models, until=lambda status: status.stage == "fine_tune")
+    with pytest.raises(worker.TrainingBusyError, match="still running"):
+        worker.start_training(tiny_train_config(), directory=models)
+    worker.cancel(job_id, models)
+    cancelled = worker.wait(job_id, 120, models)
+    assert not running.finished and cancelled.state == "cancelled"
+    assert (models / config.ACTIVE_FILE_NAME).read_text() == active_file
+    assert [name for name in run_folders(models) if not name.startswith(".")] == before
+
+
 def test_killed_training_fails_cleanly_and_predictions_go_on_during_the_next(
     models_with_active_run, predictor, database
 ):
