@@ -274,6 +274,7 @@ def fine_tune(model, train_config, prepared, report, should_stop, history) -> fl
             prepared.arrays[val_rows], prepared.labels[val_rows], 64
         ),
         epochs=train_config.fine_tune_epochs,
+        shuffle=False,  # The tf.data pipeline shuffles each epoch itself.
         class_weight=class_weights(prepared.labels[train_rows], train_config.imbalance),
         callbacks=[early_stopping(train_config.patience), reporter],
         verbose=0,
