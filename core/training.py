@@ -201,8 +201,11 @@ def early_stopping(patience: int) -> keras.callbacks.EarlyStopping:
 def train_head(model, train_config, prepared, report, should_stop, history) -> float:
     """Phase 1: fit the head on cached features; returns the best validation AUC."""
     train_rows, val_rows = prepared.indices("train"), prepared.indices("val")
-    train_x = head_features(model, train_config, prepared, train_rows, report)
-    val_x = head_features(model, train_config, prepared, val_rows, report)
+    # One lookup for both splits: each reads every cache shard and traces the extractor.
+    vectors = head_features(
+        model, train_config, prepared, np.concatenate([train_rows, val_rows]), report
+    )
+    train_x, val_x = vectors[: len(train_rows)], vectors[len(train_rows) :]
     head = build_head(model)
     head.compile(
         optimizer=keras.optimizers.Adam(train_config.head_learning_rate),
