@@ -292,17 +292,12 @@ def explanation(_predictor, run_id: str, sha256: str, _data: bytes, toward: str)
     return predict_service.explain(_predictor, _data, toward)
 
 
-def _numeric(table: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
-    # Missing metrics arrive as None in object columns, which number formats do not reach.
-    return table.assign(**{name: pd.to_numeric(table[name]) for name in names if name in table})
-
-
 def headline_table(evaluation: dict) -> None:
     """The test metrics with their 95% bootstrap intervals, three decimals throughout."""
     from core import reports
 
     st.dataframe(
-        _numeric(reports.headline_table(evaluation), ("value", "ci_low", "ci_high")),
+        reports.headline_table(evaluation),
         hide_index=True,
         column_config={
             "metric": st.column_config.TextColumn("Metric"),
@@ -318,9 +313,7 @@ def classification_report(predictions: pd.DataFrame, threshold: float) -> None:
     from core import reports
 
     st.dataframe(
-        _numeric(
-            reports.classification_report(predictions, threshold), ("precision", "recall", "f1")
-        ),
+        reports.classification_report(predictions, threshold),
         hide_index=True,
         column_config={
             "class": st.column_config.TextColumn("Class"),
