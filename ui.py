@@ -69,9 +69,11 @@ def working_predictor(run: runs.Run):
     A corrupt model.keras (or one Keras' safe mode refuses) must not take the page down: the
     error names the broken run and the next good one is used. (None, None) when none loads.
     """
-    active, _ = runs.active_run()
     found, _ = runs.list_runs()
-    candidates = {c.run_id: c for c in (run, active, *found) if c is not None}
+    active_id = runs.active_run_id()
+    # One listing of the run folders serves both: the active run first, then newest first.
+    active = [candidate for candidate in found if candidate.run_id == active_id]
+    candidates = {c.run_id: c for c in (run, *active, *found)}
     for candidate in candidates.values():
         try:
             loaded = predictor(candidate)
