@@ -40,6 +40,8 @@ class Prediction:
     ood_score: float | None = None
     ood_flag: bool | None = None
     latency_ms: float | None = None
+    # (diagnosis, probability) for every class, most likely first; empty for binary models.
+    diagnoses: tuple[tuple[str, float], ...] = ()
 
 
 def label_for(probability: float, threshold: float) -> str:

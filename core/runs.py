@@ -19,7 +19,17 @@ from core import config
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
-RUN_FILES = (MODEL_FILE, CARD_FILE, "history.csv", "test_predictions.csv", "split.csv", "ood.npz")
+# Held-out-source cross-validation of the run's recipe (`python -m core crossval`).
+CROSSVAL_FILE = "crossval.json"
+RUN_FILES = (
+    MODEL_FILE,
+    CARD_FILE,
+    "history.csv",
+    "test_predictions.csv",
+    "split.csv",
+    "ood.npz",
+    CROSSVAL_FILE,
+)
 
 
 class RunError(ValueError):
@@ -65,6 +75,16 @@ def load_run(folder: Path) -> Run:
     if not isinstance(card, dict) or "image_size" not in card or "threshold" not in card:
         raise RunError(f"run {folder.name}: {CARD_FILE} lacks image_size or threshold")
     return Run(run_id=folder.name, folder=folder, card=card)
+
+
+def load_crossval(run: Run) -> dict | None:
+    """The run's held-out-source cross-validation, or None when it has none (or it is broken)."""
+    path = run.folder / CROSSVAL_FILE
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return payload if isinstance(payload, dict) and payload.get("folds") else None
 
 
 def list_runs(directory: Path | None = None) -> tuple[list[Run], list[str]]:
