@@ -3,6 +3,7 @@
 import streamlit as st
 
 import ui
+import ui.home
 from core import runs
 
 st.set_page_config(
@@ -31,7 +32,7 @@ else:
     auc.metric("Test ROC AUC", ui.number(test.get("roc_auc")))
     sensitivity.metric("Sensitivity", ui.percent(test.get("sensitivity")))
     specificity.metric("Specificity", ui.percent(test.get("specificity")))
-    st.dataframe(ui.run_facts(active.card), hide_index=True)
+    st.dataframe(ui.home.run_facts(active.card), hide_index=True)
 
 stored, pages = st.columns(2, gap="large")
 with stored:

@@ -3,6 +3,7 @@
 import streamlit as st
 
 import ui
+import ui.predict
 from core import config, predict_service
 
 st.set_page_config(page_title="Predict", page_icon=":material/biotech:", layout="wide")
@@ -33,7 +34,7 @@ if not files:
     st.stop()
 
 with st.spinner("Loading the model"):
-    predictor, run = ui.working_predictor(run)
+    predictor, run = ui.predict.working_predictor(run)
 if predictor is None:
     st.error("No trained run can be loaded: train a new one on the Train page.")
     st.stop()
@@ -67,20 +68,20 @@ if not good:
     st.stop()
 
 if len(results) > 1:
-    ui.results_table(results)
+    ui.predict.results_table(results)
 index = st.selectbox(
     "Image", good, format_func=lambda i: results[i].prediction.file, key="predict_detail"
 )
 result = results[index]
 picture, facts = st.columns(2)
 with facts:
-    ui.prediction_summary(result, predictor.ood.threshold if predictor.ood else None)
+    ui.predict.prediction_summary(result, predictor.ood.threshold if predictor.ood else None)
 with picture:
-    ui.explanation_view(predictor, run.run_id, result, uploads[index].data)
+    ui.predict.explanation_view(predictor, run.run_id, result, uploads[index].data)
 
 batch_ids = [r.prediction_id for r in results if r.prediction_id is not None]
 earlier = predict_service.earlier_predictions(database, result, batch_ids, ui.history_scope())
 if not earlier.empty:
     st.subheader("This image was predicted before")
-    ui.earlier_table(earlier)
-ui.confirm_form(database, result.prediction_id)
+    ui.predict.earlier_table(earlier)
+ui.predict.confirm_form(database, result.prediction_id)

@@ -3,6 +3,7 @@
 import streamlit as st
 
 import ui
+import ui.train
 from core import config, data, datasets, images, worker
 from core.train_config import TrainConfig
 
@@ -47,11 +48,11 @@ else:
     choice = st.selectbox("Dataset", choices, format_func=lambda c: c.label, key="train_dataset")
     data_dir, csv = choice.data_dir, choice.csv
 sites = st.multiselect("Anatomical sites", data.SITE_CHOICES, default=["all"], key="train_sites")
-report = ui.validation_report(str(data_dir), str(csv) if csv else None, tuple(sites))
+report = ui.train.validation_report(str(data_dir), str(csv) if csv else None, tuple(sites))
 if not report.ok:
     st.stop()
 
-settings = ui.train_settings()
+settings = ui.train.train_settings()
 if st.button("Start training", type="primary", key="train_start"):
     train_config = TrainConfig(
         data_dir=str(data_dir),
@@ -63,5 +64,5 @@ if st.button("Start training", type="primary", key="train_start"):
         worker.start_training(train_config, activate=False)
     except (worker.TrainingBusyError, ValueError) as error:
         st.error(str(error))
-ui.training_monitor()
-ui.run_manager()
+ui.train.training_monitor()
+ui.train.run_manager()

@@ -3,6 +3,7 @@
 import streamlit as st
 
 import ui
+import ui.metrics
 from core import charts, reports
 
 st.set_page_config(page_title="Metrics", page_icon=":material/monitoring:", layout="wide")
@@ -25,7 +26,7 @@ with single:
         st.stop()
     test = card["metrics"]["test"]
     st.caption(f"Held-out test split: {test['n']} images, {test['n_positive']} malignant.")
-    ui.headline_table(test)
+    ui.metrics.headline_table(test)
     card_threshold = float(card["threshold"]["value"])
     threshold = st.slider(
         "Threshold",
@@ -39,7 +40,7 @@ with single:
     )
     point = reports.operating_point(predictions, threshold)
     at_card = reports.operating_point(predictions, card_threshold)
-    ui.threshold_cards(point, at_card)
+    ui.metrics.threshold_cards(point, at_card)
     counts, normalised = st.columns(2)
     counts.plotly_chart(charts.confusion_matrix_figure(point.counts))
     normalised.plotly_chart(charts.confusion_matrix_figure(point.counts, normalize=True))
@@ -55,7 +56,7 @@ with single:
     calibration.plotly_chart(charts.calibration_figure(test["calibration"]))
     report.markdown(f"**Classification report at {threshold:.3f}**")
     with report:
-        ui.classification_report(predictions, threshold)
+        ui.metrics.classification_report(predictions, threshold)
     epochs = database.run_epochs(run_id)
     if not epochs.empty:
         st.plotly_chart(charts.learning_curves_figure(epochs))

@@ -5,6 +5,7 @@ import math
 import streamlit as st
 
 import ui
+import ui.history
 from core import charts, db, reports
 
 st.set_page_config(page_title="History", page_icon=":material/history:", layout="wide")
@@ -43,18 +44,18 @@ table, charts_tab, same_image, outcomes = st.tabs(
 )
 
 with table:
-    pages = math.ceil(total / ui.HISTORY_PAGE_SIZE)
+    pages = math.ceil(total / ui.history.PAGE_SIZE)
     st.caption(
-        f"{ui.plural(total, 'prediction')}, newest first; page size {ui.HISTORY_PAGE_SIZE}."
+        f"{ui.plural(total, 'prediction')}, newest first; page size {ui.history.PAGE_SIZE}."
     )
     page = st.pagination(pages, key="history_page") if pages > 1 else 1
-    rows = database.query_predictions(history_filter, page, ui.HISTORY_PAGE_SIZE)
-    selection = ui.history_table(rows)
+    rows = database.query_predictions(history_filter, page, ui.history.PAGE_SIZE)
+    selection = ui.history.history_table(rows)
     selected_ids = rows["id"].iloc[[i for i in selection if i < len(rows)]].tolist()
 
-    ui.export_button(database, history_filter)
+    ui.history.export_button(database, history_filter)
     if selected_ids:
-        ui.history_actions(database, selected_ids, scope)
+        ui.history.history_actions(database, selected_ids, scope)
 
 with charts_tab:
     st.plotly_chart(
@@ -68,7 +69,7 @@ with same_image:
     if comparisons.empty:
         st.info("No image was predicted by two or more models.")
     else:
-        ui.same_image_table(comparisons)
+        ui.history.same_image_table(comparisons)
 
 with outcomes:
     confirmed = database.confirmed_outcomes(history_filter)

@@ -15,6 +15,7 @@ from app_fixtures import (  # noqa: F401
 )
 
 import ui
+import ui.metrics
 from core import config, db, metrics, runs, worker
 
 PAGES = (
@@ -153,7 +154,7 @@ def test_display_helpers_format_for_people():
     assert ui.utc_time(None) == "n/a"
     assert ui.file_location(config.REPO_ROOT / "data" / "app.duckdb") == "data/app.duckdb"
     assert ui.file_location("/elsewhere/app.duckdb") == "app.duckdb"
-    assert ui.change(0.5, 0.5) is None
-    assert ui.change(0.5, 0.4999) is None
-    assert ui.change(0.6, 0.5) == "+0.100"
-    assert ui.change(None, 0.5) is None
+    assert ui.metrics.change(0.5, 0.5) is None
+    assert ui.metrics.change(0.5, 0.4999) is None
+    assert ui.metrics.change(0.6, 0.5) == "+0.100"
+    assert ui.metrics.change(None, 0.5) is None

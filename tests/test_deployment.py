@@ -285,8 +285,8 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_every_third_party_import_is_a_requirement() -> None:
-    sources = [REPO_ROOT / "Home.py", REPO_ROOT / "ui.py", *(REPO_ROOT / "core").glob("*.py")]
-    sources += (REPO_ROOT / "pages").glob("*.py")
+    sources = [REPO_ROOT / "Home.py", *(REPO_ROOT / "core").glob("*.py")]
+    sources += [*(REPO_ROOT / "ui").glob("*.py"), *(REPO_ROOT / "pages").glob("*.py")]
     listed = {canonicalize_name(requirement.name) for requirement in requirements()}
     missing = {}
     for source in (path for path in sources if path.is_file()):

@@ -1,0 +1,25 @@
+"""Helpers of the Home page."""
+
+import pandas as pd
+
+import ui
+
+
+def run_facts(card: dict) -> pd.DataFrame:
+    """What a researcher asks first about a model, from its card."""
+    data, test = card.get("data") or {}, (card.get("metrics") or {}).get("test") or {}
+    threshold = card.get("threshold") or {}
+    balance = data.get("class_balance") or {}
+    facts = {
+        "Backbone": f"{card.get('backbone')} (weights {card.get('weights')})",
+        "Input size": f"{card.get('image_size')} px, {card.get('resample')}",
+        "Trained on": f"{data.get('source')}, sites {', '.join(data.get('sites') or [])}",
+        "Images": f"{data.get('n_images')} ({balance.get('malignant')} malignant)",
+        "Test ROC AUC": ui.with_interval(test, "roc_auc"),
+        "Threshold": f"{ui.number(threshold.get('value'))} (rule: {threshold.get('rule')})",
+        "Sensitivity at threshold": ui.with_interval(test, "sensitivity"),
+        "Specificity at threshold": ui.with_interval(test, "specificity"),
+        "Flip TTA": "on" if card.get("tta") else "off",
+        "Trained at": ui.utc_time(card.get("created_at")),
+    }
+    return pd.DataFrame({"Property": list(facts), "Value": list(facts.values())})
