@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import duckdb
 import pandas
 
-from core import config
+from core import config, diagnoses
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,9 @@ class HistoryFilter:
     max_probability: float | None = None
     file_name_contains: str | None = None
     session_id: str | None = None
+    # True: flagged out of distribution; False: not flagged (also predictions made without an
+    # OOD detector, which flag nothing); None: both.
+    ood_flag: bool | None = None
 
 
 _OPEN_DATABASES: dict[Path, "Database"] = {}
@@ -277,6 +280,25 @@ class Database:
             )
         return ids
 
+    def session_prediction_ids(
+        self, session_id: str, sha256s: Sequence[str]
+    ) -> dict[tuple[str, str, bool], int]:
+        """This session's stored predictions of these images: (run_id, sha256, tta) to id.
+
+        The newest id of each key, so that the Predict page can show a repeated upload again
+        instead of storing it twice.
+        """
+        hashes = sorted(set(sha256s))
+        if not hashes:
+            return {}
+        with self._cursor() as cursor:
+            rows = cursor.execute(
+                "SELECT run_id, sha256, tta, max(id) FROM predictions WHERE session_id = ? "
+                f"AND sha256 IN ({_placeholders(len(hashes))}) GROUP BY run_id, sha256, tta",
+                [session_id, *hashes],
+            ).fetchall()
+        return {(run_id, sha256, bool(tta)): int(id_) for run_id, sha256, tta, id_ in rows}
+
     def set_confirmed(
         self,
         prediction_ids: Sequence[int],
@@ -286,10 +308,13 @@ class Database:
     ) -> int:
         """Record the confirmed outcome (label None clears it); return how many rows changed.
 
-        With `session_id`, only that session's predictions are touched.
+        A diagnosis in the shared vocabulary (`core.diagnoses`) is stored under its vocabulary
+        name; one that contradicts the label raises ValueError. With `session_id`, only that
+        session's predictions are touched.
         """
         if label is not None:
             _check_label(label, "confirmed label")
+            diagnosis = _confirmed_diagnosis(label, diagnosis)
         if not prediction_ids:
             return 0
         confirmed_at = _utc_now() if label is not None else None
@@ -376,7 +401,8 @@ class Database:
     def export_predictions_csv(self, history_filter: HistoryFilter, destination: BinaryIO) -> int:
         """Write the filtered predictions (no thumbnails) as UTF-8 CSV; return the row count.
 
-        Rows are fetched in chunks, so a million rows never sit in memory at once.
+        Newest first, like the History table. Rows are fetched in chunks, so a million rows
+        never sit in memory at once.
         """
         where, parameters = _filter_sql(history_filter)
         destination.write((_PREDICTION_COLUMNS.replace(" ", "") + "\n").encode("utf-8"))
@@ -384,7 +410,7 @@ class Database:
         with self._cursor() as cursor:
             cursor.execute(
                 f"SELECT {_PREDICTION_COLUMNS} FROM predictions WHERE {where} "
-                "ORDER BY created_at, id",
+                "ORDER BY created_at DESC, id DESC",
                 parameters,
             )
             while not (chunk := cursor.fetch_df_chunk(_EXPORT_VECTORS_PER_CHUNK)).empty:
@@ -624,6 +650,16 @@ def _check_label(label: str, what: str) -> None:
         raise ValueError(f"{what}: label {label!r} is not one of {LABELS}")
 
 
+def _confirmed_diagnosis(label: str, diagnosis: str | None) -> str | None:
+    """The diagnosis to store with `label`: its vocabulary name when known, else as typed."""
+    text = (diagnosis or "").strip()
+    if not text:
+        return None
+    if problem := diagnoses.contradiction(label, text):
+        raise ValueError(problem)
+    return diagnoses.normalise_diagnosis(text) or text
+
+
 def _utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
@@ -710,6 +746,8 @@ def _filter_sql(history_filter: HistoryFilter) -> tuple[str, list[Any]]:
         )
     if history_filter.session_id is not None:
         clauses.append(("session_id = ?", [history_filter.session_id]))
+    if history_filter.ood_flag is not None:
+        clauses.append(("coalesce(ood_flag, FALSE) = ?", [bool(history_filter.ood_flag)]))
     where = " AND ".join(condition for condition, _ in clauses) or "TRUE"
     return where, [value for _, values in clauses for value in values]
 

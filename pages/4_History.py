@@ -25,6 +25,13 @@ with st.expander("Filters", expanded=True):
     labels = middle.multiselect("Predicted label", db.LABELS, key="history_label")
     low, high = middle.slider("Probability", 0.0, 1.0, (0.0, 1.0), 0.01, key="history_probability")
     file_name = right.text_input("File name contains", key="history_file")
+    ood = right.radio(
+        "Out of distribution",
+        list(ui.history.OOD_CHOICES),
+        horizontal=True,
+        key="history_ood",
+        help="Images the model's OOD detector found unlike its training images.",
+    )
 history_filter = db.HistoryFilter(
     start=dates[0] if dates else None,
     end=dates[-1] if dates else None,
@@ -34,7 +41,9 @@ history_filter = db.HistoryFilter(
     max_probability=high if high < 1 else None,
     file_name_contains=file_name or None,
     session_id=scope,
+    ood_flag=ui.history.OOD_CHOICES[ood],
 )
+ui.history.notice()
 total = database.count_predictions(history_filter)
 if total == 0:
     st.info("No stored predictions match. Predictions made on the Predict page appear here.")
@@ -50,8 +59,7 @@ with table:
     )
     page = st.pagination(pages, key="history_page") if pages > 1 else 1
     rows = database.query_predictions(history_filter, page, ui.history.PAGE_SIZE)
-    selection = ui.history.history_table(rows)
-    selected_ids = rows["id"].iloc[[i for i in selection if i < len(rows)]].tolist()
+    selected_ids = ui.history.history_table(rows, ui.history.table_key(page, history_filter))
 
     ui.history.export_button(database, history_filter)
     if selected_ids:

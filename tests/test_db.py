@@ -133,6 +133,49 @@ def test_confirmation_is_scoped_to_the_session(database: db.Database) -> None:
         database.set_confirmed([mine], "melanoma")
 
 
+def test_confirmed_diagnoses_use_the_vocabulary_and_must_agree(database: db.Database) -> None:
+    (prediction_id,) = database.insert_predictions([make_record()])
+    with pytest.raises(ValueError, match="melanoma is a malignant diagnosis"):
+        database.set_confirmed([prediction_id], "benign", "MEL")
+    assert database.confirmed_outcomes(db.HistoryFilter()).empty
+    database.set_confirmed([prediction_id], "malignant", "mel")
+    assert database.query_predictions(db.HistoryFilter()).confirmed_diagnosis[0] == "melanoma"
+    # Words outside the vocabulary are kept as typed: they contradict nothing known.
+    database.set_confirmed([prediction_id], "benign", "  Spitz naevus (atypical)  ")
+    row = database.query_predictions(db.HistoryFilter()).iloc[0]
+    assert row.confirmed_diagnosis == "Spitz naevus (atypical)"
+
+
+def test_filter_on_the_out_of_distribution_flag(database: db.Database) -> None:
+    flagged, plain, unscored = database.insert_predictions(
+        [
+            make_record(ood_flag=True, ood_score=99.0),
+            make_record(),
+            make_record(ood_flag=None, ood_score=None),
+        ]
+    )
+
+    def ids(flag):
+        frame = database.query_predictions(db.HistoryFilter(ood_flag=flag))
+        return sorted(frame.id.tolist())
+
+    assert ids(True) == [flagged]
+    assert ids(False) == sorted([plain, unscored])
+    assert ids(None) == sorted([flagged, plain, unscored])
+    assert database.count_predictions(db.HistoryFilter(ood_flag=True, labels=("benign",))) == 0
+
+
+def test_a_session_finds_its_own_stored_predictions_of_an_image(database: db.Database) -> None:
+    first, _, other_session = database.insert_predictions(
+        [make_record(), make_record(tta=True), make_record(session_id="session-b")]
+    )
+    found = database.session_prediction_ids("session-a", ["a" * 64, "f" * 64])
+    assert set(found) == {("run-a", "a" * 64, False), ("run-a", "a" * 64, True)}
+    assert found[("run-a", "a" * 64, False)] == first
+    assert other_session not in found.values()
+    assert database.session_prediction_ids("session-a", []) == {}
+
+
 def test_delete_is_scoped_to_the_session(database: db.Database) -> None:
     mine, theirs = database.insert_predictions([make_record(), make_record(session_id="other")])
     assert database.delete_predictions([mine, theirs], session_id="session-a") == 1
@@ -189,12 +232,19 @@ def test_same_image_lookups(database: db.Database) -> None:
     assert database.same_image_comparisons(db.HistoryFilter(run_ids=("run-a",)), 10).empty
 
 
-def test_export_csv(database: db.Database) -> None:
-    database.insert_predictions([make_record(file_name="a,b.jpg"), make_record()])
+def test_export_csv_is_newest_first_like_the_table(database: db.Database) -> None:
+    start = datetime.datetime(2024, 1, 1)
+    database.insert_predictions(
+        [
+            make_record(file_name="a,b.jpg", created_at=start),
+            make_record(created_at=start + datetime.timedelta(hours=1)),
+        ]
+    )
     buffer = io.BytesIO()
     assert database.export_predictions_csv(db.HistoryFilter(), buffer) == 2
     exported = pandas.read_csv(io.BytesIO(buffer.getvalue()))
-    assert exported.file_name.tolist() == ["a,b.jpg", "lesion.jpg"]
+    shown = database.query_predictions(db.HistoryFilter())
+    assert exported.file_name.tolist() == ["lesion.jpg", "a,b.jpg"] == shown.file_name.tolist()
     assert "thumbnail" not in exported.columns
     empty = io.BytesIO()
     assert database.export_predictions_csv(db.HistoryFilter(session_id="nobody"), empty) == 0

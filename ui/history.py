@@ -1,5 +1,6 @@
 """Helpers of the History page: the stored-prediction table and its actions."""
 
+import hashlib
 import io
 
 import pandas as pd
@@ -9,10 +10,24 @@ import ui
 from core import db
 
 PAGE_SIZE = 50
+OOD_CHOICES = {"All": None, "Flagged": True, "Not flagged": False}
+_TABLE_VERSION = "history_table_version"
+_NOTICE = "history_notice"
 
 
-def history_table(rows: pd.DataFrame) -> list[int]:
-    """One page of stored predictions; returns the selected row positions.
+def table_key(page: int, history_filter: db.HistoryFilter) -> str:
+    """The table's widget key: a new key, and so an empty selection, whenever its rows change.
+
+    The rows change with the page, the filter, and after a delete or an outcome change; a
+    selection kept across such a change would point at rows nobody chose.
+    """
+    shown = repr((page, history_filter)).encode("utf-8")
+    digest = hashlib.sha256(shown).hexdigest()[:16]
+    return f"history_table_{st.session_state.get(_TABLE_VERSION, 0)}_{digest}"
+
+
+def history_table(rows: pd.DataFrame, key: str) -> list[int]:
+    """One page of stored predictions; returns the ids of the selected rows.
 
     Thumbnails are stored only when config.STORE_THUMBNAILS is on: without any, the image
     column is left out rather than showing an empty cell on every row.
@@ -29,9 +44,10 @@ def history_table(rows: pd.DataFrame) -> list[int]:
         placeholder="-",
         on_select="rerun",
         selection_mode="multi-row",
-        key="history_table",
+        key=key,
     )
-    return list(event.selection.rows)
+    positions = [position for position in event.selection.rows if position < len(rows)]
+    return [int(prediction_id) for prediction_id in rows["id"].iloc[positions]]
 
 
 def same_image_table(comparisons: pd.DataFrame) -> None:
@@ -58,20 +74,57 @@ def history_actions(
 ) -> None:
     """Record an outcome for, or delete (after confirmation), the selected predictions.
 
+    The buttons act on the ids selected when they were drawn, never on row positions, and
+    their callbacks run before the page is drawn again, so the table shows the change at once.
     `scope` (a session id) limits both to that session's rows, whatever ids arrive.
     """
-    st.markdown(f"**{len(prediction_ids)} selected**")
+    st.markdown(f"**{ui.plural(len(prediction_ids), 'prediction')} selected**")
     outcome, remove = st.columns(2)
-    label = outcome.selectbox("Confirmed outcome", db.LABELS, key="history_confirm_label")
-    diagnosis = outcome.text_input("Diagnosis (optional)", key="history_confirm_diagnosis")
-    if outcome.button("Save outcome", key="history_confirm"):
-        changed = database.set_confirmed(prediction_ids, label, diagnosis or None, scope)
-        st.success(f"Outcome saved for {ui.plural(changed, 'prediction')}.")
-    sure = remove.checkbox("Yes, delete them permanently", key="history_delete_confirm")
-    if remove.button("Delete selected", key="history_delete", disabled=not sure):
-        removed = database.delete_predictions(prediction_ids, scope)
-        st.toast(f"Deleted {ui.plural(removed, 'prediction')}.")
-        st.rerun()
+    with outcome:
+        ui.outcome_inputs("history_confirm")
+        st.button(
+            "Save outcome",
+            key="history_confirm",
+            on_click=_save_outcome,
+            args=(database, prediction_ids, scope),
+        )
+    with remove:
+        sure = st.checkbox("Yes, delete them permanently", key="history_delete_confirm")
+        st.button(
+            "Delete selected",
+            key="history_delete",
+            disabled=not sure,
+            on_click=_delete,
+            args=(database, prediction_ids, scope),
+        )
+
+
+def _save_outcome(database: db.Database, prediction_ids: list[int], scope: str | None) -> None:
+    saved, message = ui.save_outcome(database, prediction_ids, "history_confirm", scope)
+    if saved:
+        _start_over()
+    st.session_state[_NOTICE] = (saved, message)
+
+
+def _delete(database: db.Database, prediction_ids: list[int], scope: str | None) -> None:
+    removed = database.delete_predictions(prediction_ids, scope)
+    _start_over()
+    st.session_state[_NOTICE] = (True, f"Deleted {ui.plural(removed, 'prediction')}.")
+
+
+def _start_over() -> None:
+    """After a change: no row selected, the confirmation unticked, the outcome empty."""
+    st.session_state[_TABLE_VERSION] = st.session_state.get(_TABLE_VERSION, 0) + 1
+    st.session_state["history_delete_confirm"] = False
+    st.session_state["history_confirm_label"] = None
+    st.session_state["history_confirm_diagnosis"] = None
+
+
+def notice() -> None:
+    """What the last save or delete did, shown once."""
+    if _NOTICE in st.session_state:
+        done, message = st.session_state.pop(_NOTICE)
+        (st.success if done else st.error)(message)
 
 
 def export_button(database: db.Database, history_filter: db.HistoryFilter) -> None:
