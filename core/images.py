@@ -48,6 +48,9 @@ _COPY_CHUNK_BYTES = 1024 * 1024
 # Small members (a CSV of repeated values, a flat PNG) can compress very well without being a
 # bomb, so the per-member ratio check only applies above this size.
 _RATIO_CHECK_MIN_BYTES = 1024 * 1024
+# Operating-system litter and documents (a dataset's read-me or licence) inside archives.
+_HARMLESS_NAMES = ("thumbs.db", "desktop.ini")
+_DOCUMENT_SUFFIXES = (".txt", ".md", ".rst", ".pdf")
 
 
 class ImageError(ValueError):
@@ -60,10 +63,12 @@ class ArchiveError(ValueError):
 
 @dataclass
 class ExtractResult:
-    """What `safe_extract_zip` wrote, and which members it left out with the reason."""
+    """What `safe_extract_zip` wrote, which members it left out with the reason, and which
+    harmless ones (macOS metadata, hidden files, read-me documents) it left out silently."""
 
     extracted: list[Path] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -240,11 +245,19 @@ def _unsafe_member_reason(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def _skip_reason(info: zipfile.ZipInfo) -> str | None:
+def _harmless(info: zipfile.ZipInfo) -> bool:
+    """Members that travel with archives and mean nothing to a dataset: no warning needed."""
     path = PurePosixPath(info.filename.replace("\\", "/"))
-    suffix = path.suffix.lower()
-    if path.parts[0] == "__MACOSX" or path.name.startswith("."):
-        return "hidden or macOS metadata file"
+    return (
+        path.parts[0] == "__MACOSX"
+        or path.name.startswith(".")
+        or path.name.lower() in _HARMLESS_NAMES
+        or path.suffix.lower() in _DOCUMENT_SUFFIXES
+    )
+
+
+def _skip_reason(info: zipfile.ZipInfo) -> str | None:
+    suffix = PurePosixPath(info.filename.replace("\\", "/")).suffix.lower()
     if info.flag_bits & 0x1:
         return "encrypted member"
     if suffix in (".zip", ".tar", ".gz", ".tgz", ".7z", ".rar"):
@@ -325,8 +338,8 @@ def safe_extract_zip(
 
     The whole archive is refused (`ArchiveError`, and nothing is left extracted) for unsafe
     member paths (absolute, drive letter, '..', symbolic link), too many members, or bomb-like
-    sizes. Other members (nested archives, non-image files, macOS metadata) are skipped and
-    listed with the reason.
+    sizes. Harmless members (macOS metadata, hidden files, documents) are left out silently;
+    others (nested archives, other non-image files) are skipped and listed with the reason.
     """
     limits = _ExtractLimits(max_total_bytes=max_total_bytes, max_ratio=max_ratio)
     result = ExtractResult()
@@ -355,6 +368,9 @@ def _extract_members(
 ) -> None:
     seen: set[Path] = set()
     for info in members:
+        if _harmless(info):
+            result.ignored.append(info.filename)
+            continue
         reason = _skip_reason(info)
         target = root.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
         if reason is None and target in seen:
@@ -368,3 +384,28 @@ def _extract_members(
         seen.add(target)
         result.extracted.append(target)
         _copy_member(archive, info, target, limits)
+
+
+def read_zip_member(data: bytes, member: str, max_bytes: int) -> bytes:
+    """One image member of an in-memory ZIP archive, with the extraction's checks.
+
+    ArchiveError when the member is missing, unsafe, not an image or larger than `max_bytes`
+    (by its header or by the bytes it really holds).
+    """
+    with _open_archive(data) as archive:
+        try:
+            info = archive.getinfo(member)
+        except KeyError:
+            raise ArchiveError(f"the archive has no member {member!r}") from None
+        if reason := _unsafe_member_reason(info) or _skip_reason(info):
+            raise ArchiveError(f"{member}: {reason}")
+        if info.file_size > max_bytes:
+            raise ArchiveError(f"{member}: {info.file_size:,} bytes, over {max_bytes:,}")
+        try:
+            with archive.open(info) as source:
+                content = source.read(max_bytes + 1)
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            raise ArchiveError(f"{member}: could not be read ({error})") from None
+    if len(content) > info.file_size:
+        raise ArchiveError(f"{member}: more data than its header declares")
+    return content

@@ -10,7 +10,7 @@ Predict page uses it.
 
 import io
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +42,15 @@ class Upload:
 
 @dataclass(frozen=True)
 class PredictionResult:
-    """A prediction, its database id (None when it was not stored) and a JPEG thumbnail."""
+    """A prediction, its database id (None when it was not stored) and a JPEG thumbnail.
+
+    `repeated`: this session had stored the same prediction before, so it was not stored again.
+    """
 
     prediction: Prediction
     prediction_id: int | None
     thumbnail: bytes | None
+    repeated: bool = False
 
     @property
     def ok(self) -> bool:
@@ -114,6 +118,28 @@ def _images_in_zip(name: str, data: bytes) -> tuple[list[Upload], list[tuple[str
             else:
                 uploads.append(Upload(f"{name}/{member}", path.read_bytes()))
     return uploads, skipped
+
+
+def upload_bytes(files: Iterable[tuple[str, bytes]], upload: str, sha256: str) -> bytes | None:
+    """The bytes of the upload that `expand_uploads` named `upload`, read again from the files.
+
+    A page can then keep names and hashes between reruns instead of image bytes. `sha256`
+    tells apart two files of the same name; None when no file holds those bytes.
+    """
+    for name, data in files:
+        member = upload[len(name) + 1 :] if upload.startswith(f"{name}/") else None
+        if upload == name:
+            content = data
+        elif member and name.lower().endswith(ZIP_SUFFIX):
+            try:
+                content = images.read_zip_member(data, member, config.MAX_UPLOAD_BYTES)
+            except images.ArchiveError:
+                continue
+        else:
+            continue
+        if images.sha256_bytes(content) == sha256:
+            return content
+    return None
 
 
 def thumbnail_jpeg(data: bytes, pixels: int = THUMBNAIL_PIXELS) -> bytes:
@@ -184,11 +210,14 @@ def predict_uploads(
     progress_callback: ProgressCallback | None = None,
     store_thumbnails: bool | None = None,
 ) -> list[PredictionResult]:
-    """Predict every upload in order, store the good ones in one transaction, report progress.
+    """Predict every upload in order, store the new good ones in one transaction.
 
-    Uploads over the size limit get an error without being decoded. Every result carries a
-    thumbnail for this session's table; the stored row gets it only with `store_thumbnails`
-    (default `config.STORE_THUMBNAILS`). `progress_callback(done, total)` follows each image.
+    The same image bytes with the same run and TTA setting are one prediction per session: a
+    repeat (uploaded again, or twice in one batch) gets the stored row's id and is not stored
+    again. Uploads over the size limit get an error without being decoded. Every result
+    carries a thumbnail for this session's table; the stored row gets it only with
+    `store_thumbnails` (default `config.STORE_THUMBNAILS`). `progress_callback(done, total)`
+    follows each image.
     """
     use_tta = predictor.default_tta if tta is None else tta
     keep_thumbnails = config.STORE_THUMBNAILS if store_thumbnails is None else store_thumbnails
@@ -200,16 +229,44 @@ def predict_uploads(
         thumbnails.append(None if prediction.error else _thumbnail_or_none(upload.data))
         if progress_callback is not None:
             progress_callback(len(predictions), len(uploads))
-    good = [index for index, prediction in enumerate(predictions) if not prediction.error]
-    records = [
-        _record(predictions[i], session_id, use_tta, thumbnails[i] if keep_thumbnails else None)
-        for i in good
-    ]
-    ids = dict(zip(good, database.insert_predictions(records), strict=True))
+    stored = thumbnails if keep_thumbnails else [None] * len(thumbnails)
+    ids, repeated = _store_new(database, predictions, stored, session_id, use_tta)
     return [
-        PredictionResult(prediction, ids.get(index), thumbnails[index])
+        PredictionResult(prediction, ids.get(index), thumbnails[index], index in repeated)
         for index, prediction in enumerate(predictions)
     ]
+
+
+def _store_new(
+    database: Database,
+    predictions: Sequence[Prediction],
+    thumbnails: Sequence[bytes | None],
+    session_id: str,
+    tta: bool,
+) -> tuple[dict[int, int], set[int]]:
+    """Store each good prediction that this session has not stored yet, once.
+
+    Returns the database id of every good prediction by position, and the positions that this
+    session had stored before this call.
+    """
+    good = [index for index, prediction in enumerate(predictions) if not prediction.error]
+    keys = {index: _key(predictions[index], tta) for index in good}
+    known = database.session_prediction_ids(session_id, [key[1] for key in keys.values()])
+    repeated = {index for index in good if keys[index] in known}
+    first_of_key: dict[tuple[str, str, bool], int] = {}
+    for index in good:
+        if keys[index] not in known:
+            first_of_key.setdefault(keys[index], index)
+    records = [
+        _record(predictions[i], session_id, tta, thumbnails[i]) for i in first_of_key.values()
+    ]
+    known.update(zip(first_of_key, database.insert_predictions(records), strict=True))
+    return {index: known[keys[index]] for index in good}, repeated
+
+
+def _key(prediction: Prediction, tta: bool) -> tuple[str, str, bool]:
+    """What makes two predictions one: the image bytes, the run and the TTA setting."""
+    return prediction.model, prediction.sha256, tta
 
 
 def results_frame(results: Sequence[PredictionResult]) -> pd.DataFrame:
@@ -250,6 +307,11 @@ def explain(predictor: Predictor, data: bytes, toward: str = "malignant") -> Exp
         heatmap=gradcam.colorize(resized),
         overlay=gradcam.overlay(display, resized),
     )
+
+
+def colour_scale(width: int = 256, height: int = 12) -> np.ndarray:
+    """The heat map's colours from no influence (left) to the most (right), as RGB uint8."""
+    return gradcam.colorize(np.tile(np.linspace(0.0, 1.0, width), (height, 1)))
 
 
 def earlier_predictions(

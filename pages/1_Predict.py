@@ -38,27 +38,8 @@ with st.spinner("Loading the model"):
 if predictor is None:
     st.error("No trained run can be loaded: train a new one on the Train page.")
     st.stop()
-batch = (run.run_id, tta, tuple(file.file_id for file in files))
-if st.session_state.get("predict_batch") != batch:
-    uploads, problems = predict_service.expand_uploads([(f.name, f.getvalue()) for f in files])
-    bar = st.progress(0.0, text="Predicting")
-    results = predict_service.predict_uploads(
-        predictor,
-        database,
-        uploads,
-        ui.session_id(),
-        tta,
-        lambda done, total: bar.progress(done / total, text=f"Predicted {done} of {total}"),
-    )
-    bar.empty()
-    st.session_state.update(
-        predict_batch=batch,
-        predict_uploads=uploads,
-        predict_results=results,
-        predict_problems=problems,
-    )
-uploads, results = st.session_state["predict_uploads"], st.session_state["predict_results"]
-for problem in st.session_state["predict_problems"]:
+results, problems = ui.predict.batch_results(predictor, run.run_id, tta, files, database)
+for problem in problems:
     st.warning(problem)
 for result in results:
     if not result.ok:
@@ -69,6 +50,7 @@ if not good:
 
 if len(results) > 1:
     ui.predict.results_table(results)
+ui.predict.csv_button(results)
 index = st.selectbox(
     "Image", good, format_func=lambda i: results[i].prediction.file, key="predict_detail"
 )
@@ -77,7 +59,7 @@ picture, facts = st.columns(2)
 with facts:
     ui.predict.prediction_summary(result, predictor.ood.threshold if predictor.ood else None)
 with picture:
-    ui.predict.explanation_view(predictor, run.run_id, result, uploads[index].data)
+    ui.predict.explanation_view(predictor, run.run_id, result, files)
 
 batch_ids = [r.prediction_id for r in results if r.prediction_id is not None]
 earlier = predict_service.earlier_predictions(database, result, batch_ids, ui.history_scope())

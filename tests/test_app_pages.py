@@ -1,5 +1,6 @@
 """AppTest over every page: renders on a fresh database and with data; key widgets work."""
 
+import dataclasses
 import io
 import zipfile
 
@@ -16,7 +17,7 @@ from app_fixtures import (  # noqa: F401
 
 import ui
 import ui.metrics
-from core import config, db, metrics, runs, worker
+from core import config, db, metrics, predict_service, runs, worker
 
 PAGES = (
     "Home.py",
@@ -66,19 +67,99 @@ def test_predict_stores_good_images_and_reports_bad_ones(trained_run):  # noqa: 
     assert at.metric[0].label == "Malignant probability (calibrated)"
     assert database().count_predictions(db.HistoryFilter()) == before + 1
     at.segmented_control(key="predict_view").set_value("Heat map").run()
-    assert not at.exception and len(at.image) == 1
+    assert not at.exception and len(at.image) == 2  # the heat map and its colour scale
 
     again = app("pages/1_Predict.py").run()
     again.file_uploader(key="predict_upload").set_value(("copy.jpg", image, "image/jpeg")).run()
     assert "This image was predicted before" in texts(again.subheader)
     again.selectbox(key="predict_confirm_label").set_value("malignant")
-    again.text_input(key="predict_confirm_diagnosis").set_value("melanoma")
+    again.selectbox(key="predict_confirm_diagnosis").set_value("melanoma")
     again.button[0].click().run()  # the form's submit button
     outcomes = database().confirmed_outcomes(db.HistoryFilter())
     assert "malignant" in outcomes["confirmed_label"].tolist()
 
 
-def test_predict_a_zip_shows_a_table_and_a_csv(trained_run):  # noqa: F811
+def test_uploading_the_same_image_again_shows_it_without_storing_it(trained_run):  # noqa: F811
+    image = SAMPLE_IMAGES[5].read_bytes()
+    at = app("pages/1_Predict.py").run()
+    at.file_uploader(key="predict_upload").set_value(("first.jpg", image, "image/jpeg")).run()
+    stored = database().count_predictions(db.HistoryFilter())
+    for name in ("again.jpg", "first.jpg"):
+        at.file_uploader(key="predict_upload").set_value((name, image, "image/jpeg")).run()
+        assert not at.exception
+        assert "not stored again" in texts(at.caption)
+        assert "This image was predicted before" not in texts(at.subheader)
+    assert database().count_predictions(db.HistoryFilter()) == stored
+
+
+def test_the_outcome_form_starts_empty_and_refuses_contradictions(trained_run):  # noqa: F811
+    at = app("pages/1_Predict.py").run()
+    upload = ("outcome.jpg", SAMPLE_IMAGES[6].read_bytes(), "image/jpeg")
+    at.file_uploader(key="predict_upload").set_value(upload).run()
+    assert at.selectbox(key="predict_confirm_label").value is None
+    at.button[0].click().run()
+    assert "Choose the confirmed outcome" in texts(at.error)
+    at.selectbox(key="predict_confirm_label").set_value("benign")
+    at.selectbox(key="predict_confirm_diagnosis").set_value("melanoma")
+    at.button[0].click().run()
+    assert "melanoma is a malignant diagnosis" in texts(at.error)
+    assert database().confirmed_outcomes(db.HistoryFilter(file_name_contains="outcome")).empty
+
+
+DIAGNOSES = (("nevus", 0.6), ("melanoma", 0.3), ("benign keratosis", 0.06), ("other", 0.04))
+
+
+def with_diagnoses_and_ood(monkeypatch, diagnoses=DIAGNOSES, ood_flag=True):
+    """Make every good prediction have these diagnoses and this OOD flag."""
+    original = predict_service.predict_uploads
+
+    def flagged(*args, **kwargs):
+        return [
+            dataclasses.replace(
+                result,
+                prediction=dataclasses.replace(
+                    result.prediction, diagnoses=diagnoses, ood_flag=ood_flag, ood_score=99.0
+                ),
+            )
+            if result.ok
+            else result
+            for result in original(*args, **kwargs)
+        ]
+
+    monkeypatch.setattr(predict_service, "predict_uploads", flagged)
+
+
+def test_predict_warns_first_about_ood_and_shows_the_likely_diagnoses(
+    trained_run,  # noqa: F811
+    monkeypatch,
+):
+    with_diagnoses_and_ood(monkeypatch)
+    at = app("pages/1_Predict.py").run()
+    upload = ("odd.jpg", SAMPLE_IMAGES[7].read_bytes(), "image/jpeg")
+    at.file_uploader(key="predict_upload").set_value(upload).run()
+    assert not at.exception
+    facts = list(at.columns[1].children.values())
+    assert facts[0].type == "warning" and "Out of distribution" in facts[0].value
+    diagnoses = at.dataframe[0].value
+    assert diagnoses["diagnosis"].tolist() == ["nevus", "melanoma", "benign keratosis"]
+    assert "not a diagnosis" in texts(at.caption)
+
+
+def test_a_binary_model_shows_no_diagnoses_and_no_ood_warning(
+    trained_run,  # noqa: F811
+    monkeypatch,
+):
+    with_diagnoses_and_ood(monkeypatch, diagnoses=(), ood_flag=False)
+    at = app("pages/1_Predict.py").run()
+    upload = ("plain.jpg", SAMPLE_IMAGES[8].read_bytes(), "image/jpeg")
+    at.file_uploader(key="predict_upload").set_value(upload).run()
+    assert not at.exception and not at.dataframe
+    assert "Most likely diagnoses" not in texts(at.markdown)
+    assert "Out of distribution" not in texts(at.warning)
+
+
+def test_predict_a_zip_shows_a_table_and_a_csv(trained_run, monkeypatch):  # noqa: F811
+    with_diagnoses_and_ood(monkeypatch)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for path in SAMPLE_IMAGES[1:4]:
@@ -91,6 +172,11 @@ def test_predict_a_zip_shows_a_table_and_a_csv(trained_run):  # noqa: F811
     table = at.dataframe[0]
     assert len(table.value) == 3
     assert table.value["thumbnail"].str.startswith("data:image/jpeg;base64,").all()
+    assert table.value["out_of_distribution"].all()
+    assert at.get("download_button")
+    # The Grad-CAM of an image inside the archive is drawn from the archive again.
+    at.selectbox(key="predict_detail").set_value(2).run()
+    assert not at.exception and at.image
 
 
 def test_metrics_threshold_slider_recomputes_the_operating_point(trained_run):  # noqa: F811
@@ -119,6 +205,35 @@ def test_history_filters_by_file_name(trained_run):  # noqa: F811
     assert "1 prediction," in texts(at.caption)
     columns = at.dataframe[0].value.columns
     assert "sha256" not in columns and "session_id" not in columns
+
+
+def test_history_filters_on_the_out_of_distribution_flag(fresh_app):  # noqa: F811
+    records = [
+        db.PredictionRecord(
+            "test",
+            "run",
+            f"{name}.jpg",
+            name * 4,
+            10,
+            10,
+            0.4,
+            "benign",
+            0.5,
+            1.0,
+            False,
+            5.0,
+            flag,
+        )
+        for name, flag in (("odd", True), ("plain", False), ("unscored", None))
+    ]
+    database().insert_predictions(records)
+    at = app("pages/4_History.py").run()
+    assert "3 predictions," in texts(at.caption)
+    at.radio(key="history_ood").set_value("Flagged").run()
+    assert "1 prediction," in texts(at.caption)
+    assert at.dataframe[0].value["file_name"].tolist() == ["odd.jpg"]
+    at.radio(key="history_ood").set_value("Not flagged").run()
+    assert "2 predictions," in texts(at.caption)
 
 
 def test_train_page_trains_in_the_background_and_activates(trained_run):  # noqa: F811

@@ -62,7 +62,9 @@ def database(tmp_path):
 
 
 def test_zip_uploads_are_expanded_and_odd_members_reported():
-    archive = zip_bytes({"a/one.jpg": jpeg_bytes(), "two.png": jpeg_bytes(), "notes.txt": b"x"})
+    archive = zip_bytes(
+        {"a/one.jpg": jpeg_bytes(), "two.png": jpeg_bytes(), "run.sh": b"x", "readme.txt": b"x"}
+    )
     uploads, problems = predict_service.expand_uploads(
         [("single.jpg", jpeg_bytes()), ("batch.zip", archive), ("broken.zip", b"PK not a zip")]
     )
@@ -71,7 +73,8 @@ def test_zip_uploads_are_expanded_and_odd_members_reported():
         "batch.zip/a/one.jpg",
         "batch.zip/two.png",
     ]
-    assert any(p.startswith("batch.zip/notes.txt: skipped") for p in problems)
+    assert any(p.startswith("batch.zip/run.sh: skipped") for p in problems)
+    assert not any("readme.txt" in problem for problem in problems)
     assert any(p.startswith("broken.zip: not a readable zip") for p in problems)
 
 
@@ -107,11 +110,27 @@ def test_predict_uploads_stores_good_predictions_only(database):
 
 def test_earlier_predictions_of_the_same_image_exclude_this_batch(database):
     upload = predict_service.Upload("red.jpg", jpeg_bytes((250, 10, 10)))
-    first = predict_service.predict_uploads(FakePredictor(), database, [upload], "s")
-    second = predict_service.predict_uploads(FakePredictor(), database, [upload], "s")
+    first = predict_service.predict_uploads(FakePredictor(), database, [upload], "s1")
+    second = predict_service.predict_uploads(FakePredictor(), database, [upload], "s2")
     earlier = predict_service.earlier_predictions(database, second[0], [second[0].prediction_id])
     assert len(earlier) == 1 and earlier["file_name"][0] == "red.jpg"
     assert first[0].prediction_id != second[0].prediction_id
+
+
+def test_the_same_image_again_in_one_session_is_one_prediction(database):
+    red = jpeg_bytes((250, 10, 10))
+    twice = [predict_service.Upload("red.jpg", red), predict_service.Upload("copy.jpg", red)]
+    first = predict_service.predict_uploads(FakePredictor(), database, twice, "s")
+    again = predict_service.predict_uploads(
+        FakePredictor(), database, [predict_service.Upload("red.jpg", red)], "s"
+    )
+    with_tta = predict_service.predict_uploads(
+        FakePredictor(), database, [predict_service.Upload("red.jpg", red)], "s", tta=True
+    )
+    assert first[0].prediction_id == first[1].prediction_id == again[0].prediction_id
+    assert [r.repeated for r in (*first, *again, *with_tta)] == [False, False, True, False]
+    assert with_tta[0].prediction_id != first[0].prediction_id
+    assert database.count_predictions(db.HistoryFilter(session_id="s")) == 2
 
 
 def test_thumbnails_are_small_jpegs():
@@ -210,3 +229,38 @@ def test_real_world_metrics_per_model():
     assert table.loc["a", "ROC AUC"].startswith("1.000")
     assert table.loc["b", "ROC AUC"] == "n/a"  # one confirmed class: no AUC
     assert table.loc["b", "NPV"] == "n/a" and table.loc["b", "Threshold"] == "0.400"
+
+
+def test_crossval_table_has_a_row_per_source_then_mean_and_worst():
+    from app_fixtures import crossval_payload
+
+    crossval = crossval_payload()
+    table = reports.crossval_table(crossval)
+    assert table["Held-out source"].tolist() == [
+        "ISIC 2017 challenge",
+        "ISIC Archive 9-class set",
+        "Mean over sources",
+        "Worst source",
+    ]
+    first = crossval["folds"][0]["metrics"]
+    assert table["ROC AUC (95% CI)"][0].startswith(f"{first['roc_auc']:.3f} (")
+    assert table["Images"][0] == "120" and table["OOD flagged"].tolist()[:2] == ["1.2%", "n/a"]
+    assert table["Sensitivity at the run's threshold"][0] == "0.810 (0.700–0.900)"
+    assert table["ROC AUC (95% CI)"][3].endswith(
+        f"({crossval['summary']['worst']['roc_auc_source']})"
+    )
+    assert reports.crossval_skipped(crossval) == ["HAM10000: 17 malignant images, fewer than 30"]
+    assert set(reports.crossval_roc_curves(crossval)) == {f["held_out"] for f in crossval["folds"]}
+    without = reports.crossval_table(crossval_payload(run_threshold=None))
+    assert "Sensitivity at the run's threshold" not in without.columns
+
+
+def test_an_upload_is_read_again_from_the_files_by_name_and_hash():
+    red, dark = jpeg_bytes((250, 10, 10)), jpeg_bytes((20, 10, 10))
+    files = [("a.jpg", red), ("batch.zip", zip_bytes({"in/a.jpg": dark})), ("a.jpg", dark)]
+    uploads, _ = predict_service.expand_uploads(files)
+    for upload in uploads:
+        sha256 = images.sha256_bytes(upload.data)
+        assert predict_service.upload_bytes(files, upload.name, sha256) == upload.data
+    assert predict_service.upload_bytes(files, "a.jpg", "0" * 64) is None
+    assert predict_service.upload_bytes(files, "batch.zip/in/b.jpg", "0" * 64) is None

@@ -224,7 +224,9 @@ def test_zip_extracts_images_and_csv_and_skips_the_rest(tmp_path: Path, jpeg_byt
             "set/metadata.csv": b"image_name,target\na,0\n",
             "set/readme.txt": b"hello",
             "set/inner.zip": make_zip({"b.jpg": jpeg_bytes}),
+            "set/tool.exe": b"MZ",
             "__MACOSX/set/._a.jpg": b"\x00\x05",
+            "set/.DS_Store": b"\x00",
         }
     )
     result = images.safe_extract_zip(archive, tmp_path / "out")
@@ -232,9 +234,22 @@ def test_zip_extracts_images_and_csv_and_skips_the_rest(tmp_path: Path, jpeg_byt
     assert extracted == ["set/benign/a.jpg", "set/metadata.csv"]
     assert (tmp_path / "out/set/benign/a.jpg").read_bytes() == jpeg_bytes
     reasons = dict(result.skipped)
+    assert set(reasons) == {"set/inner.zip", "set/tool.exe"}
     assert "nested archive" in reasons["set/inner.zip"]
-    assert "not an image" in reasons["set/readme.txt"]
-    assert "macOS" in reasons["__MACOSX/set/._a.jpg"]
+    assert "not an image" in reasons["set/tool.exe"]
+    # Operating-system litter and read-me files are left out without a warning.
+    assert sorted(result.ignored) == ["__MACOSX/set/._a.jpg", "set/.DS_Store", "set/readme.txt"]
+
+
+def test_one_zip_member_is_read_with_the_extraction_checks(jpeg_bytes) -> None:
+    archive = make_zip({"set/a.jpg": jpeg_bytes, "set/tool.exe": b"MZ"})
+    assert images.read_zip_member(archive, "set/a.jpg", len(jpeg_bytes)) == jpeg_bytes
+    with pytest.raises(images.ArchiveError, match="over"):
+        images.read_zip_member(archive, "set/a.jpg", len(jpeg_bytes) - 1)
+    with pytest.raises(images.ArchiveError, match="not an image"):
+        images.read_zip_member(archive, "set/tool.exe", 100)
+    with pytest.raises(images.ArchiveError, match="no member"):
+        images.read_zip_member(archive, "set/b.jpg", 100)
 
 
 @pytest.mark.parametrize(

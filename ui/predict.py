@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core import db, runs
+from core import datasets, db, runs
 
 
 @st.cache_resource(max_entries=3)
@@ -37,13 +37,40 @@ def working_predictor(run: runs.Run):
         try:
             loaded = predictor(candidate)
         except Exception as error:  # noqa: BLE001 - any unloadable model file is a broken run
-            reason = f"{type(error).__name__}: {error}"[:300]
+            reason = datasets.without_paths(f"{type(error).__name__}: {error}")[:300]
             st.error(f"Run {candidate.run_id} is broken: its model cannot be loaded ({reason}).")
             continue
         if candidate.run_id != run.run_id:
             st.warning(f"Predicting with run {candidate.run_id} instead.")
         return loaded, candidate
     return None, None
+
+
+def batch_results(predictor, run_id: str, tta: bool, files, database: db.Database):
+    """(results, problems) of the uploaded files, predicted and stored once per batch.
+
+    Session state keeps the results (names, hashes, ids), never the image bytes: those stay in
+    the uploader and are read again for the image shown.
+    """
+    from core import predict_service
+
+    batch = (run_id, tta, tuple(file.file_id for file in files))
+    if st.session_state.get("predict_batch") != batch:
+        uploads, problems = predict_service.expand_uploads([(f.name, f.getvalue()) for f in files])
+        bar = st.progress(0.0, text="Predicting")
+        results = predict_service.predict_uploads(
+            predictor,
+            database,
+            uploads,
+            ui.session_id(),
+            tta,
+            lambda done, total: bar.progress(done / total, text=f"Predicted {done} of {total}"),
+        )
+        bar.empty()
+        st.session_state.update(
+            predict_batch=batch, predict_results=results, predict_problems=problems
+        )
+    return st.session_state["predict_results"], st.session_state["predict_problems"]
 
 
 @st.cache_data(max_entries=32, show_spinner="Computing Grad-CAM")
@@ -54,20 +81,43 @@ def explanation(_predictor, run_id: str, sha256: str, _data: bytes, toward: str)
     return predict_service.explain(_predictor, _data, toward)
 
 
-def explanation_view(_predictor, run_id: str, result, data: bytes) -> None:
+def explanation_view(_predictor, run_id: str, result, files) -> None:
     """The image, its Grad-CAM heat map toward the predicted class, or their overlay."""
+    from core import predict_service
+
+    prediction = result.prediction
+    pairs = ((file.name, file.getvalue()) for file in files)
+    data = predict_service.upload_bytes(pairs, prediction.file, prediction.sha256)
+    if data is None:
+        st.info(f"{prediction.file} is no longer among the uploaded files.")
+        return
     view = st.segmented_control(
         "Show", ["Image", "Heat map", "Overlay"], default="Overlay", key="predict_view"
     )
     toward = "malignant" if result.prediction.label == "malignant" else "benign"
     cam = explanation(_predictor, run_id, result.prediction.sha256, data, toward)
-    shown = {"Image": cam.image, "Heat map": cam.heatmap}.get(view, cam.overlay)
-    st.image(shown, caption=f"Grad-CAM toward {toward}: red regions moved the score most")
+    if view == "Image":
+        st.image(cam.image, caption=result.prediction.file)
+        return
+    shown = cam.heatmap if view == "Heat map" else cam.overlay
+    st.image(shown, caption=f"Grad-CAM toward {toward}")
+    st.image(
+        predict_service.colour_scale(),
+        caption="Colour scale: blue, little influence on the score; red, the most.",
+        width="stretch",
+    )
 
 
 def prediction_summary(result, ood_threshold: float | None) -> None:
-    """Probability, label, distance from the threshold and the OOD warning of one result."""
+    """The OOD warning first, then probability, label, distance and the likely diagnoses."""
     prediction = result.prediction
+    if prediction.ood_flag:
+        st.warning(
+            f"**Out of distribution**: this image is unlike the training images (score "
+            f"{prediction.ood_score:.1f} > {ui.number(ood_threshold, 1)}), so the probability "
+            "below is unreliable. Is it a dermoscopy image of a skin lesion?",
+            icon=":material/warning:",
+        )
     threshold = f"the threshold {prediction.threshold:.1%}"
     # A distance that rounds to zero gets a plain grey note, not a coloured up arrow.
     exact = round(result.distance, 3) == 0
@@ -80,58 +130,90 @@ def prediction_summary(result, ood_threshold: float | None) -> None:
     )
     color = "red" if prediction.label == "malignant" else "green"
     st.badge(f"{prediction.label} at the model's threshold", color=color)
-    if prediction.ood_flag:
-        st.error(
-            f"Out of distribution: this image is unlike the training images (score "
-            f"{prediction.ood_score:.1f} > {ui.number(ood_threshold, 1)}). The probability is "
-            "unreliable; is it a dermoscopy image of a skin lesion?",
-            icon=":material/warning:",
-        )
+    diagnoses_table(prediction.diagnoses)
     st.caption(
         f"Model {prediction.model}, {prediction.width}x{prediction.height} px, "
         f"{prediction.latency_ms:.0f} ms, sha256 {prediction.sha256[:12]}..."
     )
+    if result.repeated:
+        st.caption(
+            "This session predicted this image with this model and settings before: shown "
+            "again, not stored again."
+        )
+
+
+DIAGNOSES_SHOWN = 3
+
+
+def diagnoses_table(diagnoses: tuple[tuple[str, float], ...]) -> None:
+    """The most likely diagnoses of a diagnosis model; nothing for a binary model."""
+    if not diagnoses:
+        return
+    st.markdown("**Most likely diagnoses**")
+    top = pd.DataFrame(diagnoses[:DIAGNOSES_SHOWN], columns=["diagnosis", "probability"])
+    st.dataframe(
+        top.assign(probability=top["probability"] * 100),
+        hide_index=True,
+        column_config={
+            "diagnosis": st.column_config.TextColumn("Diagnosis", width="large"),
+            "probability": st.column_config.ProgressColumn(
+                "Probability", min_value=0, max_value=100, format="%.1f%%"
+            ),
+        },
+    )
+    st.caption("Model estimates, not a diagnosis: only histopathology or a clinician confirms.")
 
 
 def confirm_form(database: db.Database, prediction_id: int) -> None:
-    """Record the confirmed diagnosis (say, histopathology) of a stored prediction."""
+    """Record the confirmed outcome (say, from histopathology) of a stored prediction."""
     with st.form("predict_confirm"):
-        st.markdown("**Confirmed diagnosis** (when known, e.g. from histopathology)")
-        label = st.selectbox("Outcome", db.LABELS, key="predict_confirm_label")
-        diagnosis = st.text_input(
-            "Diagnosis (optional)", key="predict_confirm_diagnosis", placeholder="e.g. melanoma"
-        )
+        st.markdown("**Confirmed outcome** (when known, e.g. from histopathology)")
+        ui.outcome_inputs("predict_confirm")
         if st.form_submit_button("Save outcome"):
-            changed = database.set_confirmed(
-                [prediction_id], label, diagnosis or None, session_id=ui.session_id()
+            saved, message = ui.save_outcome(
+                database, [prediction_id], "predict_confirm", ui.session_id()
             )
-            st.success(f"Saved for {ui.plural(changed, 'prediction')}.")
+            (st.success if saved else st.error)(message)
+
+
+# Percent columns hold 0-100, so that one printf format gives one decimal everywhere.
+_RESULT_COLUMNS = {
+    "thumbnail": st.column_config.ImageColumn("Image", width="small"),
+    "label": st.column_config.TextColumn("Label", width="small"),
+    "probability": st.column_config.ProgressColumn(
+        "Probability", min_value=0, max_value=100, format="%.1f%%"
+    ),
+    "out_of_distribution": st.column_config.CheckboxColumn("Out of distribution"),
+    "file": st.column_config.TextColumn("File"),
+    "distance": st.column_config.NumberColumn("From threshold", format="%+.1f%%"),
+    "model": st.column_config.TextColumn("Model"),
+    "threshold": st.column_config.NumberColumn("Threshold", format="%.1f%%"),
+    "prediction_id": st.column_config.NumberColumn("ID", format="%d"),
+}
 
 
 def results_table(results) -> None:
-    """A sortable table of a batch of predictions, thumbnails included, and its CSV."""
+    """A sortable table of a batch of predictions, thumbnails included."""
     from core import predict_service
 
-    frame = predict_service.results_frame(results).drop(columns=["sha256", "error"])
+    frame = predict_service.results_frame(results)
+    percents = {name: frame[name] * 100 for name in ("probability", "distance", "threshold")}
     st.dataframe(
-        frame.assign(thumbnail=frame["thumbnail"].map(ui.data_url)),
+        frame.assign(thumbnail=frame["thumbnail"].map(ui.data_url), **percents),
         hide_index=True,
-        column_config={
-            "thumbnail": st.column_config.ImageColumn("Image", width="small"),
-            "file": st.column_config.TextColumn("File"),
-            "probability": st.column_config.ProgressColumn("Probability", format="percent"),
-            "label": st.column_config.TextColumn("Label"),
-            "distance": st.column_config.NumberColumn("From threshold", format="percent"),
-            "out_of_distribution": st.column_config.CheckboxColumn("Out of distribution"),
-            "model": st.column_config.TextColumn("Model"),
-            "threshold": st.column_config.NumberColumn("Threshold", format="percent"),
-            "prediction_id": st.column_config.NumberColumn("ID", format="%d"),
-        },
+        column_order=list(_RESULT_COLUMNS),
+        column_config=_RESULT_COLUMNS,
         placeholder="-",
         key="predict_table",
     )
+
+
+def csv_button(results) -> None:
+    """Every result of the upload, one or many, as CSV."""
+    from core import predict_service
+
     st.download_button(
-        "Download CSV",
+        "Download CSV" if len(results) > 1 else "Download this prediction (CSV)",
         predict_service.results_csv(results),
         "predictions.csv",
         "text/csv",
