@@ -95,6 +95,43 @@ def discover_datasets(root: Path | None = None, max_depth: int = MAX_DEPTH) -> l
     return choices
 
 
+def describe_location(path: str | Path, root: Path | None = None) -> str:
+    """Where a dataset or file is, for people: relative to the data root, else its name.
+
+    Server paths ("/srv/app/data/uploads/x", "../shared/data/...") say nothing to a user and
+    reveal the server's layout. Relative paths are read from the app folder, as training does.
+    """
+    base = data_root(root)
+    resolved = (config.REPO_ROOT / path).resolve()
+    if resolved == base:
+        return "the data folder"
+    if resolved.is_relative_to(base):
+        return f"{resolved.relative_to(base).as_posix()} in the data folder"
+    if resolved.is_relative_to(config.REPO_ROOT):
+        return resolved.relative_to(config.REPO_ROOT).as_posix()
+    return _name(resolved)
+
+
+# Folder names that say nothing without their parent's: "isic2020/train", not "train".
+_GENERIC_NAMES = {"images", "image", "img", "jpeg", "jpg", "train", "test", "data", "dataset"}
+
+
+def _name(path: Path) -> str:
+    if path.name.lower() in _GENERIC_NAMES and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name
+
+
+# An absolute path: "/" not preceded by a word character, "." or ":" (which would make it part
+# of a relative path or a URL), then at least one more path segment.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.@+-]+/)*[\w.@+-]+")
+
+
+def without_paths(text: str, root: Path | None = None) -> str:
+    """`text` (an error message) with each absolute server path replaced by its description."""
+    return _ABSOLUTE_PATH.sub(lambda match: describe_location(match.group(0), root), text)
+
+
 def safe_folder_name(name: str) -> str:
     """A folder name from an archive's file name: letters, digits, '-', '_' and '.' only."""
     stem = re.sub(r"\.zip$", "", Path(name).name, flags=re.IGNORECASE)

@@ -264,3 +264,22 @@ def test_run_arrays_are_loaded_without_pickle(run_copy):
     np.savez(run_copy / "ood.npz", mean=np.array([{"payload": 1}], dtype=object))
     with pytest.raises(ValueError, match="allow_pickle"):
         Predictor(runs.load_run(run_copy))
+
+
+def test_messages_for_people_name_locations_without_server_paths(tmp_path):
+    root = tmp_path / "data"
+    inside = root / "uploads" / "clinic"
+    assert datasets.describe_location(inside, root) == "uploads/clinic in the data folder"
+    assert datasets.describe_location(root, root) == "the data folder"
+    assert datasets.describe_location(tmp_path / "elsewhere" / "isic" / "images", root) == (
+        "isic/images"
+    )
+    assert datasets.describe_location(config.REPO_ROOT / "data" / "sample", root) == "data/sample"
+    message = (
+        f"URL fetch failure on https://storage.googleapis.com/x/w.h5; see {inside}/a.jpg "
+        f"and {tmp_path}/lib/python3.11/trace.py"
+    )
+    assert datasets.without_paths(message, root) == (
+        "URL fetch failure on https://storage.googleapis.com/x/w.h5; see "
+        "uploads/clinic/a.jpg in the data folder and trace.py"
+    )
