@@ -151,6 +151,7 @@ def _add_operating_points(figure, operating_points, first_colour: int, axis_name
 def roc_figure(
     curves: dict[str, dict],
     operating_points: dict[str, tuple[float, float]] | None = None,
+    title: str = "ROC curve",
 ) -> go.Figure:
     """ROC curves of several runs; `curves[name]` is an evaluation's "roc", plus optional "auc".
 
@@ -180,7 +181,7 @@ def roc_figure(
     # Below and right of a ROC curve is the corner a curve leaves empty.
     return _layout(
         figure,
-        "ROC curve",
+        title,
         "False positive rate (1 - specificity)",
         "True positive rate",
         _legend_inside(BOTTOM_RIGHT),
@@ -523,3 +524,60 @@ def predictions_per_day_figure(frame: pd.DataFrame) -> go.Figure:
         secondary_y=True,
     )
     return figure
+
+
+def crossval_forest_figure(crossval: dict, in_source_auc: float | None = None) -> go.Figure:
+    """ROC AUC with its 95% interval per held-out source; a line at the in-source test AUC.
+
+    Every label is drawn in full, on two lines: the source, then its image counts.
+    """
+    folds = [fold for fold in crossval["folds"] if (fold.get("metrics") or {}).get("roc_auc")]
+    aucs = [fold["metrics"]["roc_auc"] for fold in folds]
+    intervals = [
+        (fold["metrics"].get("intervals") or {}).get("roc_auc") or (auc, auc)
+        for fold, auc in zip(folds, aucs, strict=True)
+    ]
+    labels = [
+        f"{fold['held_out']}<br>n={fold['metrics'].get('n')}, "
+        f"{fold['metrics'].get('n_positive')} malignant"
+        for fold in folds
+    ]
+    figure = go.Figure(
+        go.Scatter(
+            x=aucs,
+            y=labels,
+            mode="markers",
+            marker={"color": THEME_COLOUR, "size": 11},
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": [high - auc for auc, (_, high) in zip(aucs, intervals, strict=True)],
+                "arrayminus": [auc - low for auc, (low, _) in zip(aucs, intervals, strict=True)],
+                "color": THEME_COLOUR,
+            },
+            customdata=intervals,
+            hovertemplate=(
+                "%{y}<br>AUC %{x:.3f} (%{customdata[0]:.3f}-%{customdata[1]:.3f})<extra></extra>"
+            ),
+            name="held-out source",
+        )
+    )
+    _mark_reference_lines(figure, in_source_auc)
+    _layout(figure, "ROC AUC on each held-out source", "ROC AUC (95% interval)", "")
+    lowest = min([0.5, *(low for low, _ in intervals)])
+    figure.update_xaxes(range=[math.floor(lowest * 20) / 20, 1.0])
+    figure.update_yaxes(autorange="reversed", automargin=True)
+    figure.update_layout(height=max(280, 170 + 56 * len(folds)), showlegend=False)
+    return figure
+
+
+def _mark_reference_lines(figure: go.Figure, in_source_auc: float | None) -> None:
+    figure.add_vline(x=0.5, line=CHANCE_LINE, layer="below")
+    if in_source_auc is not None:
+        figure.add_vline(
+            x=in_source_auc,
+            line={"dash": "dash", "color": COLOURWAY[1], "width": 2},
+            annotation_text=f"in-source test AUC {in_source_auc:.3f}",
+            annotation_position="top left",
+            annotation_font={"color": COLOURWAY[1], "size": 11},
+        )

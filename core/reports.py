@@ -168,3 +168,81 @@ def real_world_metrics(confirmed: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def crossval_table(crossval: dict) -> pd.DataFrame:
+    """One row per held-out source of a crossval.json, then its mean and worst rows (text).
+
+    Sensitivity and specificity are at the fold's own threshold (chosen on the fold's
+    validation split) and, when the file has them, at the run's threshold.
+    """
+    at_run = any(fold.get("at_run_threshold") for fold in crossval["folds"])
+    rows = [_crossval_row(fold, at_run) for fold in crossval["folds"]]
+    summary = crossval.get("summary") or {}
+    return pd.DataFrame([*rows, *_crossval_summary_rows(summary, list(rows[0]))])
+
+
+def _crossval_summary_rows(summary: dict, columns: list[str]) -> list[dict]:
+    mean, worst = summary.get("mean") or {}, summary.get("worst") or {}
+    rows = (
+        {
+            "Held-out source": "Mean over sources",
+            "ROC AUC (95% CI)": _format_number(mean.get("roc_auc")),
+            "Sensitivity (95% CI)": _format_number(mean.get("sensitivity")),
+            "Specificity (95% CI)": _format_number(mean.get("specificity")),
+        },
+        {
+            "Held-out source": "Worst source",
+            "ROC AUC (95% CI)": _worst(worst, "roc_auc"),
+            "Sensitivity (95% CI)": _worst(worst, "sensitivity"),
+        },
+    )
+    return [{**dict.fromkeys(columns, ""), **row} for row in rows]
+
+
+def _crossval_row(fold: dict, at_run: bool) -> dict:
+    scored = fold.get("metrics") or {}
+    intervals = scored.get("intervals") or {}
+    row = {
+        "Held-out source": fold["held_out"],
+        "Images": _text(scored.get("n")),
+        "Malignant": _text(scored.get("n_positive")),
+        "ROC AUC (95% CI)": _format_interval(scored.get("roc_auc"), intervals.get("roc_auc")),
+        "Threshold": _format_number(fold.get("threshold")),
+        "Sensitivity (95% CI)": _format_interval(
+            scored.get("sensitivity"), intervals.get("sensitivity")
+        ),
+        "Specificity (95% CI)": _format_interval(
+            scored.get("specificity"), intervals.get("specificity")
+        ),
+    }
+    if at_run:
+        shifted = fold.get("at_run_threshold") or {}
+        shifted_intervals = shifted.get("intervals") or {}
+        for key, name in (("sensitivity", "Sensitivity"), ("specificity", "Specificity")):
+            row[f"{name} at the run's threshold"] = _format_interval(
+                shifted.get(key), shifted_intervals.get(key)
+            )
+    flagged = fold.get("ood_flagged")
+    row["OOD flagged"] = MISSING if flagged is None else f"{flagged:.1%}"
+    return row
+
+
+def _worst(worst: dict, key: str) -> str:
+    value, source = worst.get(key), worst.get(f"{key}_source")
+    return f"{_format_number(value)} ({source})" if source else _format_number(value)
+
+
+def crossval_roc_curves(crossval: dict) -> dict[str, dict]:
+    """The held-out sources' ROC curves with their AUCs, for `charts.roc_figure`."""
+    curves = {}
+    for fold in crossval["folds"]:
+        scored = fold.get("metrics") or {}
+        if (scored.get("roc") or {}).get("fpr"):
+            curves[fold["held_out"]] = {**scored["roc"], "auc": scored.get("roc_auc")}
+    return curves
+
+
+def crossval_skipped(crossval: dict) -> list[str]:
+    """ "<source>: <reason>" for each source that could not be held out."""
+    return [f"{item['source']}: {item['reason']}" for item in crossval.get("skipped") or []]

@@ -28,16 +28,7 @@ with single:
     st.caption(f"Held-out test split: {test['n']} images, {test['n_positive']} malignant.")
     ui.metrics.headline_table(test)
     card_threshold = float(card["threshold"]["value"])
-    threshold = st.slider(
-        "Threshold",
-        0.0,
-        1.0,
-        card_threshold,
-        0.005,
-        format="%.3f",
-        key="metrics_threshold",
-        help=f"The run's own threshold, chosen on validation, is {card_threshold:.3f}.",
-    )
+    threshold = ui.metrics.threshold_slider(run_id, card_threshold)
     point = reports.operating_point(predictions, threshold)
     at_card = reports.operating_point(predictions, card_threshold)
     ui.metrics.threshold_cards(point, at_card)
@@ -64,6 +55,8 @@ with single:
     for column, key in ((site, "site"), (origin, "source")):
         if test["subgroups"].get(key):
             column.plotly_chart(charts.subgroup_auc_figure(test["subgroups"], key))
+    if run is not None:
+        ui.metrics.crossval_section(run, test.get("roc_auc"))
 
 with compare:
     chosen = st.multiselect("Runs to compare", list(cards), key="metrics_compare")
@@ -71,5 +64,5 @@ with compare:
         st.info("Choose two or more runs.")
     else:
         picked = {run_id: cards[run_id] for run_id in chosen}
-        st.dataframe(reports.comparison_table(picked).astype(str))
+        ui.metrics.comparison_table(picked)
         st.plotly_chart(charts.roc_figure(reports.roc_curves(picked)))

@@ -87,3 +87,56 @@ def app(page: str) -> AppTest:
 
 def texts(elements) -> str:
     return "\n".join(str(element.value) for element in elements)
+
+
+def crossval_payload(run_threshold: float | None = 0.4) -> dict:
+    """A crossval.json as `python -m core crossval` writes it: two sources held out, one not."""
+    import numpy as np
+
+    from core import metrics
+
+    folds = []
+    for index, source in enumerate(("ISIC 2017 challenge", "ISIC Archive 9-class set")):
+        rng = np.random.default_rng(index)
+        labels = rng.integers(0, 2, 120)
+        probabilities = np.clip(labels * 0.35 + rng.random(120) * 0.65, 0, 1)
+        scored = metrics.evaluate(labels, probabilities, 0.45, n_bootstrap=30)
+        fold = {
+            "held_out": source,
+            "train_sources": ["HAM10000"],
+            "n_train": 700,
+            "n_val": 130,
+            "threshold": 0.45,
+            "val_roc_auc": 0.9,
+            "metrics": scored,
+            "ood_flagged": 0.0125 if index == 0 else None,
+            "seconds": 12.0,
+        }
+        if run_threshold is not None:
+            fold["at_run_threshold"] = {
+                "threshold": run_threshold,
+                "sensitivity": 0.81,
+                "specificity": 0.7,
+                "intervals": {"sensitivity": [0.7, 0.9], "specificity": [0.6, 0.8]},
+            }
+        folds.append(fold)
+    aucs = [fold["metrics"]["roc_auc"] for fold in folds]
+    return {
+        "by": "source",
+        "preset": "quick",
+        "created_at": "2026-12-01T10:00:00+00:00",
+        "config": {},
+        "min_malignant": 30,
+        "run_threshold": run_threshold,
+        "folds": folds,
+        "summary": {
+            "mean": {"roc_auc": sum(aucs) / 2, "sensitivity": 0.8, "specificity": 0.7},
+            "worst": {
+                "roc_auc": min(aucs),
+                "roc_auc_source": folds[aucs.index(min(aucs))]["held_out"],
+                "sensitivity": 0.78,
+                "sensitivity_source": "ISIC 2017 challenge",
+            },
+        },
+        "skipped": [{"source": "HAM10000", "reason": "17 malignant images, fewer than 30"}],
+    }

@@ -2,6 +2,8 @@
 
 import dataclasses
 import io
+import json
+import shutil
 import zipfile
 
 import pytest
@@ -10,6 +12,7 @@ from app_fixtures import (  # noqa: F401
     TIMEOUT,
     app,
     app_paths,
+    crossval_payload,
     fresh_app,
     texts,
     trained_run,
@@ -182,12 +185,66 @@ def test_predict_a_zip_shows_a_table_and_a_csv(trained_run, monkeypatch):  # noq
 def test_metrics_threshold_slider_recomputes_the_operating_point(trained_run):  # noqa: F811
     at = app("pages/3_Metrics.py").run()
     assert not at.exception
-    at.slider(key="metrics_threshold").set_value(0.9).run()
+    at.slider(key=f"metrics_threshold_{trained_run}").set_value(0.9).run()
     assert not at.exception
     predictions = database().run_test_predictions(trained_run)
     expected = metrics.threshold_metrics(predictions["label"], predictions["probability"], 0.9)
     shown = {metric.label: metric.value for metric in at.metric}
     assert shown["Sensitivity"] == f"{expected['sensitivity']:.3f}"
+
+
+def copy_run(source, models_dir, run_id: str, threshold: float):
+    """A copy of a trained run under another id, with another threshold in its card."""
+    folder = models_dir / run_id
+    shutil.copytree(source, folder)
+    card = json.loads((folder / "card.json").read_text())
+    card["run_id"], card["threshold"]["value"] = run_id, threshold
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.fixture
+def two_runs(fresh_app, app_paths, trained_run):  # noqa: F811
+    """Two copies of the trained run, thresholds 0.3 (active) and 0.6."""
+    source = app_paths.models_dir / trained_run
+    first = copy_run(source, fresh_app.models_dir, "20990101-000000-first", 0.3)
+    second = copy_run(source, fresh_app.models_dir, "20990102-000000-second", 0.6)
+    runs.set_active(first.name)
+    return first, second
+
+
+def test_metrics_threshold_belongs_to_the_run_and_resets_to_it(two_runs):
+    first, second = (folder.name for folder in two_runs)
+    at = app("pages/3_Metrics.py").run()
+    at.selectbox(key="metrics_run").set_value(first).run()
+    at.slider(key=f"metrics_threshold_{first}").set_value(0.9).run()
+    at.selectbox(key="metrics_run").set_value(second).run()
+    assert not at.exception
+    assert at.slider(key=f"metrics_threshold_{second}").value == pytest.approx(0.6)
+    predictions = database().run_test_predictions(second)
+    expected = metrics.threshold_metrics(predictions["label"], predictions["probability"], 0.6)
+    shown = {metric.label: metric.value for metric in at.metric}
+    assert shown["Sensitivity"] == f"{expected['sensitivity']:.3f}"
+    at.slider(key=f"metrics_threshold_{second}").set_value(0.1).run()
+    at.button(key=f"metrics_threshold_reset_{second}").click().run()
+    assert at.slider(key=f"metrics_threshold_{second}").value == pytest.approx(0.6)
+
+
+def test_metrics_draws_the_held_out_source_cross_validation(two_runs):
+    first, _ = two_runs
+    at = app("pages/3_Metrics.py").run()
+    assert "Held-out sources" not in texts(at.subheader)
+    (first / runs.CROSSVAL_FILE).write_text(json.dumps(crossval_payload()))
+    at.run()
+    assert not at.exception
+    assert "Held-out sources" in texts(at.subheader)
+    table = at.table[0].value
+    assert table["Held-out source"].tolist()[-2:] == ["Mean over sources", "Worst source"]
+    assert "Not held out: HAM10000: 17 malignant images" in texts(at.caption)
+    titles = [
+        json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")
+    ]
+    assert {"ROC AUC on each held-out source", "ROC on held-out sources"} <= set(titles)
 
 
 def test_history_filters_by_file_name(trained_run):  # noqa: F811

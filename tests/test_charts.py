@@ -121,3 +121,22 @@ def test_predictions_per_day_figure() -> None:
         }
     )
     _check(charts.predictions_per_day_figure(frame), 2)
+
+
+def test_crossval_forest_figure_shows_every_source_in_full_and_the_in_source_line() -> None:
+    from app_fixtures import crossval_payload
+
+    crossval = crossval_payload()
+    figure = charts.crossval_forest_figure(crossval, in_source_auc=0.91)
+    _check(figure, 1)
+    labels = list(figure.data[0].y)
+    assert labels[0].startswith("ISIC 2017 challenge<br>n=120, ")
+    assert labels[1].startswith("ISIC Archive 9-class set<br>")
+    low, high = crossval["folds"][0]["metrics"]["intervals"]["roc_auc"]
+    auc = crossval["folds"][0]["metrics"]["roc_auc"]
+    assert figure.data[0].error_x.array[0] == high - auc
+    assert figure.data[0].error_x.arrayminus[0] == auc - low
+    lines = [shape.x0 for shape in figure.layout.shapes]
+    assert 0.91 in lines and 0.5 in lines
+    assert "in-source test AUC 0.910" in figure.layout.annotations[0].text
+    _check(charts.crossval_forest_figure(crossval), 1)

@@ -57,3 +57,67 @@ def threshold_cards(point, reference) -> None:
         column.metric(
             reports.HEADLINE_METRICS[key], ui.number(value), change(value, reference.counts[key])
         )
+
+
+def threshold_slider(run_id: str, card_threshold: float) -> float:
+    """The threshold explorer's slider, one per run, with a reset to the run's own threshold.
+
+    Keyed by run id: a threshold moved for one run must not carry over to another.
+    """
+    key = f"metrics_threshold_{run_id}"
+    # Set before the slider is drawn (not through `value`), so the reset may change it.
+    st.session_state.setdefault(key, card_threshold)
+    slider, reset = st.columns([4, 1], vertical_alignment="bottom")
+    threshold = slider.slider(
+        "Threshold",
+        0.0,
+        1.0,
+        step=0.005,
+        format="%.3f",
+        key=key,
+        help=f"The run's own threshold, chosen on validation, is {card_threshold:.3f}.",
+    )
+    reset.button(
+        "Reset to the run's threshold",
+        key=f"metrics_threshold_reset_{run_id}",
+        on_click=_set_state,
+        args=(key, card_threshold),
+        disabled=threshold == card_threshold,
+    )
+    return threshold
+
+
+def _set_state(key: str, value) -> None:
+    st.session_state[key] = value
+
+
+def comparison_table(cards: dict[str, dict]) -> None:
+    """Runs side by side, every row and every label shown in full."""
+    from core import reports
+
+    table = reports.comparison_table(cards)
+    st.table(table.rename_axis("Setting or test metric").reset_index(), hide_index=True)
+
+
+def crossval_section(run, in_source_auc: float | None) -> None:
+    """The held-out-source cross-validation of the run's recipe, when its folder has one."""
+    from core import charts, reports, runs
+
+    crossval = runs.load_crossval(run)
+    if crossval is None:
+        return
+    st.subheader("Held-out sources")
+    st.caption(
+        "Each data source held out in turn: the run's recipe trained on the other sources and "
+        "was scored on the held-out one, at the threshold its own validation split chose. "
+        "Images from a clinic the model never saw, such as your own, are the case that matters."
+    )
+    st.table(reports.crossval_table(crossval), hide_index=True)
+    skipped = reports.crossval_skipped(crossval)
+    if skipped:
+        st.caption("Not held out: " + "; ".join(skipped) + ".")
+    forest, curves = st.columns(2)
+    forest.plotly_chart(charts.crossval_forest_figure(crossval, in_source_auc))
+    curves.plotly_chart(
+        charts.roc_figure(reports.crossval_roc_curves(crossval), title="ROC on held-out sources")
+    )
