@@ -28,7 +28,11 @@ DB_PATH = _path_from_env("DERMO_DB_PATH", DATA_ROOT / "app.duckdb")
 CACHE_DIR = _path_from_env("DERMO_CACHE_DIR", REPO_ROOT / ".cache")
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 
+# The committed default model is named in active.json (tracked by git). Activating a run
+# writes active.local.json beside it instead (git ignores models/*), and that local choice wins,
+# so a checkout never turns dirty and `git pull` never conflicts over the active model.
 ACTIVE_FILE_NAME = "active.json"
+LOCAL_ACTIVE_FILE_NAME = "active.local.json"
 DEFAULT_BACKBONE = "mobilenet_v2"
 DEFAULT_IMAGE_SIZE = 160
 # Images larger than this are refused before decoding (decompression bombs).

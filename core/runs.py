@@ -104,21 +104,31 @@ def list_runs(directory: Path | None = None) -> tuple[list[Run], list[str]]:
     return runs, problems
 
 
-def active_run_id(directory: Path | None = None) -> str | None:
-    path = models_dir(directory) / config.ACTIVE_FILE_NAME
+def _named_run_id(path: Path) -> str | None:
     try:
         return json.loads(path.read_text()).get("run_id")
     except (OSError, json.JSONDecodeError, AttributeError):
         return None
 
 
+def active_run_id(directory: Path | None = None) -> str | None:
+    """The active run: the local choice (active.local.json) if any, else the default.
+
+    `set_active` writes the local file, which git ignores; active.json names the committed
+    default model and is never rewritten by the app.
+    """
+    root = models_dir(directory)
+    local = _named_run_id(root / config.LOCAL_ACTIVE_FILE_NAME)
+    return local or _named_run_id(root / config.ACTIVE_FILE_NAME)
+
+
 def set_active(run_id: str, directory: Path | None = None) -> Run:
-    """Make a finished, loadable run the active one."""
+    """Make a finished, loadable run the active one (a local choice; see `active_run_id`)."""
     root = models_dir(directory)
     run = load_run(root / run_id) if (root / run_id).is_dir() else None
     if run is None:
         raise RunError(f"no run {run_id!r} in {root}")
-    write_json_atomic(root / config.ACTIVE_FILE_NAME, {"run_id": run_id})
+    write_json_atomic(root / config.LOCAL_ACTIVE_FILE_NAME, {"run_id": run_id})
     return run
 
 

@@ -367,7 +367,7 @@ def models_with_active_run(app_paths, trained_run, tmp_path):  # noqa: F811
 
 def test_cancel_stops_a_running_job_and_a_second_start_is_refused(models_with_active_run):
     models = models_with_active_run
-    active_file = (models / config.ACTIVE_FILE_NAME).read_text()
+    active = runs.active_run_id(models)
     before = run_folders(models)
     # A hundred fine-tune epochs without early stopping: minutes, far longer than the test.
     long_run = tiny_train_config(fine_tune_epochs=100, patience=100)
@@ -378,7 +378,7 @@ def test_cancel_stops_a_running_job_and_a_second_start_is_refused(models_with_ac
     worker.cancel(job_id, models)
     cancelled = worker.wait(job_id, 120, models)
     assert not running.finished and cancelled.state == "cancelled"
-    assert (models / config.ACTIVE_FILE_NAME).read_text() == active_file
+    assert runs.active_run_id(models) == active
     assert [name for name in run_folders(models) if not name.startswith(".")] == before
 
 
@@ -386,7 +386,7 @@ def test_killed_training_fails_cleanly_and_predictions_go_on_during_the_next(
     models_with_active_run, predictor, database
 ):
     models = models_with_active_run
-    active_file = (models / config.ACTIVE_FILE_NAME).read_text()
+    active = runs.active_run_id(models)
     before = run_folders(models)
     job_id = worker.start_training(tiny_train_config(), directory=models)
     running = worker.wait(job_id, 180, models, until=lambda status: status.stage != "starting")
@@ -394,7 +394,7 @@ def test_killed_training_fails_cleanly_and_predictions_go_on_during_the_next(
     os.kill(running.pid, signal.SIGKILL)
     killed = worker.wait(job_id, 60, models)
     assert killed.state == "failed" and "ended unexpectedly" in killed.error
-    assert (models / config.ACTIVE_FILE_NAME).read_text() == active_file
+    assert runs.active_run_id(models) == active
     assert [name for name in run_folders(models) if not name.startswith(".")] == before
 
     next_job = worker.start_training(tiny_train_config(), directory=models)
@@ -405,7 +405,7 @@ def test_killed_training_fails_cleanly_and_predictions_go_on_during_the_next(
     finished = worker.wait(next_job, 300, models)
     assert finished.state == "succeeded", finished.error
     assert finished.run_id in run_folders(models)
-    assert (models / config.ACTIVE_FILE_NAME).read_text() == active_file
+    assert runs.active_run_id(models) == active
 
 
 @pytest.fixture

@@ -75,3 +75,18 @@ def test_zip_run_holds_the_run_files(tmp_path):
         "20260101-000000-a/card.json",
         "20260101-000000-a/model.keras",
     ]
+
+
+def test_activating_a_run_leaves_the_committed_default_file_alone(tmp_path):
+    make_run(tmp_path, "20260101-000000-default")
+    make_run(tmp_path, "20260102-000000-local")
+    committed = '{"run_id": "20260101-000000-default"}'
+    (tmp_path / "active.json").write_text(committed)
+    assert runs.active_run_id(tmp_path) == "20260101-000000-default"
+    runs.set_active("20260102-000000-local", tmp_path)
+    assert (tmp_path / "active.json").read_text() == committed
+    # The local choice, in a file that git ignores, wins over the committed default.
+    assert runs.active_run_id(tmp_path) == "20260102-000000-local"
+    assert runs.active_run(tmp_path)[0].run_id == "20260102-000000-local"
+    (tmp_path / "active.local.json").unlink()
+    assert runs.active_run_id(tmp_path) == "20260101-000000-default"
