@@ -144,16 +144,21 @@ class ValidationReport:
 
 
 def normalise_sites(sites: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-    """The site filter as a tuple; `("all",)` means no filter. Unknown names raise ValueError."""
+    """The site filter as a tuple; `("all",)` means no filter.
+
+    Unknown names raise ValueError, and so does "all" beside named sites: which one was
+    meant cannot be known, so neither silently wins.
+    """
     if sites is None or isinstance(sites, str) and sites == ALL_SITES:
         return (ALL_SITES,)
     chosen = (sites,) if isinstance(sites, str) else tuple(sites)
     unknown = [site for site in chosen if site not in SITE_CHOICES]
     if unknown:
         raise ValueError(f"unknown site(s) {unknown}; choose from {list(SITE_CHOICES)}")
-    if not chosen or ALL_SITES in chosen:
-        return (ALL_SITES,)
-    return chosen
+    named = [site for site in chosen if site != ALL_SITES]
+    if named and ALL_SITES in chosen:
+        raise ValueError(f"choose {ALL_SITES!r} or named sites, not both (got {list(chosen)})")
+    return tuple(named) or (ALL_SITES,)
 
 
 def _normalise_site(value: str) -> str:

@@ -20,6 +20,10 @@ class DatasetPathError(ValueError):
     """A dataset path or name that would lead outside the data root."""
 
 
+class DatasetLayoutError(ValueError):
+    """An uploaded archive in which no dataset layout was recognised."""
+
+
 @dataclass(frozen=True)
 class DatasetChoice:
     """A dataset folder, its ground-truth CSV (None for benign/ + malignant/ folders)."""
@@ -159,6 +163,26 @@ def unpack_dataset_zip(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return UnpackResult(folder, len(result.extracted), result.skipped)
+
+
+def unpack_dataset(
+    name: str, data: bytes, root: Path | None = None
+) -> tuple[UnpackResult, DatasetChoice]:
+    """Unpack an uploaded dataset ZIP and return it with the dataset found inside.
+
+    An archive without a recognised layout is refused with DatasetLayoutError and nothing of
+    it is left in the data root.
+    """
+    unpacked = unpack_dataset_zip(name, data, root)
+    found = datasets_in(unpacked.folder, root)
+    if not found:
+        shutil.rmtree(unpacked.folder, ignore_errors=True)
+        raise DatasetLayoutError(
+            "no dataset layout in the archive, so nothing was kept: it needs a CSV with "
+            "image_name and target (or benign_malignant) columns beside the images, or "
+            "benign/ and malignant/ folders"
+        )
+    return unpacked, found[0]
 
 
 def datasets_in(folder: Path, root: Path | None = None) -> list[DatasetChoice]:

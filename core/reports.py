@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core import metrics
+from core import datasets, metrics
 
 HEADLINE_METRICS = {
     "roc_auc": "ROC AUC",
@@ -28,6 +28,8 @@ LABEL_VALUES = {"benign": 0, "malignant": 1}
 # the same words the app's metric tiles use.
 MISSING = "n/a"
 REAL_WORLD_BOOTSTRAP = 200
+# Validation ROC AUC below this is too close to chance (0.5) to activate a run unasked.
+NEAR_CHANCE_AUC = 0.6
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,19 @@ class OperatingPoint:
     def pr_point(self) -> tuple[float, float] | None:
         recall, precision = self.counts["sensitivity"], self.counts["ppv"]
         return None if recall is None or precision is None else (recall, precision)
+
+
+def chance_warning(card: dict) -> str | None:
+    """Why a run's validation results are close to chance, or None when they are not."""
+    validation = (card.get("metrics") or {}).get("val") or {}
+    auc = validation.get("roc_auc")
+    if auc is None or auc >= NEAR_CHANCE_AUC:
+        return None
+    return (
+        f"Its validation ROC AUC is {auc:.3f}, near chance (0.5): it tells benign from "
+        "malignant little better than a coin toss, whatever its sensitivity or specificity "
+        "(a run with weights 'none' on a small sample often does)."
+    )
 
 
 def card_from_row(row: pd.Series | dict) -> dict:
@@ -111,7 +126,7 @@ def comparison_table(cards: dict[str, dict]) -> pd.DataFrame:
         column = {
             "Backbone": _text(card.get("backbone")),
             "Input size": _text(card.get("image_size"), " px"),
-            "Trained on": f"{_text(data.get('source'))} ({_text(data.get('n_images'))} images)",
+            "Trained on": f"{_source(data)} ({_text(data.get('n_images'))} images)",
             "Sites": ", ".join(data.get("sites") or []) or MISSING,
             "Threshold": f"{threshold['value']:.3f} ({_text(threshold.get('rule'))})",
             "Test images": _text(test.get("n")),
@@ -120,6 +135,11 @@ def comparison_table(cards: dict[str, dict]) -> pd.DataFrame:
             column[name] = _format_interval(test.get(key), intervals.get(key))
         columns[run_id] = column
     return pd.DataFrame(columns)
+
+
+def _source(data: dict) -> str:
+    source = data.get("source")
+    return datasets.describe_location(source) if source else MISSING
 
 
 def _text(value, unit: str = "") -> str:

@@ -24,6 +24,16 @@ from core.train_config import TrainConfig
 JOBS_FOLDER = ".jobs"
 RUNNING = "running"
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
+# What each training stage is called on the page; unknown stages read as their own name.
+STAGE_NAMES = {
+    "starting": "Starting",
+    "data": "Checking and decoding the images",
+    "features": "Computing backbone features",
+    "head": "Training the head (backbone frozen)",
+    "fine_tune": "Fine-tuning the backbone",
+    "evaluate": "Scoring the validation and test splits",
+    "done": "Saving the run",
+}
 
 
 class TrainingBusyError(RuntimeError):
@@ -59,12 +69,23 @@ class JobStatus:
         return self.state in FINISHED_STATES
 
     @property
-    def remaining_seconds(self) -> float | None:
-        """Time left in the current phase, from its progress so far."""
-        if self.finished or not self.epochs or not self.batches or not self.phase_started_at:
+    def stage_name(self) -> str:
+        return STAGE_NAMES.get(self.stage, self.stage.replace("_", " ").capitalize())
+
+    @property
+    def fraction(self) -> float | None:
+        """How far through its epochs the current phase is; None outside epochs and between
+        phases (the work there has no measurable progress)."""
+        if self.finished or not self.epochs or not self.batches:
             return None
         done = (self.epoch - 1 + self.batch / self.batches) / self.epochs
-        if done <= 0:
+        return done if 0 < done < 1 else None
+
+    @property
+    def remaining_seconds(self) -> float | None:
+        """Time left in the current phase, from its progress so far."""
+        done = self.fraction
+        if done is None or not self.phase_started_at:
             return None
         spent = time.time() - self.phase_started_at
         return spent * (1 - done) / done
@@ -196,9 +217,12 @@ class _JobReporter:
         status = self.status
         if progress.stage != status.stage:
             status.phase_started_at = time.time()
+            status.batch = status.batches = 0
         status.stage, status.message = progress.stage, progress.message
         status.epoch, status.epochs = progress.epoch, progress.epochs
-        status.batch, status.batches = progress.batch, progress.batches
+        # Epoch-end reports carry no batch counts: the last batch report still holds.
+        if progress.batches:
+            status.batch, status.batches = progress.batch, progress.batches
         if progress.logs:
             status.history.append(progress.logs)
         # Batch reports come many times a second; writing them all would only cost time.
@@ -208,6 +232,13 @@ class _JobReporter:
         print(progress.message, flush=True)
 
 
+def _started_at(folder: Path) -> float:
+    try:
+        return float(json.loads((folder / "status.json").read_text())["started_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return time.time()
+
+
 def run_job(folder: Path) -> int:
     """The body of the training process started by `start_training`."""
     from core.training import Cancelled, train
@@ -215,7 +246,8 @@ def run_job(folder: Path) -> int:
     folder = Path(folder)
     directory = folder.parent.parent
     payload = json.loads((folder / "config.json").read_text())
-    status = JobStatus(job_id=folder.name, pid=os.getpid())
+    # One clock from the click: keep the start time that start_training recorded.
+    status = JobStatus(job_id=folder.name, pid=os.getpid(), started_at=_started_at(folder))
     reporter = _JobReporter(status, folder)
     try:
         train_config = TrainConfig(**payload["config"])

@@ -304,18 +304,119 @@ def test_train_page_trains_in_the_background_and_activates(trained_run):  # noqa
     at.button(key="train_start").click().run()
     job = worker.latest_job()
     assert job is not None
-    at.button(key="train_start").click().run()
     if not worker.read_status(job.job_id).finished:
-        assert "still running" in texts(at.error)
+        assert at.button(key="train_start").disabled  # one job at a time
     status = worker.wait(job.job_id, timeout=300)
     assert status.state == "succeeded", status.error
     at.run()
     assert not at.exception
+    assert not at.button(key="train_start").disabled
+    assert "after Start" in texts(at.success)
+    at.selectbox(key="train_run").set_value(status.run_id).run()
+    if "near chance" in texts(at.warning):  # one head epoch from random weights often is
+        at.checkbox(key=f"train_activate_anyway_{status.run_id}").check().run()
     at.button(key="train_activate").click().run()
     try:
         assert runs.active_run_id() == status.run_id
     finally:
         runs.set_active(trained_run)
+
+
+def with_validation_auc(folder, auc: float) -> None:
+    card = json.loads((folder / "card.json").read_text())
+    card["metrics"]["val"]["roc_auc"] = auc
+    (folder / "card.json").write_text(json.dumps(card))
+
+
+def test_any_run_can_be_activated_but_a_near_chance_one_only_when_confirmed(two_runs):
+    first, second = two_runs
+    with_validation_auc(first, 0.95)
+    with_validation_auc(second, 0.5)
+    at = app("pages/2_Train.py").run()
+    at.selectbox(key="train_run").set_value(second.name).run()
+    assert "near chance" in texts(at.warning)
+    assert at.button(key="train_activate").disabled
+    at.checkbox(key=f"train_activate_anyway_{second.name}").check().run()
+    at.button(key="train_activate").click().run()
+    assert runs.active_run_id() == second.name
+    assert "now the active model" in texts(at.success)
+    # The previous active run, the committed default in a fresh checkout, can go now.
+    at.selectbox(key="train_run").set_value(first.name).run()
+    assert "near chance" not in texts(at.warning)
+    assert not at.button(key="train_activate").disabled
+
+
+def test_the_delete_confirmation_belongs_to_one_run(two_runs):
+    _, second = two_runs
+    third = copy_run(second, second.parent, "20990103-000000-third", 0.5)
+    at = app("pages/2_Train.py").run()
+    at.selectbox(key="train_run").set_value(second.name).run()
+    at.checkbox(key=f"train_delete_confirm_{second.name}").check().run()
+    assert not at.button(key="train_delete").disabled
+    at.selectbox(key="train_run").set_value(third.name).run()
+    assert not at.checkbox(key=f"train_delete_confirm_{third.name}").value
+    assert at.button(key="train_delete").disabled
+    at.checkbox(key=f"train_delete_confirm_{third.name}").check().run()
+    at.button(key="train_delete").click().run()
+    assert not third.exists() and second.exists()
+    assert at.selectbox(key="train_run").value != third.name
+    assert at.button(key="train_delete").disabled  # nothing armed for the run shown now
+
+
+def test_sites_are_all_or_named_never_both(fresh_app):  # noqa: F811
+    at = app("pages/2_Train.py").run()
+    assert at.multiselect(key="train_sites").value == ["all"]
+    at.multiselect(key="train_sites").select("torso").run()
+    assert at.multiselect(key="train_sites").value == ["torso"]
+    at.multiselect(key="train_sites").select("head/neck").run()
+    assert at.multiselect(key="train_sites").value == ["torso", "head/neck"]
+    at.multiselect(key="train_sites").select("all").run()
+    assert at.multiselect(key="train_sites").value == ["all"]
+
+
+def test_a_zip_without_a_dataset_layout_is_refused_and_removed(fresh_app):  # noqa: F811
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("photos/a.jpg", SAMPLE_IMAGES[0].read_bytes())
+        archive.writestr("__MACOSX/photos/._a.jpg", b"x")
+    at = app("pages/2_Train.py").run()
+    at.radio(key="train_source").set_value("Upload a ZIP").run()
+    at.file_uploader(key="train_zip").set_value(
+        ("photos.zip", buffer.getvalue(), "application/zip")
+    ).run()
+    at.button(key="train_unpack").click().run()
+    assert "no dataset layout" in texts(at.error)
+    assert str(fresh_app.data_root) not in texts(at.error)
+    assert not (fresh_app.data_root / "uploads" / "photos").exists()
+    assert "__MACOSX" not in texts(at.warning)
+
+
+def test_unavailable_weights_stop_the_start_with_what_to_do(fresh_app, monkeypatch):  # noqa: F811
+    from core import model
+
+    def offline(backbone, image_size, weights):
+        raise model.WeightsUnavailable("not cached and could not be downloaded; connect")
+
+    monkeypatch.setattr(model, "resolve_weights", offline)
+    at = app("pages/2_Train.py").run()
+    at.button(key="train_start").click().run()
+    assert "could not be downloaded; connect" in texts(at.error)
+    assert worker.latest_job() is None
+
+
+def test_a_note_about_the_weights_is_shown_when_the_job_starts(fresh_app, monkeypatch):  # noqa: F811
+    from core import model
+
+    started = []
+    monkeypatch.setattr(
+        model,
+        "resolve_weights",
+        lambda *_: model.ResolvedWeights("imagenet", "w.h5", "Offline: using the 224 px file."),
+    )
+    monkeypatch.setattr(worker, "start_training", lambda *a, **k: started.append(a) or "job")
+    at = app("pages/2_Train.py").run()
+    at.button(key="train_start").click().run()
+    assert started and "Offline: using the 224 px file." in texts(at.info)
 
 
 def test_display_helpers_format_for_people():

@@ -159,6 +159,13 @@ def test_site_filter(make_dataset) -> None:
         data.load_dataset(root, sites=["elbow"])
 
 
+def test_all_sites_and_named_sites_are_exclusive() -> None:
+    assert data.normalise_sites(["torso", "head/neck"]) == ("torso", "head/neck")
+    assert data.normalise_sites([]) == data.normalise_sites(None) == ("all",)
+    with pytest.raises(ValueError, match="'all' or named sites, not both"):
+        data.normalise_sites(["all", "torso"])
+
+
 def test_site_filter_leaving_nothing_is_an_error(make_dataset) -> None:
     report = data.validate_dataset(make_dataset("folders"), sites=["torso"])
     assert not report.ok and "leaves no images" in problems_text(report)

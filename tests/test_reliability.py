@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -512,3 +513,30 @@ def test_predict_falls_back_when_the_active_model_file_is_corrupt(good_and_broke
     assert at.metric[0].label == "Malignant probability (calibrated)"
     stored = db.open_database(config.DB_PATH).query_predictions(db.HistoryFilter())
     assert stored["run_id"].tolist() == ["20000101-000000-good"]
+
+
+# --- progress shown while training ------------------------------------------------------------
+
+
+def test_progress_has_plain_stage_names_and_is_indeterminate_between_epochs_and_phases():
+    preparing = worker.JobStatus("job", stage="data", message="Decoding 300 images")
+    assert (
+        preparing.fraction is None and preparing.stage_name == "Checking and decoding the images"
+    )
+    halfway = worker.JobStatus("job", stage="fine_tune", epoch=2, epochs=4, batch=5, batches=10)
+    assert halfway.fraction == 0.375 and halfway.stage_name == "Fine-tuning the backbone"
+    phase_done = worker.JobStatus("job", stage="head", epoch=4, epochs=4, batch=10, batches=10)
+    assert phase_done.fraction is None and phase_done.remaining_seconds is None
+    assert worker.JobStatus("job", stage="some_new_stage").stage_name == "Some new stage"
+
+
+def test_the_job_clock_starts_when_start_was_clicked(job_folder):
+    models = job_folder.parent.parent
+    clicked = time.time() - 100
+    worker.write_status(worker.JobStatus(job_id=job_folder.name, started_at=clicked), models)
+    payload = json.loads((job_folder / "config.json").read_text())
+    payload["config"]["data_dir"] = str(job_folder / "no such folder")
+    (job_folder / "config.json").write_text(json.dumps(payload))
+    assert worker.run_job(job_folder) == 1
+    status = worker.read_status(job_folder.name, models)
+    assert status.started_at == clicked and status.elapsed_seconds >= 100

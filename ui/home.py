@@ -3,6 +3,7 @@
 import pandas as pd
 
 import ui
+from core import datasets
 
 
 def run_facts(card: dict) -> pd.DataFrame:
@@ -10,10 +11,12 @@ def run_facts(card: dict) -> pd.DataFrame:
     data, test = card.get("data") or {}, (card.get("metrics") or {}).get("test") or {}
     threshold = card.get("threshold") or {}
     balance = data.get("class_balance") or {}
+    source = datasets.describe_location(data["source"]) if data.get("source") else "n/a"
+    weights = datasets.without_paths(str(card.get("weights")))
     facts = {
-        "Backbone": f"{card.get('backbone')} (weights {card.get('weights')})",
+        "Backbone": f"{card.get('backbone')} (weights {weights})",
         "Input size": f"{card.get('image_size')} px, {card.get('resample')}",
-        "Trained on": f"{data.get('source')}, sites {', '.join(data.get('sites') or [])}",
+        "Trained on": f"{source}, sites {', '.join(data.get('sites') or [])}",
         "Images": f"{data.get('n_images')} ({balance.get('malignant')} malignant)",
         "Test ROC AUC": ui.with_interval(test, "roc_auc"),
         "Threshold": f"{ui.number(threshold.get('value'))} (rule: {threshold.get('rule')})",

@@ -1,4 +1,4 @@
-"""Helpers of the Train page: dataset check, settings, the live job and the run manager.
+"""Helpers of the Train page: data, settings, the live job and the run manager.
 
 Widget keys here carry the page's prefix, `train_`.
 """
@@ -7,7 +7,60 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core import runs
+import ui.metrics
+from core import datasets, runs
+
+_NOTICE = "train_notice"
+_RUN_NOTICE = "train_run_notice"
+
+
+def dataset_upload() -> None:
+    """The ZIP upload: unpacked into the data root and chosen, or refused with nothing kept."""
+    from core import images
+
+    archive = st.file_uploader(
+        "ZIP with images and a ground-truth CSV, or benign/ and malignant/ folders",
+        type=["zip"],
+        key="train_zip",
+    )
+    if archive is None or not st.button("Unpack into the data folder", key="train_unpack"):
+        return
+    try:
+        unpacked, found = datasets.unpack_dataset(archive.name, archive.getvalue())
+    except (images.ArchiveError, datasets.DatasetPathError, datasets.DatasetLayoutError) as error:
+        st.error(f"{archive.name}: {datasets.without_paths(str(error))}")
+        st.stop()
+    where = datasets.describe_location(unpacked.folder)
+    st.success(f"Unpacked {unpacked.extracted} files into {where}.")
+    ui.show_problems([f"{name}: skipped ({why})" for name, why in unpacked.skipped[:20]])
+    # Set before the dataset selectbox is drawn, so it opens on the new dataset.
+    st.session_state["train_dataset"] = found
+
+
+def site_picker() -> tuple[str, ...]:
+    """The anatomical sites to keep: "all", or named sites, never both."""
+    from core import data
+
+    st.session_state.setdefault("train_sites", [data.ALL_SITES])
+    chosen = st.multiselect(
+        "Anatomical sites",
+        data.SITE_CHOICES,
+        key="train_sites",
+        on_change=_all_or_named_sites,
+        help="'all' keeps every site; choosing a site replaces 'all', and 'all' replaces them.",
+    )
+    return tuple(chosen) or (data.ALL_SITES,)
+
+
+def _all_or_named_sites() -> None:
+    # The latest choice wins: "all" added last replaces the sites, a site added replaces "all".
+    from core import data
+
+    chosen = st.session_state["train_sites"]
+    if data.ALL_SITES in chosen and len(chosen) > 1:
+        latest_is_all = chosen[-1] == data.ALL_SITES
+        named = [site for site in chosen if site != data.ALL_SITES]
+        st.session_state["train_sites"] = [data.ALL_SITES] if latest_is_all else named
 
 
 @st.cache_data(ttl=300, max_entries=8, show_spinner="Checking the dataset")
@@ -30,88 +83,11 @@ def validation_report(data_dir: str, csv: str | None, sites: tuple[str, ...]):
             st.dataframe(report.site_counts)
     for problem in report.problems:
         show = st.error if problem.level == "error" else st.warning
-        show(problem.message)
+        show(datasets.without_paths(problem.message))
         if problem.files:
             with st.expander(f"{len(problem.files)} files"):
                 st.text("\n".join(problem.files[:200]))
     return report
-
-
-def _job_fraction(status) -> float:
-    if not status.epochs or not status.batches:
-        return 0.0
-    return min(max((status.epoch - 1 + status.batch / status.batches) / status.epochs, 0.0), 1.0)
-
-
-def _show_running(status) -> None:
-    from core import charts, worker
-
-    st.progress(_job_fraction(status), text=status.message)
-    remaining = status.remaining_seconds
-    st.caption(
-        f"Stage {status.stage}, epoch {status.epoch}/{status.epochs}; elapsed "
-        f"{status.elapsed_seconds:.0f} s"
-        + ("" if remaining is None else f", about {remaining:.0f} s left in this phase")
-    )
-    if status.history:
-        st.plotly_chart(charts.learning_curves_figure(pd.DataFrame(status.history)))
-    if st.button("Cancel training", key="train_cancel"):
-        worker.cancel(status.job_id)
-        st.info("Cancelling: the job stops after the current batch.")
-
-
-def _show_finished(status) -> None:
-    from core import reports, worker
-
-    if status.state == "cancelled":
-        st.warning(f"Training {status.job_id} was cancelled; the active model is unchanged.")
-        return
-    if status.state == "failed":
-        st.error(f"Training {status.job_id} failed: {status.error}")
-        log = worker.jobs_dir() / status.job_id / "log.txt"
-        if log.is_file():
-            with st.expander("Log (last lines)"):
-                st.code("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
-        return
-    st.success(f"Training finished in {status.elapsed_seconds:.0f} s: run {status.run_id}.")
-    try:
-        new_run = runs.load_run(runs.models_dir() / status.run_id)
-    except runs.RunError as error:
-        st.error(str(error))
-        return
-    active, _ = runs.active_run()
-    cards = {f"new: {new_run.run_id}": new_run.card}
-    if active is not None and active.run_id != new_run.run_id:
-        cards[f"active: {active.run_id}"] = active.card
-    st.dataframe(reports.comparison_table(cards).astype(str))
-    if active is not None and active.run_id == new_run.run_id:
-        st.caption("This run is the active model.")
-    elif st.button("Make this run the active model", key="train_activate"):
-        runs.set_active(new_run.run_id)
-        st.rerun()
-
-
-def training_monitor() -> None:
-    """The latest training job, refreshed every 2 s while it runs (and only then)."""
-    from core import worker
-
-    first = worker.latest_job()
-    running = first is not None and not first.finished
-
-    @st.fragment(run_every=2 if running else None)
-    def monitor() -> None:
-        status = worker.latest_job()
-        if status is None:
-            return
-        st.subheader(f"Training {status.job_id}")
-        if not status.finished:
-            _show_running(status)
-        elif running:
-            st.rerun()  # A full rerun stops the polling and refreshes the list of runs.
-        else:
-            _show_finished(status)
-
-    monitor()
 
 
 def train_settings() -> dict:
@@ -165,50 +141,213 @@ def train_settings() -> dict:
     return settings
 
 
+def start_button(train_config) -> None:
+    """Start training, disabled while a job runs; the weights are checked before any data."""
+    from core import model, worker
+
+    latest = worker.latest_job()
+    running = latest is not None and not latest.finished
+    if _NOTICE in st.session_state:
+        st.info(st.session_state.pop(_NOTICE), icon=":material/info:")
+    clicked = st.button(
+        "Start training",
+        type="primary",
+        key="train_start",
+        disabled=running,
+        help="One training runs at a time: wait for it or cancel it." if running else None,
+    )
+    if not clicked:
+        return
+    try:
+        with st.spinner("Checking the backbone weights"):
+            weights = model.resolve_weights(
+                train_config.backbone, train_config.image_size, train_config.weights
+            )
+        worker.start_training(train_config, activate=False)
+    except (worker.TrainingBusyError, ValueError) as error:
+        st.error(datasets.without_paths(str(error)))
+        return
+    if weights.note:
+        st.session_state[_NOTICE] = weights.note
+    st.rerun()  # Drawn again at once, Start shows as disabled while the job runs.
+
+
+def _progress_text(status) -> str:
+    """What the job is doing, in plain words."""
+    if status.fraction is not None:
+        return f"{status.stage_name}: epoch {status.epoch} of {status.epochs}"
+    if status.epochs:
+        # A phase's last epoch is done; what follows until the next report has no progress.
+        return f"{status.stage_name}: done, preparing the next step"
+    if status.message and status.message != "Starting":
+        return f"{status.stage_name}: {status.message}"
+    return status.stage_name
+
+
+def _show_running(status) -> None:
+    from core import charts, worker
+
+    if status.fraction is None:
+        st.status(_progress_text(status), state="running")
+    else:
+        st.progress(status.fraction, text=_progress_text(status))
+    remaining = status.remaining_seconds
+    st.caption(
+        f"{status.elapsed_seconds:.0f} s since Start"
+        + ("" if remaining is None else f"; about {remaining:.0f} s left in this phase")
+    )
+    if status.history:
+        st.plotly_chart(charts.learning_curves_figure(pd.DataFrame(status.history)))
+    if st.button("Cancel training", key="train_cancel"):
+        worker.cancel(status.job_id)
+        st.info("Cancelling: the job stops after the current batch.")
+
+
+def _show_finished(status) -> None:
+    from core import worker
+
+    if status.state == "cancelled":
+        st.warning(f"Training {status.job_id} was cancelled; the active model is unchanged.")
+        return
+    if status.state == "failed":
+        st.error(f"Training {status.job_id} failed: {datasets.without_paths(status.error or '')}")
+        log = worker.jobs_dir() / status.job_id / "log.txt"
+        st.caption(f"The full log stays on the server: {datasets.describe_location(log)}.")
+        return
+    st.success(
+        f"Training finished {status.elapsed_seconds:.0f} s after Start: run {status.run_id}. "
+        "Compare it below; activate it under Runs."
+    )
+    _compare_with_active(status.run_id)
+
+
+def _compare_with_active(run_id: str) -> None:
+    try:
+        new_run = runs.load_run(runs.models_dir() / run_id)
+    except runs.RunError as error:
+        st.error(datasets.without_paths(str(error)))
+        return
+    active, _ = runs.active_run()
+    cards = {f"new: {new_run.run_id}": new_run.card}
+    if active is not None and active.run_id != new_run.run_id:
+        cards[f"active: {active.run_id}"] = active.card
+    ui.metrics.comparison_table(cards)
+
+
+def training_monitor() -> None:
+    """The latest training job, refreshed every 2 s while it runs (and only then)."""
+    from core import worker
+
+    first = worker.latest_job()
+    running = first is not None and not first.finished
+
+    @st.fragment(run_every=2 if running else None)
+    def monitor() -> None:
+        status = worker.latest_job()
+        if status is None:
+            return
+        st.subheader(f"Training {status.job_id}")
+        if not status.finished:
+            _show_running(status)
+        elif running:
+            # The run manager opens on the new run; a full rerun also re-enables Start.
+            if status.run_id:
+                st.session_state["train_run"] = status.run_id
+            st.rerun()
+        else:
+            _show_finished(status)
+
+    monitor()
+
+
 def run_manager() -> None:
-    """Finished runs: download, delete (never the active one); the feature cache."""
+    """Every finished run, the committed default included: activate, download, delete."""
     from core import features
 
     st.subheader("Runs")
     found, problems = runs.list_runs()
-    ui.show_problems(problems)
-    active_id = runs.active_run_id()
+    ui.show_problems([datasets.without_paths(problem) for problem in problems])
     if found:
+        active_id = runs.active_run_id()
+        by_id = {run.run_id: run for run in found}
+        if st.session_state.get("train_run") not in by_id:
+            st.session_state.pop("train_run", None)  # deleted, or never chosen: the newest
         run_id = st.selectbox(
             "Run",
-            [run.run_id for run in found],
+            list(by_id),
             key="train_run",
-            format_func=lambda run_id: ui.run_label(
-                next(run for run in found if run.run_id == run_id), active_id
-            ),
+            format_func=lambda run_id: ui.run_label(by_id[run_id], active_id),
         )
-        # One row: the delete button sits beside its confirmation, level with the download.
-        actions = st.container(horizontal=True, vertical_alignment="center", gap="medium")
-        actions.download_button(
-            "Download run (ZIP)",
-            lambda: runs.zip_run(run_id),
-            f"{run_id}.zip",
-            "application/zip",
-            key="train_download",
-        )
-        sure = actions.checkbox(
-            "Yes, delete this run", key="train_delete_confirm", disabled=run_id == active_id
-        )
-        if actions.button(
-            "Delete run",
-            key="train_delete",
-            disabled=not sure or run_id == active_id,
-            help="The active model cannot be deleted; activate another run first.",
-        ):
-            try:
-                runs.delete_run(run_id)
-            except runs.RunError as error:
-                st.error(str(error))
-            else:
-                st.rerun()
+        _run_actions(by_id[run_id], active_id)
     else:
         st.caption("No runs yet.")
     size = features.cache_size()
     st.caption(f"Feature cache: {size / 1024**2:.1f} MB of cached backbone features")
     if st.button("Clear the feature cache", key="train_clear_cache", disabled=size == 0):
         st.success(f"Freed {features.clear_cache() / 1024**2:.1f} MB.")
+
+
+def _run_actions(run: runs.Run, active_id: str | None) -> None:
+    """One row: activate (after a warning for a near-chance run), download, delete."""
+    from core import reports
+
+    is_active = run.run_id == active_id
+    warning = None if is_active else reports.chance_warning(run.card)
+    if warning:
+        st.warning(f"Run {run.run_id}: {warning}", icon=":material/warning:")
+    actions = st.container(horizontal=True, vertical_alignment="center", gap="medium")
+    anyway = False
+    if warning:
+        anyway = actions.checkbox("Activate anyway", key=f"train_activate_anyway_{run.run_id}")
+    actions.button(
+        "This run is active" if is_active else "Make this run active",
+        key="train_activate",
+        disabled=is_active or (warning is not None and not anyway),
+        on_click=_activate,
+        args=(run.run_id,),
+    )
+    actions.download_button(
+        "Download run (ZIP)",
+        lambda: runs.zip_run(run.run_id),
+        f"{run.run_id}.zip",
+        "application/zip",
+        key="train_download",
+    )
+    # The confirmation belongs to this run: another run, or this one deleted, starts unticked.
+    sure = actions.checkbox(
+        "Yes, delete this run", key=f"train_delete_confirm_{run.run_id}", disabled=is_active
+    )
+    actions.button(
+        "Delete run",
+        key="train_delete",
+        disabled=not sure or is_active,
+        help="The active model cannot be deleted; activate another run first.",
+        on_click=_delete,
+        args=(run.run_id,),
+    )
+    _show_notice()
+
+
+def _activate(run_id: str) -> None:
+    try:
+        runs.set_active(run_id)
+    except runs.RunError as error:
+        st.session_state[_RUN_NOTICE] = (False, datasets.without_paths(str(error)))
+    else:
+        st.session_state[_RUN_NOTICE] = (True, f"Run {run_id} is now the active model.")
+
+
+def _delete(run_id: str) -> None:
+    try:
+        runs.delete_run(run_id)
+    except runs.RunError as error:
+        st.session_state[_RUN_NOTICE] = (False, datasets.without_paths(str(error)))
+        return
+    st.session_state.pop(f"train_delete_confirm_{run_id}", None)
+    st.session_state[_RUN_NOTICE] = (True, f"Deleted run {run_id}.")
+
+
+def _show_notice() -> None:
+    if _RUN_NOTICE in st.session_state:
+        done, message = st.session_state.pop(_RUN_NOTICE)
+        (st.success if done else st.error)(message)
