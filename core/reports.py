@@ -28,6 +28,9 @@ LABEL_VALUES = {"benign": 0, "malignant": 1}
 # the same words the app's metric tiles use.
 MISSING = "n/a"
 REAL_WORLD_BOOTSTRAP = 200
+# Confirmed cases of a class below which its metrics are not shown (see real_world_metrics).
+MIN_CONFIRMED_CASES = 10
+TOO_FEW_CASES = "too few cases"
 # Validation ROC AUC below this is too close to chance (0.5) to activate a run unasked.
 NEAR_CHANCE_AUC = 0.6
 
@@ -159,8 +162,9 @@ def roc_curves(cards: dict[str, dict]) -> dict[str, dict]:
 def real_world_metrics(confirmed: pd.DataFrame) -> pd.DataFrame:
     """Per model, how its stored predictions fared against confirmed diagnoses.
 
-    Uses each model's own stored threshold (the card's, at prediction time); AUC needs both
-    confirmed classes, and stays empty otherwise.
+    Uses each model's own stored threshold (the card's, at prediction time). A metric whose
+    cases number fewer than MIN_CONFIRMED_CASES of the class it depends on reads
+    TOO_FEW_CASES: "0.000 (0.000-0.000)" from one case would look precise and mean nothing.
     """
     rows = []
     for run_id, group in confirmed.groupby("run_id", sort=True):
@@ -169,25 +173,40 @@ def real_world_metrics(confirmed: pd.DataFrame) -> pd.DataFrame:
         evaluation = metrics.evaluate(
             labels, group["probability"].to_numpy(), threshold, n_bootstrap=REAL_WORLD_BOOTSTRAP
         )
-        intervals = evaluation["intervals"]
         rows.append(
             {
                 "Model": run_id,
                 "Confirmed": evaluation["n"],
                 "Malignant": evaluation["n_positive"],
                 "Threshold": _format_number(threshold),
-                "ROC AUC": _format_interval(evaluation["roc_auc"], intervals["roc_auc"]),
-                "Sensitivity": _format_interval(
-                    evaluation["sensitivity"], intervals["sensitivity"]
-                ),
-                "Specificity": _format_interval(
-                    evaluation["specificity"], intervals["specificity"]
-                ),
-                "PPV": _format_number(evaluation["ppv"]),
-                "NPV": _format_number(evaluation["npv"]),
+                **_real_world_cells(evaluation),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _real_world_cells(evaluation: dict) -> dict[str, str]:
+    positives = evaluation["n_positive"]
+    enough = {
+        "sensitivity": positives >= MIN_CONFIRMED_CASES,
+        "specificity": evaluation["n"] - positives >= MIN_CONFIRMED_CASES,
+    }
+    enough["both"] = enough["sensitivity"] and enough["specificity"]
+    intervals = evaluation["intervals"]
+    cells = {
+        "ROC AUC": ("both", _format_interval(evaluation["roc_auc"], intervals["roc_auc"])),
+        "Sensitivity": (
+            "sensitivity",
+            _format_interval(evaluation["sensitivity"], intervals["sensitivity"]),
+        ),
+        "Specificity": (
+            "specificity",
+            _format_interval(evaluation["specificity"], intervals["specificity"]),
+        ),
+        "PPV": ("both", _format_number(evaluation["ppv"])),
+        "NPV": ("both", _format_number(evaluation["npv"])),
+    }
+    return {name: text if enough[need] else TOO_FEW_CASES for name, (need, text) in cells.items()}
 
 
 def crossval_table(crossval: dict) -> pd.DataFrame:

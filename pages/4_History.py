@@ -84,5 +84,9 @@ with outcomes:
     if confirmed.empty:
         st.info("No confirmed diagnoses yet: add them on the Predict page or below the table.")
     else:
-        st.caption("Stored predictions against confirmed diagnoses, at each model's threshold.")
-        st.dataframe(reports.real_world_metrics(confirmed), hide_index=True)
+        st.caption(
+            "Stored predictions against confirmed outcomes, at each model's threshold. A metric "
+            f"needs {reports.MIN_CONFIRMED_CASES} confirmed cases of the class it depends on "
+            "(both classes for ROC AUC, PPV and NPV)."
+        )
+        st.table(reports.real_world_metrics(confirmed), hide_index=True)

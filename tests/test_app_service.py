@@ -215,20 +215,28 @@ def test_report_tables_from_an_evaluation():
     assert set(reports.roc_curves({"one": card})) == {"one"}
 
 
-def test_real_world_metrics_per_model():
+def test_real_world_metrics_per_model_say_when_cases_are_too_few():
+    rng = np.random.default_rng(3)
+    labels = ["malignant"] * 12 + ["benign"] * 14 + ["malignant"]
+    probabilities = [*(0.5 + rng.random(12) / 2), *(rng.random(14) / 2), 0.7]
     confirmed = pd.DataFrame(
         {
-            "run_id": ["a", "a", "a", "b"],
-            "probability": [0.9, 0.2, 0.6, 0.7],
-            "threshold": [0.5, 0.5, 0.5, 0.4],
-            "confirmed_label": ["malignant", "benign", "benign", "malignant"],
+            "run_id": ["a"] * 26 + ["b"],
+            "probability": probabilities,
+            "threshold": [0.5] * 26 + [0.4],
+            "confirmed_label": labels,
         }
     )
     table = reports.real_world_metrics(confirmed).set_index("Model")
-    assert table.loc["a", "Confirmed"] == 3 and table.loc["a", "Malignant"] == 1
-    assert table.loc["a", "ROC AUC"].startswith("1.000")
-    assert table.loc["b", "ROC AUC"] == "n/a"  # one confirmed class: no AUC
-    assert table.loc["b", "NPV"] == "n/a" and table.loc["b", "Threshold"] == "0.400"
+    assert table.loc["a", "Confirmed"] == 26 and table.loc["a", "Malignant"] == 12
+    assert table.loc["a", "ROC AUC"].startswith("1.000 (")
+    assert table.loc["a", "Specificity"].startswith("1.000 (")
+    # One confirmed case: nothing looks precise that is not.
+    row = table.loc["b"]
+    assert row["Confirmed"] == 1 and row["Threshold"] == "0.400"
+    assert {row[name] for name in ("ROC AUC", "Sensitivity", "Specificity", "PPV", "NPV")} == {
+        reports.TOO_FEW_CASES
+    }
 
 
 def test_crossval_table_has_a_row_per_source_then_mean_and_worst():
