@@ -29,10 +29,12 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=90s --retries=3 \
 ENTRYPOINT ["/bin/bash", "/home/user/app/scripts/docker-entrypoint.sh"]
 # Spaces embed the app in a cross-site iframe: the XSRF cookie must be SameSite=None (sent over
 # HTTPS by the Spaces proxy) for uploads to pass XSRF protection, which stays on. The page talks
-# only to its own origin, so CORS protection stays on too.
+# only to its own origin, so CORS protection stays on too. Nobody edits the code of a running
+# deployment, so no file is watched.
 CMD ["streamlit", "run", "Home.py", \
      "--server.port=8501", \
      "--server.address=0.0.0.0", \
+     "--server.fileWatcherType=none", \
      "--server.enableXsrfProtection=true", \
      "--server.xsrfCookieSameSite=none", \
      "--server.enableCORS=true", \

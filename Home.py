@@ -7,7 +7,7 @@ import ui.home
 from core import runs
 
 st.set_page_config(
-    page_title="Dermoscopy classifier", page_icon=":material/dermatology:", layout="wide"
+    page_title="Dermoscopy classifier", page_icon=ui.page_icon("dermatology"), layout="wide"
 )
 st.title("Dermoscopy classifier")
 st.caption("Benign or malignant? Transfer learning on dermoscopy images, evaluated honestly.")

@@ -26,8 +26,15 @@ $(VENV)/.installed-dev: requirements-dev.txt requirements.txt requirements.lock 
 	$(BIN)/python -m pip install -r requirements-dev.txt -c requirements.lock
 	touch $@ $(VENV)/.installed-app
 
-run: $(VENV)/.installed-app ## Start the app on http://localhost:8501
-	$(BIN)/streamlit run Home.py
+# Only this machine can reach the app unless ADDRESS says otherwise: without an admin secret,
+# whoever reaches it may train and delete runs. `make run ADDRESS=0.0.0.0 PORT=8080` serves the
+# network (set DERMO_ADMIN_SECRET first). Source files are polled, not watched with inotify,
+# whose queue overflows (thousands of log lines) while training writes runs and caches.
+ADDRESS ?= 127.0.0.1
+PORT ?= 8501
+run: $(VENV)/.installed-app ## Start the app on http://localhost:8501 (ADDRESS=, PORT= change it)
+	$(BIN)/streamlit run Home.py --server.address $(ADDRESS) --server.port $(PORT) \
+		--server.fileWatcherType poll
 
 test: $(VENV)/.installed-dev chromium ## Run the test suite (browser tests need Chromium)
 	$(BIN)/python -m pytest

@@ -6,7 +6,7 @@ import ui
 import ui.predict
 from core import config, predict_service
 
-st.set_page_config(page_title="Predict", page_icon=":material/biotech:", layout="wide")
+st.set_page_config(page_title="Predict", page_icon=ui.page_icon("biotech"), layout="wide")
 st.title("Predict")
 ui.admin_sidebar()
 ui.research_notice()

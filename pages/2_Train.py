@@ -7,7 +7,7 @@ import ui.train
 from core import config, datasets
 from core.train_config import TrainConfig
 
-st.set_page_config(page_title="Train", page_icon=":material/model_training:", layout="wide")
+st.set_page_config(page_title="Train", page_icon=ui.page_icon("model_training"), layout="wide")
 st.title("Train")
 ui.admin_sidebar()
 ui.database()

@@ -6,7 +6,7 @@ import ui
 import ui.metrics
 from core import charts, reports
 
-st.set_page_config(page_title="Metrics", page_icon=":material/monitoring:", layout="wide")
+st.set_page_config(page_title="Metrics", page_icon=ui.page_icon("monitoring"), layout="wide")
 st.title("Metrics")
 ui.admin_sidebar()
 database = ui.database()

@@ -8,7 +8,7 @@ import ui
 import ui.history
 from core import charts, db, reports
 
-st.set_page_config(page_title="History", page_icon=":material/history:", layout="wide")
+st.set_page_config(page_title="History", page_icon=ui.page_icon("history"), layout="wide")
 st.title("History")
 ui.admin_sidebar()
 database = ui.database()

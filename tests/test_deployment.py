@@ -172,6 +172,33 @@ def test_cmd_keeps_xsrf_protection_for_the_spaces_iframe() -> None:
     assert option_value(command, "--browser.gatherUsageStats") == "false"
 
 
+def test_a_deployment_watches_no_files() -> None:
+    assert option_value(dockerfile_cmd(), "--server.fileWatcherType") == "none"
+
+
+def make_run_command(*overrides: str) -> list[str]:
+    """The streamlit command that `make run` would run, from make's dry run."""
+    dry_run = subprocess.run(
+        ["make", "-n", "run", *overrides],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.replace("\\\n", " ")
+    line = next(line for line in dry_run.splitlines() if "streamlit run Home.py" in line)
+    return shlex.split(line)
+
+
+def test_make_run_listens_on_localhost_unless_told_otherwise() -> None:
+    command = make_run_command()
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    assert command[command.index("--server.port") + 1] == "8501"
+    assert command[command.index("--server.fileWatcherType") + 1] == "poll"
+    served = make_run_command("ADDRESS=0.0.0.0", "PORT=8080")
+    assert served[served.index("--server.address") + 1] == "0.0.0.0"
+    assert served[served.index("--server.port") + 1] == "8080"
+
+
 def test_healthcheck_polls_streamlit_health_endpoint() -> None:
     (healthcheck,) = arguments_of("HEALTHCHECK")
     port = option_value(dockerfile_cmd(), "--server.port")

@@ -17,10 +17,20 @@ import streamlit as st
 from core import access, config, db, diagnoses, runs
 
 ADMIN_FLAG = "is_admin"
+ICONS_DIR = Path(__file__).parent / "icons"
 RESEARCH_NOTICE = (
     "Research tool, not a diagnostic device: it must not be used to diagnose, treat or triage "
     "patients. Every output needs review by a qualified clinician."
 )
+
+
+def page_icon(name: str) -> str:
+    """A page's icon file (a Material Symbols glyph), for st.set_page_config.
+
+    An image file, not ":material/...": Streamlit draws a material page icon from a font CDN,
+    which an offline app cannot reach.
+    """
+    return str(ICONS_DIR / f"{name}.png")
 
 
 @st.cache_resource
