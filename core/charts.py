@@ -22,7 +22,7 @@ COLOURWAY = [THEME_COLOUR, "#e69f00", "#6a4c93", "#2a9d8f", "#8c564b", "#7f7f7f"
 DAY_MILLISECONDS = 24 * 60 * 60 * 1000
 SUBGROUP_TITLES = {"site": "Anatomical site", "source": "Source"}
 LABEL_CHARACTERS = 24
-NOTE_CHARACTERS = 55
+NOTE_CHARACTERS = 40
 NOTE_LINE_PIXELS = 16
 # Curve legends sit inside the plot area, in a corner the curves leave empty, on a translucent
 # box: that keeps the plot tall at half a page wide, where long run ids wrap onto many rows.
@@ -347,13 +347,22 @@ def learning_curves_figure(history: pd.DataFrame) -> go.Figure:
     return figure
 
 
+FINE_TUNE_LINE = {"dash": "dot", "color": "gray", "width": 2}
+
+
 def _mark_fine_tune_start(figure: go.Figure, history: pd.DataFrame) -> None:
     fine_tune_rows = history.index[history["phase"] == "fine_tune"]
-    if len(fine_tune_rows):
-        # The boundary sits half an epoch before the first fine-tune epoch.
-        boundary = {"x": fine_tune_rows[0] + 0.5, "line": {"dash": "dot", "color": "gray"}}
-        figure.add_vline(**boundary, annotation_text="fine-tune starts", row=1, col=1)
-        figure.add_vline(**boundary, row=1, col=2)
+    if not len(fine_tune_rows):
+        return
+    # The boundary sits half an epoch before the first fine-tune epoch. It is named in the
+    # legend: a label on the plot collides with the panel title or the curves when narrow.
+    for column in (1, 2):
+        figure.add_vline(x=fine_tune_rows[0] + 0.5, line=FINE_TUNE_LINE, row=1, col=column)
+    figure.add_trace(
+        go.Scatter(x=[None], y=[None], mode="lines", line=FINE_TUNE_LINE, name="fine-tune starts"),
+        row=1,
+        col=1,
+    )
 
 
 def _epoch_tick_step(epochs: int) -> int:
@@ -388,7 +397,7 @@ def subgroup_auc_figure(subgroups: dict, key: str) -> go.Figure:
     figure = go.Figure(
         go.Bar(
             x=[row["roc_auc"] for row in with_auc.values()],
-            y=[f"{_shorten(str(value))} (n={row['n']})" for value, row in with_auc.items()],
+            y=[_wrap_label(f"{value} (n={row['n']})") for value, row in with_auc.items()],
             orientation="h",
             marker={"color": THEME_COLOUR},
             text=[f"{row['roc_auc']:.3f}" for row in with_auc.values()],
@@ -418,14 +427,12 @@ def subgroup_auc_figure(subgroups: dict, key: str) -> go.Figure:
     return figure
 
 
-def _shorten(label: str) -> str:
-    """A label cut to LABEL_CHARACTERS with an ellipsis; the hover text keeps the full one.
+def _wrap_label(label: str) -> str:
+    """A category label on lines of at most LABEL_CHARACTERS, so that none is cut off.
 
     Plotly gives long category labels the plot's width and squeezes the bars instead.
     """
-    if len(label) <= LABEL_CHARACTERS:
-        return label
-    return label[: LABEL_CHARACTERS - 1].rstrip() + "…"
+    return "<br>".join(textwrap.wrap(label, LABEL_CHARACTERS))
 
 
 def _note_below(figure: go.Figure, values_without_auc: list[str]) -> int:
@@ -574,10 +581,16 @@ def crossval_forest_figure(crossval: dict, in_source_auc: float | None = None) -
 def _mark_reference_lines(figure: go.Figure, in_source_auc: float | None) -> None:
     figure.add_vline(x=0.5, line=CHANCE_LINE, layer="below")
     if in_source_auc is not None:
-        figure.add_vline(
+        figure.add_vline(x=in_source_auc, line={"dash": "dash", "color": COLOURWAY[1], "width": 2})
+        # Above the plot area, clear of the sources' markers.
+        figure.add_annotation(
+            text=f"in-source test AUC {in_source_auc:.3f}",
             x=in_source_auc,
-            line={"dash": "dash", "color": COLOURWAY[1], "width": 2},
-            annotation_text=f"in-source test AUC {in_source_auc:.3f}",
-            annotation_position="top left",
-            annotation_font={"color": COLOURWAY[1], "size": 11},
+            xref="x",
+            y=1,
+            yref="paper",
+            yanchor="bottom",
+            xanchor="right",
+            showarrow=False,
+            font={"color": COLOURWAY[1], "size": 11},
         )

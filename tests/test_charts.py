@@ -75,9 +75,10 @@ def test_learning_curves_figure() -> None:
         }
     )
     figure = charts.learning_curves_figure(history)
-    _check(figure, 4)
+    _check(figure, 5)  # train and validation, loss and AUC, and the fine-tune line's name
     assert list(figure.data[0].x) == [1, 2, 3, 4, 5]
     assert any(shape.x0 == 2.5 for shape in figure.layout.shapes)
+    assert figure.data[-1].name == "fine-tune starts" and not figure.layout.annotations[2:]
     _check(charts.learning_curves_figure(history[history["phase"] == "head"]), 4)
 
 
@@ -90,12 +91,13 @@ def test_subgroup_auc_figure() -> None:
     assert figure.layout.yaxis.title.text == "Anatomical site"
 
 
-def test_subgroup_labels_are_shortened_with_the_full_text_in_the_hover() -> None:
+def test_subgroup_labels_are_shown_in_full_on_several_lines() -> None:
     long_source = "ISIC 2020 challenge training set (Sydney Melanoma Diagnostic Centre)"
     subgroups = {"source": {long_source: {"n": 9, "n_positive": 3, "roc_auc": 0.8}}}
     figure = charts.subgroup_auc_figure(subgroups, "source")
     label = figure.data[0].y[0]
-    assert "…" in label and label.endswith("(n=9)") and len(label) < len(long_source)
+    assert "<br>" in label and label.replace("<br>", " ") == f"{long_source} (n=9)"
+    assert all(len(line) <= charts.LABEL_CHARACTERS for line in label.split("<br>"))
     assert figure.data[0].customdata[0][0] == f"{long_source} (n=9)"
 
 
@@ -138,5 +140,6 @@ def test_crossval_forest_figure_shows_every_source_in_full_and_the_in_source_lin
     assert figure.data[0].error_x.arrayminus[0] == auc - low
     lines = [shape.x0 for shape in figure.layout.shapes]
     assert 0.91 in lines and 0.5 in lines
-    assert "in-source test AUC 0.910" in figure.layout.annotations[0].text
+    label = figure.layout.annotations[0]
+    assert label.text == "in-source test AUC 0.910" and label.yref == "paper" and label.y == 1
     _check(charts.crossval_forest_figure(crossval), 1)

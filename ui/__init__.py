@@ -272,18 +272,19 @@ def run_picker(key: str, label: str = "Model") -> runs.Run | None:
 
 
 # Stored predictions as History and Predict's "predicted before" table show them. Display
-# order: what a reviewer scans first fits a 1280 px screen without scrolling.
+# order: what a reviewer scans first comes first, and file, label and probability fit 400 px.
 PREDICTION_COLUMNS = {
     "thumbnail": st.column_config.ImageColumn("Image", width="small"),
-    "created_at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
-    "file_name": st.column_config.TextColumn("File"),
+    # Pinned, so that a row stays identifiable when a narrow screen scrolls the rest.
+    "file_name": st.column_config.TextColumn("File", pinned=True),
+    "label": st.column_config.TextColumn("Label"),
     "probability": st.column_config.ProgressColumn(
         "Probability", min_value=0, max_value=100, format="%.1f%%"
     ),
-    "label": st.column_config.TextColumn("Label"),
-    "run_id": st.column_config.TextColumn("Model"),
+    "created_at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
     "confirmed_label": st.column_config.TextColumn("Confirmed"),
     "confirmed_diagnosis": st.column_config.TextColumn("Diagnosis"),
+    "run_id": st.column_config.TextColumn("Model"),
     "threshold": st.column_config.NumberColumn("Threshold", format="%.1f%%"),
     "ood_flag": st.column_config.CheckboxColumn("Out of distribution"),
     "ood_score": st.column_config.NumberColumn("OOD score", format="%.1f"),

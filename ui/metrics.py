@@ -14,20 +14,19 @@ def change(value: float | None, reference: float | None, digits: int = 3) -> str
 
 
 def headline_table(evaluation: dict) -> None:
-    """The test metrics with their 95% bootstrap intervals, three decimals throughout."""
+    """The test metrics with their 95% bootstrap intervals, three decimals, labels in full."""
     from core import reports
 
-    st.dataframe(
-        reports.headline_table(evaluation),
-        hide_index=True,
-        column_config={
-            "metric": st.column_config.TextColumn("Metric"),
-            "value": st.column_config.NumberColumn("Value", format="%.3f"),
-            "ci_low": st.column_config.NumberColumn("95% CI low", format="%.3f"),
-            "ci_high": st.column_config.NumberColumn("95% CI high", format="%.3f"),
-        },
-        placeholder="n/a",
+    table = reports.headline_table(evaluation).rename(
+        columns={
+            "metric": "Metric",
+            "value": "Value",
+            "ci_low": "95% CI low",
+            "ci_high": "95% CI high",
+        }
     )
+    numbers = ["Value", "95% CI low", "95% CI high"]
+    st.table(table.style.format("{:.3f}", subset=numbers, na_rep="n/a").hide(axis="index"))
 
 
 def classification_report(predictions: pd.DataFrame, threshold: float) -> None:
@@ -78,7 +77,7 @@ def threshold_slider(run_id: str, card_threshold: float) -> float:
         help=f"The run's own threshold, chosen on validation, is {card_threshold:.3f}.",
     )
     reset.button(
-        "Reset to the run's threshold",
+        f"Reset to {card_threshold:.3f}",
         key=f"metrics_threshold_reset_{run_id}",
         on_click=_set_state,
         args=(key, card_threshold),

@@ -104,7 +104,7 @@ def explanation_view(_predictor, run_id: str, result, files) -> None:
     st.image(
         predict_service.colour_scale(),
         caption="Colour scale: blue, little influence on the score; red, the most.",
-        width="stretch",
+        width=shown.shape[1],
     )
 
 
