@@ -1,14 +1,18 @@
 """End to end in a real browser: Chromium drives the app, served by Streamlit, over every page.
 
 The server runs as a subprocess on a free local port with its own models folder, database,
-data root and feature cache. The test uploads a sample image on Predict, waits for the
+data root and feature cache. The journey uploads a sample image on Predict, waits for the
 probability and the Grad-CAM heat map, finds the stored row on History and checks that no page
-shows a Streamlit exception. Full-page screenshots go to test-artifacts/; with
-UPDATE_SCREENSHOTS=1 they also replace the README images in docs/screenshots/.
+shows a Streamlit exception; then it deletes and confirms History rows (selected by clicking
+their checkbox cells on the table's canvas), activates another run on Train, and checks that
+no page fetched anything from outside the app. Full-page screenshots, 1280 and 400 px wide, go
+to test-artifacts/; with UPDATE_SCREENSHOTS=1 they also replace the images in docs/screenshots/.
 """
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -54,6 +58,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1280, "height": 800}
+NARROW = 400
+# Streamlit's dataframe rows and header are 35 px tall; the selection checkboxes sit in the
+# first 30 px of each row.
+ROW_PIXELS = 35
+CHECKBOX_X = 16
 SERVER_START_SECONDS = 90
 PAGE_TIMEOUT_MS = 60_000
 # The first prediction loads TensorFlow and the model in the server: slow on a busy machine.
@@ -83,7 +92,10 @@ def _free_port() -> int:
 
 
 def _models_for_the_app(models_dir: Path, request: pytest.FixtureRequest) -> str:
-    """Copy the committed default model into `models_dir`, else a tiny run; return its id."""
+    """Copy the committed default model (else a tiny run) and a second run; return the first.
+
+    The second run, a copy under another id, is there to be activated on the Train page.
+    """
     committed = config.REPO_ROOT / "models"
     default, _ = runs.active_run(committed)
     if default is not None and default.run_id == runs.active_run_id(committed):
@@ -92,8 +104,15 @@ def _models_for_the_app(models_dir: Path, request: pytest.FixtureRequest) -> str
         run_id = request.getfixturevalue("trained_run")
         source = request.getfixturevalue("app_paths").models_dir / run_id
     shutil.copytree(source, models_dir / source.name)
+    copy = models_dir / SECOND_RUN
+    shutil.copytree(source, copy)
+    card = json.loads((copy / runs.CARD_FILE).read_text())
+    (copy / runs.CARD_FILE).write_text(json.dumps({**card, "run_id": SECOND_RUN}))
     runs.set_active(source.name, models_dir)
     return source.name
+
+
+SECOND_RUN = "20000101-000000-second-copy"
 
 
 def _wait_until_healthy(server: subprocess.Popen, url: str, log_path: Path) -> None:
@@ -167,16 +186,28 @@ def served_app(tmp_path_factory, request) -> Iterator[tuple[str, str]]:
         _stop(server)
 
 
+# Every request the browser made to anything but the app itself (a font CDN, say).
+EXTERNAL_REQUESTS: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def browser_page(served_app) -> Iterator["sync_api.Page"]:
+    url, _ = served_app
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         try:
-            yield browser.new_page(viewport=VIEWPORT)
+            page = browser.new_page(viewport=VIEWPORT)
+            page.on("request", lambda request: _note_external(request.url, url))
+            yield page
         finally:
             browser.close()
+
+
+def _note_external(requested: str, app_url: str) -> None:
+    if not requested.startswith((app_url, "data:", "blob:")):
+        EXTERNAL_REQUESTS.append(requested)
 
 
 def settle(page: "sync_api.Page") -> None:
@@ -186,25 +217,32 @@ def settle(page: "sync_api.Page") -> None:
 
 
 def screenshot(page: "sync_api.Page", name: str) -> None:
-    """A full-page screenshot 1280 px wide; also a README image with UPDATE_SCREENSHOTS=1."""
+    """Full-page screenshots 1280 and 400 px wide; README images with UPDATE_SCREENSHOTS=1."""
+    for width, suffix in ((VIEWPORT["width"], ""), (NARROW, "-narrow")):
+        path = ARTIFACTS_DIR / f"{name}{suffix}.png"
+        _capture(page, width, path)
+        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+            SCREENSHOTS_DIR.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, SCREENSHOTS_DIR / path.name)
+    page.set_viewport_size(VIEWPORT)
+    settle(page)
+
+
+def _capture(page: "sync_api.Page", width: int, path: Path) -> None:
     # The app scrolls inside its main element, so a full-page capture would stop at the
-    # viewport: grow the viewport to the content instead, then restore it.
+    # viewport: grow the viewport to the content instead.
+    page.set_viewport_size({"width": width, "height": VIEWPORT["height"]})
     settle(page)
     height = page.get_by_test_id("stMain").evaluate("main => main.scrollHeight")
-    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(height, VIEWPORT["height"])})
+    page.set_viewport_size({"width": width, "height": max(height, VIEWPORT["height"])})
     settle(page)
-    path = ARTIFACTS_DIR / f"{name}.png"
     page.screenshot(path=path)
-    page.set_viewport_size(VIEWPORT)
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-        SCREENSHOTS_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, SCREENSHOTS_DIR / path.name)
 
 
-def open_page(page: "sync_api.Page", name: str) -> None:
+def open_page(page: "sync_api.Page", name: str, heading: str | None = None) -> None:
     """Follow the sidebar link (one browser session throughout) and wait for the page."""
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=name, exact=True).click()
-    sync_api.expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible(
+    sync_api.expect(page.get_by_role("heading", name=heading or name, exact=True)).to_be_visible(
         timeout=PAGE_TIMEOUT_MS
     )
     settle(page)
@@ -240,3 +278,90 @@ def test_every_page_in_a_browser(served_app, browser_page):
     for name in ("Train", "Metrics"):
         open_page(page, name)
         screenshot(page, name.lower())
+
+
+def history_total(page: "sync_api.Page") -> int:
+    """The number of predictions that the History page says match."""
+    caption = page.get_by_text(re.compile(r"^\d+ predictions?, newest first")).inner_text()
+    return int(caption.split()[0])
+
+
+def select_history_row(page: "sync_api.Page", row: int) -> None:
+    """Tick the selection checkbox of a table row (0 is the top one) on the canvas."""
+    table = page.get_by_test_id("stDataFrame").first.bounding_box()
+    y = table["y"] + ROW_PIXELS * (row + 1) + ROW_PIXELS / 2
+    page.mouse.click(table["x"] + CHECKBOX_X, y)
+    settle(page)
+
+
+def test_history_deletes_only_the_row_selected_then_starts_over(served_app, browser_page):
+    page, expect = browser_page, sync_api.expect
+    open_page(page, "Predict")
+    others = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))[1:4]
+    page.locator("input[type=file]").set_input_files(others)
+    expect(page.get_by_text("Malignant probability (calibrated)")).to_be_visible(
+        timeout=PREDICTION_TIMEOUT_MS
+    )
+    open_page(page, "History")
+    before = history_total(page)
+    assert before >= 3
+    select_history_row(page, 0)
+    expect(page.get_by_text("1 prediction selected")).to_be_visible()
+    page.get_by_text("Yes, delete them permanently").click()
+    settle(page)
+    page.get_by_role("button", name="Delete selected").click()
+    settle(page)
+    expect(page.get_by_text("Deleted 1 prediction.")).to_be_visible()
+    assert history_total(page) == before - 1
+    # Nothing stays selected or armed: the row that moved up is not deleted by a second click.
+    expect(page.get_by_text(re.compile(r"predictions? selected"))).to_have_count(0)
+    expect(page.get_by_role("button", name="Delete selected")).to_have_count(0)
+
+
+def choose(page: "sync_api.Page", label: str, option: str) -> None:
+    """Pick `option` in the selectbox labelled `label`, as a keyboard user would."""
+    box = page.get_by_test_id("stSelectbox").filter(has_text=label).last
+    box.scroll_into_view_if_needed()
+    box.locator("input").click()
+    page.keyboard.type(option)
+    page.keyboard.press("Enter")
+    settle(page)
+
+
+def test_an_outcome_shows_at_once_and_a_contradiction_is_refused(served_app, browser_page):
+    page, expect = browser_page, sync_api.expect
+    open_page(page, "History")
+    select_history_row(page, 0)
+    choose(page, "Confirmed outcome", "benign")
+    choose(page, "Diagnosis (optional)", "melanoma")
+    page.get_by_role("button", name="Save outcome").click()
+    settle(page)
+    expect(page.get_by_text("melanoma is a malignant diagnosis")).to_be_visible()
+    choose(page, "Confirmed outcome", "malignant")
+    page.get_by_role("button", name="Save outcome").click()
+    settle(page)
+    expect(page.get_by_text("Outcome malignant saved for 1 prediction.")).to_be_visible()
+    # The top row's Confirmed and Diagnosis cells (after File, Label, Probability, When).
+    cells = page.get_by_test_id("stDataFrame").first.locator("td[role=gridcell]")
+    expect(cells.nth(4)).to_have_text("malignant")
+    expect(cells.nth(5)).to_have_text("melanoma")
+    expect(page.get_by_text(re.compile(r"predictions? selected"))).to_have_count(0)
+
+
+def test_another_run_is_activated_on_the_train_page(served_app, browser_page):
+    page, expect = browser_page, sync_api.expect
+    open_page(page, "Train")
+    choose(page, "Run", SECOND_RUN)
+    anyway = page.get_by_text("Activate anyway")
+    if anyway.count():  # a tiny stand-in run can be near chance
+        anyway.click()
+        settle(page)
+    page.get_by_role("button", name="Make this run active").click()
+    settle(page)
+    expect(page.get_by_text(f"Run {SECOND_RUN} is now the active model.")).to_be_visible()
+    open_page(page, "Home", "Dermoscopy classifier")
+    expect(page.get_by_text(SECOND_RUN, exact=True)).to_be_visible()
+
+
+def test_no_page_fetched_anything_from_outside_the_app(served_app, browser_page):
+    assert EXTERNAL_REQUESTS == []
