@@ -26,7 +26,7 @@ RUNNING = "running"
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
 # What each training stage is called on the page; unknown stages read as their own name.
 STAGE_NAMES = {
-    "starting": "Starting",
+    "starting": "Starting the training process",
     "data": "Checking and decoding the images",
     "features": "Computing backbone features",
     "head": "Training the head (backbone frozen)",

@@ -179,7 +179,7 @@ def _progress_text(status) -> str:
     if status.epochs:
         # A phase's last epoch is done; what follows until the next report has no progress.
         return f"{status.stage_name}: done, preparing the next step"
-    if status.message and status.message != "Starting":
+    if status.message and status.message.lower() not in (status.stage, status.stage_name.lower()):
         return f"{status.stage_name}: {status.message}"
     return status.stage_name
 
@@ -294,7 +294,7 @@ def _run_actions(run: runs.Run, active_id: str | None) -> None:
     is_active = run.run_id == active_id
     warning = None if is_active else reports.chance_warning(run.card)
     if warning:
-        st.warning(f"Run {run.run_id}: {warning}", icon=":material/warning:")
+        st.warning(f"Run {run.run_id} may be no use. {warning}", icon=":material/warning:")
     actions = st.container(horizontal=True, vertical_alignment="center", gap="medium")
     anyway = False
     if warning:
