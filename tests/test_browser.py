@@ -228,11 +228,20 @@ def screenshot(page: "sync_api.Page", name: str) -> None:
     settle(page)
 
 
+# Narrow screens slide the sidebar away; the capture waits until it is off the page.
+SIDEBAR_AWAY = """() => {
+    const sidebar = document.querySelector('[data-testid="stSidebar"]');
+    return !sidebar || sidebar.getBoundingClientRect().right <= 0;
+}"""
+
+
 def _capture(page: "sync_api.Page", width: int, path: Path) -> None:
     # The app scrolls inside its main element, so a full-page capture would stop at the
     # viewport: grow the viewport to the content instead.
     page.set_viewport_size({"width": width, "height": VIEWPORT["height"]})
     settle(page)
+    if width < VIEWPORT["width"]:
+        page.wait_for_function(SIDEBAR_AWAY, timeout=PAGE_TIMEOUT_MS, polling=100)
     height = page.get_by_test_id("stMain").evaluate("main => main.scrollHeight")
     page.set_viewport_size({"width": width, "height": max(height, VIEWPORT["height"])})
     settle(page)
