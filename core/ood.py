@@ -1,17 +1,33 @@
 """Out-of-distribution score: how unlike the training images an image's features are.
 
-The score is the Mahalanobis distance of the pooled backbone features to the training
-split's, in a PCA subspace (the full 1,280 dimensions would need far more images than a
-dermoscopy set has to estimate a covariance). The flagging threshold is a high quantile of
-the scores of held-out real dermoscopy images, so nearly all of them pass.
+Pooled backbone features are first square-rooted and scaled to unit length. Pooled ReLU
+features are sparse and heavy-tailed; the square root evens out their scale, and unit length
+removes the overall activation level, which varies more between dermoscopy images than between
+dermoscopy and other pictures. The score is then the Mahalanobis distance under a probabilistic
+PCA Gaussian fitted on the training split: the whitened distance in the top principal
+components plus the residual outside them, divided by the average variance there.
+
+The residual is what makes the flag fire. A landscape, a screenshot or a black image differs
+from dermoscopy mostly in directions the top components do not span, so a distance inside the
+principal subspace alone (the first version of this module) scored them like dermoscopy.
+
+The flagging threshold is a high quantile of the scores of held-out real dermoscopy images, so
+nearly all of them pass. Files written by the first version (keys mean, components, precision,
+threshold) still load and score exactly as before: they are the special case with no
+transform and no residual term.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 OOD_FILE = "ood.npz"
+DEFAULT_COMPONENTS = 32
+DEFAULT_POWER = 0.5
+DEFAULT_QUANTILE = 0.995
 
 
 @dataclass(frozen=True)
@@ -20,10 +36,29 @@ class OodModel:
     components: np.ndarray
     precision: np.ndarray
     threshold: float
+    # 1 / the average variance outside the principal subspace; 0 ignores the residual.
+    residual_precision: float = 0.0
+    # Features are raised to this power (sign kept), then scaled to unit length if asked.
+    power: float = 1.0
+    unit_length: bool = False
+    method: str = ""
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        values = np.asarray(features, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != self.mean.shape[0]:
+            raise ValueError(
+                f"expected features of shape (N, {self.mean.shape[0]}), got {values.shape}"
+            )
+        return transform(values, self.power, self.unit_length)
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        projected = (np.asarray(features, dtype=np.float64) - self.mean) @ self.components.T
-        return np.sqrt(np.einsum("ij,jk,ik->i", projected, self.precision, projected))
+        """One float per row; higher is more unusual. Flag when score > threshold."""
+        centred = self.transform(features) - self.mean
+        projected = centred @ self.components.T
+        inside = np.einsum("ij,jk,ik->i", projected, self.precision, projected)
+        # Rounding can make the residual a tiny negative number for points in the subspace.
+        residual = np.maximum(np.sum(centred**2, axis=1) - np.sum(projected**2, axis=1), 0.0)
+        return np.sqrt(inside + self.residual_precision * residual)
 
     def save(self, folder: Path) -> None:
         np.savez(
@@ -32,7 +67,15 @@ class OodModel:
             components=self.components,
             precision=self.precision,
             threshold=np.float64(self.threshold),
+            residual_precision=np.float64(self.residual_precision),
+            power=np.float64(self.power),
+            unit_length=np.bool_(self.unit_length),
+            method=np.str_(self.method),
         )
+
+
+def legacy_method(components: int) -> str:
+    return f"Mahalanobis distance, PCA-{components}"
 
 
 def load_ood(folder: Path) -> OodModel | None:
@@ -40,29 +83,129 @@ def load_ood(folder: Path) -> OodModel | None:
     if not path.is_file():
         return None
     with np.load(path) as stored:
+        mean, components = stored["mean"], stored["components"]
+        if "residual_precision" not in stored:
+            return OodModel(
+                mean,
+                components,
+                stored["precision"],
+                float(stored["threshold"]),
+                method=legacy_method(len(components)),
+            )
         return OodModel(
-            stored["mean"], stored["components"], stored["precision"], float(stored["threshold"])
+            mean,
+            components,
+            stored["precision"],
+            float(stored["threshold"]),
+            residual_precision=float(stored["residual_precision"]),
+            power=float(stored["power"]),
+            unit_length=bool(stored["unit_length"]),
+            method=str(stored["method"]),
         )
+
+
+def describe(components: int, power: float, quantile: float) -> str:
+    transform = "square-rooted" if power == 0.5 else f"power-{power:g}"
+    return (
+        f"Mahalanobis distance under probabilistic PCA ({components} components + residual) "
+        f"of {transform}, unit-length features; threshold at the {quantile:.1%} quantile "
+        "of held-out dermoscopy"
+    )
+
+
+def transform(features: np.ndarray, power: float, unit_length: bool) -> np.ndarray:
+    """Signed power, then unit length if asked (an all-zero row stays zero, far from the mean)."""
+    values = features if power == 1.0 else np.sign(features) * np.abs(features) ** power
+    if not unit_length:
+        return values
+    return values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
+
+
+def checked_features(features: np.ndarray, what: str) -> np.ndarray:
+    values = np.asarray(features, dtype=np.float64)
+    if values.ndim != 2 or not len(values) or not np.all(np.isfinite(values)):
+        raise ValueError(f"{what} must be a non-empty, finite 2-D array (images x features)")
+    return values
+
+
+def check_settings(train: np.ndarray, heldout: np.ndarray, components: int) -> None:
+    # Twice the components is the least that leaves a residual and a usable covariance.
+    if len(train) <= 2 * components:
+        raise ValueError(
+            f"need more than {2 * components} training images for the OOD model "
+            f"({components} components), got {len(train)}"
+        )
+    if heldout.shape[1] != train.shape[1]:
+        raise ValueError(
+            f"heldout_features have {heldout.shape[1]} columns, train_features {train.shape[1]}"
+        )
+    if not 0 < components < train.shape[1]:
+        raise ValueError(f"components must be between 1 and {train.shape[1] - 1}")
+
+
+def principal_model(values: np.ndarray, components: int, power: float) -> OodModel:
+    """The probabilistic PCA Gaussian of transformed training features (no threshold yet)."""
+    mean = values.mean(axis=0)
+    centred = values - mean
+    variances, vectors = np.linalg.eigh(centred.T @ centred / (len(values) - 1))
+    variances, vectors = variances[::-1], vectors[:, ::-1]
+    residual_variance = float(variances[components:].mean())
+    if residual_variance <= 1e-12 * max(float(variances[0]), 1e-300):
+        raise ValueError("training features have (almost) no variance outside the top components")
+    return OodModel(
+        mean,
+        vectors[:, :components].T.copy(),
+        np.diag(1.0 / variances[:components]),
+        threshold=np.inf,
+        residual_precision=1.0 / residual_variance,
+        power=power,
+        unit_length=True,
+    )
 
 
 def fit_ood(
     train_features: np.ndarray,
     heldout_features: np.ndarray,
-    dimensions: int = 32,
-    quantile: float = 0.995,
-    shrinkage: float = 0.05,
+    components: int = DEFAULT_COMPONENTS,
+    power: float = DEFAULT_POWER,
+    quantile: float = DEFAULT_QUANTILE,
 ) -> OodModel:
-    """Fit on the training split, set the threshold on held-out images."""
-    if len(train_features) <= dimensions:
-        raise ValueError(f"need more than {dimensions} training images for the OOD model")
-    train = np.asarray(train_features, dtype=np.float64)
-    mean = train.mean(axis=0)
-    _, _, right_vectors = np.linalg.svd(train - mean, full_matrices=False)
-    components = right_vectors[:dimensions]
-    projected = (train - mean) @ components.T
-    covariance = np.cov(projected, rowvar=False)
-    # Shrinking towards the diagonal keeps the inverse stable on a few hundred images.
-    covariance = (1 - shrinkage) * covariance + shrinkage * np.diag(np.diag(covariance))
-    model = OodModel(mean, components, np.linalg.inv(covariance), threshold=np.inf)
-    threshold = float(np.quantile(model.score(heldout_features), quantile))
-    return OodModel(mean, components, model.precision, threshold)
+    """Fit on the training split, set the threshold on held-out images.
+
+    `components` principal components are whitened; the rest is the residual. `power` is
+    applied to the features before scaling them to unit length (0.5: square root). The
+    threshold is the `quantile` of the held-out images' scores.
+    """
+    train = checked_features(train_features, "train_features")
+    heldout = checked_features(heldout_features, "heldout_features")
+    check_settings(train, heldout, components)
+    if not 0 < power <= 1 or not 0 < quantile < 1:
+        raise ValueError(
+            f"power must be in (0, 1] and quantile in (0, 1), got {power}, {quantile}"
+        )
+    model = principal_model(transform(train, power, unit_length=True), components, power)
+    return dataclasses.replace(
+        model,
+        threshold=float(np.quantile(model.score(heldout), quantile)),
+        method=describe(components, power, quantile),
+    )
+
+
+def evaluate_detector(
+    model: OodModel, dermoscopy_features: np.ndarray, other_features: np.ndarray
+) -> dict[str, float]:
+    """Shares flagged of real dermoscopy and of other images, and the score's AUROC.
+
+    AUROC treats non-dermoscopy as the positive class: 1.0 means every other image scores
+    above every dermoscopy image, whatever the threshold.
+    """
+    dermoscopy = model.score(checked_features(dermoscopy_features, "dermoscopy_features"))
+    other = model.score(checked_features(other_features, "other_features"))
+    truth = np.concatenate([np.zeros(len(dermoscopy)), np.ones(len(other))])
+    return {
+        "dermoscopy_flagged": float(np.mean(dermoscopy > model.threshold)),
+        "non_dermoscopy_flagged": float(np.mean(other > model.threshold)),
+        "auroc": float(roc_auc_score(truth, np.concatenate([dermoscopy, other]))),
+        "n_dermoscopy": len(dermoscopy),
+        "n_non_dermoscopy": len(other),
+    }
