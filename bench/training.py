@@ -13,15 +13,26 @@ from bench.common import Settings, predictor_for, timed
 from bench.report import Figure, Goal
 from core import config
 from core.inference import forward_in_batches, make_forward
-from core.model import BACKBONE_LAYER, HEAD_LAYER, build_head, build_model, set_fine_tune_layers
+from core.model import (
+    BACKBONE_LAYER,
+    DIAGNOSIS_LAYER,
+    HEAD_LAYER,
+    build_head,
+    build_model,
+    has_diagnoses,
+    named_outputs,
+    set_fine_tune_layers,
+)
 from core.training import (
     AUGMENTATION_STRENGTHS,
     PreparedData,
+    Targets,
     TrainConfig,
     augmenter,
-    class_weights,
+    compile_named,
     head_features,
     prepare_data,
+    prepared_targets,
     train_head,
     training_dataset,
 )
@@ -47,6 +58,7 @@ def train_config(settings: Settings, head_epochs: int = TIMED_HEAD_EPOCHS) -> Tr
         backbone=card.get("backbone", config.DEFAULT_BACKBONE),
         image_size=int(card["image_size"]),
         resample=card.get("resample", "bilinear"),
+        target=card.get("target", "binary"),
         weights="none",
         head_epochs=head_epochs,
         patience=head_epochs,
@@ -74,7 +86,7 @@ def fresh_model(settings: Settings, train: TrainConfig) -> keras.Model:
     all the head phase sees.
     """
     keras.utils.set_random_seed(train.seed)
-    model = build_model(train.backbone, train.image_size, weights="none")
+    model = build_model(train.backbone, train.image_size, weights="none", target=train.target)
     trained = predictor_for(settings.run).model.get_layer(BACKBONE_LAYER)
     model.get_layer(BACKBONE_LAYER).set_weights(trained.get_weights())
     return model
@@ -130,21 +142,30 @@ def training_cache(settings: Settings) -> list[Figure]:
     ]
 
 
-def fit_head(model: keras.Model, inputs, labels, train: TrainConfig, epochs: int) -> None:
-    """The head phase's optimiser, loss, batch size and class weights; no augmentation."""
+def fit_head(model: keras.Model, inputs, targets: Targets, train: TrainConfig, epochs: int):
+    """The head phase's optimiser, losses, batch size and weights; no augmentation.
+
+    `model` has named outputs (`build_head`, or `named_outputs` of the full model).
+    """
     keras.utils.set_random_seed(train.seed)
-    dataset = training_dataset(inputs, labels, HEAD_BATCH_SIZE, None, train.seed)
-    model.compile(
-        optimizer=keras.optimizers.Adam(train.head_learning_rate), loss="binary_crossentropy"
-    )
-    weights = class_weights(labels, train.imbalance)
-    model.fit(dataset, epochs=epochs, class_weight=weights, verbose=0)
+    dataset = training_dataset(inputs, targets, HEAD_BATCH_SIZE, None, train.seed)
+    compile_named(model, keras.optimizers.Adam(train.head_learning_rate), targets)
+    model.fit(dataset, epochs=epochs, verbose=0)
+
+
+def head_layers(model: keras.Model) -> list[str]:
+    """The layers the head phase trains (a diagnosis model's malignant sum is frozen)."""
+    return [DIAGNOSIS_LAYER] if has_diagnoses(model) else [HEAD_LAYER]
+
+
+def head_weights(model: keras.Model) -> list[np.ndarray]:
+    return [array for name in head_layers(model) for array in model.get_layer(name).get_weights()]
 
 
 def validation_auc(model: keras.Model, prepared: PreparedData) -> float:
     """AUC of the full model on the validation images, however its head was trained."""
     rows = prepared.indices("val")
-    raw, _ = forward_in_batches(make_forward(model, False), prepared.arrays[rows])
+    raw, *_ = forward_in_batches(make_forward(model, False), prepared.arrays[rows])
     return float(roc_auc_score(prepared.labels[rows], raw))
 
 
@@ -152,20 +173,22 @@ def compare_head_training(settings: Settings, prepared: PreparedData, epochs: in
     """Train the same head (same init, seed, epochs) on cached features and end to end."""
     train = train_config(settings, head_epochs=epochs)
     train_rows = prepared.indices("train")
-    labels = prepared.labels[train_rows]
+    targets = prepared_targets(prepared, train).rows(train_rows)
     cached_model, full_model = fresh_model(settings, train), fresh_model(settings, train)
-    initial = cached_model.get_layer(HEAD_LAYER).get_weights()
-    full_model.get_layer(HEAD_LAYER).set_weights(initial)
+    initial = head_weights(cached_model)
+    for name in head_layers(cached_model):
+        full_model.get_layer(name).set_weights(cached_model.get_layer(name).get_weights())
     features = head_features(cached_model, train, prepared, train_rows, ignore_progress)
     cached_seconds, _ = timed(
-        lambda: fit_head(build_head(cached_model), features, labels, train, epochs)
+        lambda: fit_head(build_head(cached_model), features, targets, train, epochs)
     )
     full_model.get_layer(BACKBONE_LAYER).trainable = False
     full_seconds, _ = timed(
-        lambda: fit_head(full_model, prepared.arrays[train_rows], labels, train, epochs)
+        lambda: fit_head(
+            named_outputs(full_model), prepared.arrays[train_rows], targets, train, epochs
+        )
     )
-    cached_head = cached_model.get_layer(HEAD_LAYER).get_weights()
-    full_head = full_model.get_layer(HEAD_LAYER).get_weights()
+    cached_head, full_head = head_weights(cached_model), head_weights(full_model)
     return {
         "epochs": epochs,
         "cached_auc": validation_auc(cached_model, prepared),
@@ -182,16 +205,13 @@ def max_difference(first: list[np.ndarray], second: list[np.ndarray]) -> float:
     return max(float(np.max(np.abs(a - b))) for a, b in zip(first, second, strict=True))
 
 
-def fine_tune_model(settings: Settings, train: TrainConfig) -> keras.Model:
+def fine_tune_model(settings: Settings, train: TrainConfig, targets: Targets) -> keras.Model:
     """A model set up as `core.training.fine_tune` sets it up: top layers open, compiled."""
     model = fresh_model(settings, train)
     set_fine_tune_layers(model, train.fine_tune_layers)
-    model.compile(
-        optimizer=keras.optimizers.Adam(train.fine_tune_learning_rate),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc")],
-    )
-    return model
+    trainable = named_outputs(model)
+    compile_named(trainable, keras.optimizers.Adam(train.fine_tune_learning_rate), targets)
+    return trainable
 
 
 def fine_tune_pipeline(settings: Settings) -> list[Figure]:
@@ -200,23 +220,21 @@ def fine_tune_pipeline(settings: Settings) -> list[Figure]:
     train = train_config(settings)
     steps = settings.size(20, 4)
     rows = prepared.indices("train")
-    labels = prepared.labels[rows]
-    model = fine_tune_model(settings, train)
+    targets = prepared_targets(prepared, train).rows(rows)
+    model = fine_tune_model(settings, train, targets)
     augmentation = augmenter(AUGMENTATION_STRENGTHS[train.augmentation], train.seed)
     dataset = training_dataset(
-        prepared.arrays[rows], labels, train.batch_size, augmentation, train.seed
+        prepared.arrays[rows], targets, train.batch_size, augmentation, train.seed
     )
-    weights = class_weights(labels, train.imbalance)
-    model.fit(dataset, steps_per_epoch=2, epochs=1, class_weight=weights, verbose=0)
-    pipeline_seconds, _ = timed(
-        lambda: model.fit(dataset, steps_per_epoch=steps, class_weight=weights, verbose=0)
-    )
+    model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
+    pipeline_seconds, _ = timed(lambda: model.fit(dataset, steps_per_epoch=steps, verbose=0))
     batch = prepared.arrays[rows[: train.batch_size]].astype("float32")
-    batch_labels = labels[: train.batch_size].astype("float32")
-    model.train_on_batch(batch, batch_labels, class_weight=weights)
+    first = targets.rows(np.arange(train.batch_size))
+    model.train_on_batch(batch, first.targets, sample_weight=first.weights)
     step_seconds, _ = timed(
         lambda: [
-            model.train_on_batch(batch, batch_labels, class_weight=weights) for _ in range(steps)
+            model.train_on_batch(batch, first.targets, sample_weight=first.weights)
+            for _ in range(steps)
         ]
     )
     images = steps * train.batch_size

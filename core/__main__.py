@@ -10,16 +10,40 @@ import csv
 import json
 import sys
 
-from core import config
-from core.train_config import TrainConfig
+from core.train_config import PRESETS, THRESHOLD_RULES, TrainConfig, preset_config
 
 DEFAULTS = TrainConfig(data_dir="")
 
-PREDICT_COLUMNS = ("file", "probability", "label", "threshold", "model", "error")
+PREDICT_COLUMNS = (
+    "file",
+    "probability",
+    "label",
+    "threshold",
+    "model",
+    "error",
+    "ood_score",
+    "out_of_distribution",
+)
+# Training options and the TrainConfig field each sets; unset options keep the preset's value.
+TRAIN_OPTIONS = {
+    "backbone": "backbone",
+    "image_size": "image_size",
+    "weights": "weights",
+    "target": "target",
+    "epochs": "head_epochs",
+    "fine_tune_epochs": "fine_tune_epochs",
+    "fine_tune_layers": "fine_tune_layers",
+    "seed": "seed",
+    "threshold_rule": "threshold_rule",
+    "tta_views": "tta_views",
+    "strategy": "strategy",
+}
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="image folder, or benign/ + malignant/ root")
+def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--data", required=required, help="image folder, or benign/ + malignant/ root"
+    )
     parser.add_argument("--csv", help="ISIC 2020-style ground-truth CSV (image_name + target)")
     parser.add_argument(
         "--site",
@@ -35,21 +59,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model and save a run folder")
     add_data_arguments(train)
-    train.add_argument("--backbone", default=config.DEFAULT_BACKBONE)
-    train.add_argument("--image-size", type=int, default=config.DEFAULT_IMAGE_SIZE)
-    train.add_argument(
-        "--epochs", type=int, default=DEFAULTS.head_epochs, help="head epochs (frozen backbone)"
-    )
-    train.add_argument("--fine-tune-epochs", type=int, default=DEFAULTS.fine_tune_epochs)
-    train.add_argument("--fine-tune-layers", type=int, default=DEFAULTS.fine_tune_layers)
-    train.add_argument("--weights", default="imagenet", help="imagenet, none or a weights file")
-    train.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    train.add_argument(
-        "--threshold-rule", choices=("sensitivity", "youden"), default="sensitivity"
-    )
-    train.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
-    train.add_argument("--strategy", choices=("default", "mirrored"), default="default")
+    add_training_arguments(train)
     train.add_argument("--activate", action="store_true", help="make the new run active")
+
+    crossval = commands.add_parser(
+        "crossval", help="hold each source out in turn: train on the others, score it"
+    )
+    crossval.add_argument("--by", choices=("source",), default="source")
+    add_data_arguments(crossval, required=False)
+    crossval.add_argument(
+        "--run", help="take the recipe from this run and save crossval.json in its folder"
+    )
+    crossval.add_argument(
+        "--quick",
+        action="store_true",
+        help="fine-tune at most 2 epochs per fold, flip TTA (the folds a training run makes)",
+    )
+    crossval.add_argument(
+        "--min-cases",
+        type=int,
+        default=30,
+        help="hold out only sources with this many benign and malignant images (default 30)",
+    )
+    crossval.add_argument(
+        "--source",
+        action="append",
+        dest="only_sources",
+        help="hold out only this source (repeatable; default every source with enough cases)",
+    )
+    crossval.add_argument("--json", help="also write the result to this JSON file")
+    add_training_arguments(crossval)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a run on a labelled dataset")
     add_data_arguments(evaluate)
@@ -71,6 +110,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Recipe options; each defaults to the preset's value (see `core.train_config`)."""
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="default: the committed model's recipe; quick: about 15 minutes on 2 CPU cores",
+    )
+    parser.add_argument("--backbone")
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--weights", help="imagenet, none or a weights file")
+    parser.add_argument("--target", choices=("diagnosis", "binary"))
+    parser.add_argument("--epochs", type=int, help="head epochs (frozen backbone)")
+    parser.add_argument("--fine-tune-epochs", type=int)
+    parser.add_argument("--fine-tune-layers", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--threshold-rule", choices=THRESHOLD_RULES)
+    parser.add_argument("--tta-views", choices=("flips", "dihedral"))
+    parser.add_argument("--no-tta", action="store_true", help="no test-time augmentation")
+    parser.add_argument("--strategy", choices=("default", "mirrored"))
+
+
+def training_config(arguments, **settings) -> TrainConfig:
+    """The preset, then every option given, then `settings` (data paths)."""
+    chosen = {
+        field: getattr(arguments, option)
+        for option, field in TRAIN_OPTIONS.items()
+        if getattr(arguments, option, None) is not None
+    }
+    if arguments.no_tta:
+        chosen["tta"] = False
+    if getattr(arguments, "sites", None):
+        chosen["sites"] = tuple(arguments.sites)
+    return preset_config(arguments.preset, **{**chosen, **settings})
+
+
 def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--tta", dest="tta", action="store_true", default=None)
@@ -80,27 +155,75 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
 def command_train(arguments) -> int:
     from core.training import train
 
-    train_config = TrainConfig(
-        data_dir=arguments.data,
-        csv=arguments.csv,
-        sites=tuple(arguments.sites or ("all",)),
-        backbone=arguments.backbone,
-        image_size=arguments.image_size,
-        weights=arguments.weights,
-        head_epochs=arguments.epochs,
-        fine_tune_epochs=arguments.fine_tune_epochs,
-        fine_tune_layers=arguments.fine_tune_layers,
-        threshold_rule=arguments.threshold_rule,
-        tta=not arguments.no_tta,
-        seed=arguments.seed,
-        strategy=arguments.strategy,
-    )
+    train_config = training_config(arguments, data_dir=arguments.data, csv=arguments.csv)
     result = train(
         train_config, report=lambda p: print(p.message, flush=True), activate=arguments.activate
     )
     print(f"run {result.run_id} saved in {result.folder}")
     print(format_metrics(result.test_metrics, "test split"))
     return 0
+
+
+def command_crossval(arguments) -> int:
+    from core.crossval import run_crossval
+
+    payload = run_crossval(
+        crossval_config(arguments),
+        run_reference=arguments.run,
+        quick=arguments.quick,
+        report=lambda p: print(p.message, flush=True),
+        min_cases=arguments.min_cases,
+        only=tuple(arguments.only_sources or ()),
+    )
+    print(format_crossval(payload))
+    if arguments.json:
+        with open(arguments.json, "w") as handle:
+            json.dump(payload, handle, indent=2, allow_nan=False)
+    return 0
+
+
+def crossval_config(arguments) -> TrainConfig:
+    """The run's recipe (with --run) or the preset's, then the options given."""
+    if arguments.run is None:
+        if not arguments.data:
+            raise ValueError("crossval needs --data (or --run, to take the run's data)")
+        return training_config(arguments, data_dir=arguments.data, csv=arguments.csv)
+    from core.runs import resolve_run
+
+    recipe = dict(resolve_run(arguments.run).card["config"])
+    recipe["sites"], recipe["fractions"] = tuple(recipe["sites"]), tuple(recipe["fractions"])
+    if arguments.data:
+        recipe.update(data_dir=arguments.data, csv=arguments.csv)
+    options = training_config(arguments, data_dir="")
+    given = {
+        field: getattr(options, field)
+        for option, field in TRAIN_OPTIONS.items()
+        if getattr(arguments, option, None) is not None
+    }
+    return TrainConfig(**{**recipe, **given})
+
+
+def format_crossval(payload: dict) -> str:
+    lines = [
+        "held-out source                          n  malig.  ROC AUC (95% CI)     sens.  spec."
+    ]
+    for fold in payload["folds"]:
+        metrics = fold.get("at_run_threshold") or fold["metrics"]
+        low, high = fold["metrics"]["intervals"]["roc_auc"] or (float("nan"),) * 2
+        lines.append(
+            f"{fold['held_out'][:36]:36} {fold['metrics']['n']:6} {fold['metrics']['n_positive']:6}"
+            f"  {fold['metrics']['roc_auc']:.3f} ({low:.3f}-{high:.3f})"
+            f"  {metrics['sensitivity']:.3f}  {metrics['specificity']:.3f}"
+        )
+    mean, worst = payload["summary"]["mean"], payload["summary"]["worst"]
+    lines.append(
+        f"mean ROC AUC {mean['roc_auc']:.3f}, sensitivity {mean['sensitivity']:.3f}, "
+        f"specificity {mean['specificity']:.3f}; worst ROC AUC {worst['roc_auc']:.3f} "
+        f"({worst['roc_auc_source']}), worst sensitivity {worst['sensitivity']:.3f} "
+        f"({worst['sensitivity_source']})"
+    )
+    lines.extend(f"skipped {item['source']}: {item['reason']}" for item in payload["skipped"])
+    return "\n".join(lines)
 
 
 def format_metrics(metrics: dict, title: str) -> str:
@@ -162,6 +285,8 @@ def command_predict(arguments) -> int:
                     f"{prediction.threshold:.6f}",
                     prediction.model,
                     prediction.error,
+                    "" if prediction.ood_score is None else f"{prediction.ood_score:.4f}",
+                    "" if prediction.ood_flag is None else str(prediction.ood_flag).lower(),
                 ]
             )
     return 0
@@ -201,6 +326,7 @@ def command_worker(arguments) -> int:
 
 COMMANDS = {
     "train": command_train,
+    "crossval": command_crossval,
     "evaluate": command_evaluate,
     "predict": command_predict,
     "runs": command_runs,

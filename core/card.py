@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 
 from core import config, data
+from core.diagnoses import DIAGNOSIS_NAMES
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "scikit-learn", "pillow", "pandas")
 
@@ -46,7 +47,17 @@ def describe_path(path) -> str:
         return str(path)
 
 
-def build_card(run_id, train_config, prepared, scores, timings) -> dict:
+def _outputs(train_config) -> str:
+    first = "first output (N, 1): malignant probability before calibration; apply `calibration`"
+    if train_config.target == "binary":
+        return first
+    return (
+        f"{first}. Second output (N, {len(DIAGNOSIS_NAMES)}): probabilities of `diagnoses`; "
+        "the first output is the sum of the malignant ones"
+    )
+
+
+def build_card(run_id, train_config, prepared, scores, timings, weights, crossval=None) -> dict:
     frame = prepared.dataset.frame
     return {
         "run_id": run_id,
@@ -55,14 +66,19 @@ def build_card(run_id, train_config, prepared, scores, timings) -> dict:
         "image_size": train_config.image_size,
         "resample": train_config.resample,
         "weights": train_config.weights,
+        "weights_file": weights.file,
+        "weights_note": weights.note,
+        "target": train_config.target,
+        "diagnoses": list(DIAGNOSIS_NAMES) if train_config.target == "diagnosis" else None,
         "input": "RGB float values 0-255, shape (N, S, S, 3), whole image resized to S x S",
-        "output": "malignant probability before calibration; apply `calibration` from this card",
+        "output": _outputs(train_config),
         "tta": train_config.tta,
+        "tta_views": train_config.tta_views,
         "threshold": {
             "value": scores.threshold,
             "rule": train_config.threshold_rule,
             "target_sensitivity": train_config.target_sensitivity,
-            "chosen_on": "validation split, calibrated probabilities, same TTA setting",
+            "chosen_on": f"{scores.threshold_note}; calibrated probabilities, same TTA setting",
         },
         "calibration": scores.calibration,
         "imbalance": train_config.imbalance,
@@ -86,7 +102,14 @@ def build_card(run_id, train_config, prepared, scores, timings) -> dict:
         },
         "config": asdict(train_config),
         "metrics": {"test": scores.test_metrics, "val": scores.val_metrics},
-        "ood": {"threshold": scores.ood.threshold, "method": "Mahalanobis distance, PCA-32"},
+        "ood": None
+        if scores.ood is None
+        else {
+            "threshold": scores.ood.threshold,
+            "method": getattr(scores.ood, "method", "Mahalanobis distance, PCA-32"),
+            "flagged": scores.ood_flagged,
+        },
+        "crossval": None if crossval is None else crossval.to_json(scores.threshold)["summary"],
         "versions": library_versions(),
         "git_commit": git_commit(),
         "timings": timings,

@@ -12,7 +12,14 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from core.model import BACKBONE_LAYER, HEAD_DROPOUT_LAYER, HEAD_LAYER, POOLED_LAYER
+from core.model import (
+    BACKBONE_LAYER,
+    DIAGNOSIS_LAYER,
+    HEAD_DROPOUT_LAYER,
+    HEAD_LAYER,
+    POOLED_LAYER,
+    has_diagnoses,
+)
 
 TOWARD_CLASSES = ("malignant", "benign")
 # Heat below this share of the peak is left off the overlay: it marks no particular region.
@@ -28,11 +35,23 @@ def _layers_before_backbone(model: keras.Model) -> list[keras.layers.Layer]:
 
 
 def _logit(model: keras.Model, feature_map: tf.Tensor) -> tf.Tensor:
-    """The head's score before the sigmoid: a saturated probability would have no gradient."""
+    """The malignant score before the sigmoid: a saturated probability has no gradient.
+
+    A diagnosis model's malignant probability is a sum of softmax outputs; its logit is the
+    log-odds of the malignant classes against the others, from the class logits.
+    """
     pooled = model.get_layer(POOLED_LAYER)(feature_map)
     dropped = model.get_layer(HEAD_DROPOUT_LAYER)(pooled, training=False)
-    dense = model.get_layer(HEAD_LAYER)
-    return tf.matmul(dropped, dense.kernel) + dense.bias
+    if not has_diagnoses(model):
+        dense = model.get_layer(HEAD_LAYER)
+        return tf.matmul(dropped, dense.kernel) + dense.bias
+    classes = model.get_layer(DIAGNOSIS_LAYER)
+    class_logits = tf.matmul(dropped, classes.kernel) + classes.bias
+    malignant = tf.cast(model.get_layer(HEAD_LAYER).kernel[:, 0] > 0.5, tf.bool)
+    negative_infinity = tf.fill(tf.shape(class_logits), -np.inf)
+    above = tf.reduce_logsumexp(tf.where(malignant, class_logits, negative_infinity), axis=-1)
+    below = tf.reduce_logsumexp(tf.where(malignant, negative_infinity, class_logits), axis=-1)
+    return (above - below)[:, None]
 
 
 def grad_cam(model: keras.Model, image: np.ndarray, toward: str = "malignant") -> np.ndarray:

@@ -48,40 +48,67 @@ def label_for(probability: float, threshold: float) -> str:
     return "malignant" if probability >= threshold else "benign"
 
 
-def make_forward(model: keras.Model, tta: bool):
-    """A traced function: uint8 images (N, S, S, 3) to (raw probability, pooled features).
+TTA_VIEWS = ("flips", "dihedral")
 
-    With flip TTA the probability is the mean over the image and its left-right and
-    up-down mirror images; features always come from the unflipped image.
+
+def _views(x: tf.Tensor, tta_views: str) -> list[tf.Tensor]:
+    """The image and its mirror images ("flips": 3 views) or all 8 flips and quarter turns."""
+    mirrors = [x, tf.reverse(x, axis=[2]), tf.reverse(x, axis=[1])]
+    if tta_views == "flips":
+        return mirrors
+    # The four flips of the image and of its transpose are the 8 flips and quarter turns.
+    transposed = tf.transpose(x, [0, 2, 1, 3])
+    both = [tf.reverse(x, axis=[1, 2]), transposed, tf.reverse(transposed, axis=[1, 2])]
+    return mirrors + both + [tf.reverse(transposed, axis=[2]), tf.reverse(transposed, axis=[1])]
+
+
+def make_forward(model: keras.Model, tta: bool, tta_views: str = "flips"):
+    """A traced function: uint8 images (N, S, S, 3) to (raw probability, features, diagnoses).
+
+    With TTA the probability and the diagnoses are means over the views; features always
+    come from the unchanged image. `diagnoses` is (N, 0) for a binary model.
     """
-    both = keras.Model(model.input, [model.output, model.get_layer(POOLED_LAYER).output])
+    if tta_views not in TTA_VIEWS:
+        raise ValueError(f"tta_views must be one of {TTA_VIEWS}, got {tta_views!r}")
+    pooled = model.get_layer(POOLED_LAYER).output
+    both = keras.Model(model.input, [*model.outputs, pooled])
     size = model.input_shape[1]
+
+    def split(outputs, count):
+        probability, diagnoses = outputs[0][:, 0], outputs[1] if len(outputs) == 3 else None
+        if diagnoses is None:
+            diagnoses = tf.zeros([tf.shape(probability)[0], 0])
+        return probability, outputs[-1][:count], diagnoses
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
     def forward(batch):
         x = tf.cast(batch, tf.float32)
-        if not tta:
-            probability, features = both(x, training=False)
-            return probability[:, 0], features
-        views = tf.concat([x, tf.reverse(x, axis=[2]), tf.reverse(x, axis=[1])], axis=0)
-        probability, features = both(views, training=False)
         count = tf.shape(x)[0]
-        mean_probability = tf.reduce_mean(tf.reshape(probability[:, 0], [3, count]), axis=0)
-        return mean_probability, features[:count]
+        if not tta:
+            return split(both(x, training=False), count)
+        views = _views(x, tta_views)
+        probability, features, diagnoses = split(both(tf.concat(views, 0), training=False), count)
+        view_count = len(views)
+        mean_probability = tf.reduce_mean(tf.reshape(probability, [view_count, count]), axis=0)
+        width = tf.shape(diagnoses)[-1]
+        mean_diagnoses = tf.reduce_mean(tf.reshape(diagnoses, [view_count, count, width]), 0)
+        return mean_probability, features, mean_diagnoses
 
     return forward
 
 
 def forward_in_batches(forward, arrays: np.ndarray, batch_size: int = BATCH_SIZE):
-    """Raw probabilities and features for a stack of uint8 images."""
-    probabilities, features = [], []
+    """Raw probabilities, features and diagnoses for a stack of uint8 images."""
+    outputs: list[list[np.ndarray]] = [[], [], []]
     for start in range(0, len(arrays), batch_size):
-        probability, feature = forward(tf.constant(arrays[start : start + batch_size]))
-        probabilities.append(probability.numpy())
-        features.append(feature.numpy())
-    if not probabilities:
-        return np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
-    return np.concatenate(probabilities), np.concatenate(features)
+        for collected, value in zip(
+            outputs, forward(tf.constant(arrays[start : start + batch_size])), strict=True
+        ):
+            collected.append(value.numpy())
+    if not outputs[0]:
+        return np.zeros(0, np.float32), np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    probabilities, features, diagnoses = (np.concatenate(values) for values in outputs)
+    return probabilities, features, diagnoses
 
 
 class Predictor:
@@ -94,11 +121,16 @@ class Predictor:
         self.resample = run.card.get("resample", "bilinear")
         self.threshold = float(run.card["threshold"]["value"])
         self.default_tta = bool(run.card.get("tta", False))
+        # Cards from before dihedral TTA averaged the image and its two mirror images.
+        self.tta_views = run.card.get("tta_views", "flips")
         self.calibration = Calibration.from_dict(run.card["calibration"])
         self.ood = load_ood(run.folder)
         # safe_mode=True (the default) refuses to deserialise arbitrary code from a model file.
         self.model = keras.saving.load_model(run.model_path, safe_mode=True)
-        self._forwards = {tta: make_forward(self.model, tta) for tta in (False, True)}
+        self.diagnosis_names = tuple(run.card.get("diagnoses") or ())
+        self._forwards = {
+            tta: make_forward(self.model, tta, self.tta_views) for tta in (False, True)
+        }
         self._blas = ThreadpoolController()
 
     def warm_up(self) -> None:
@@ -107,16 +139,32 @@ class Predictor:
 
     def predict_arrays(self, arrays: np.ndarray, tta: bool | None = None):
         """Calibrated probabilities and OOD scores for uint8 images (N, S, S, 3)."""
+        probabilities, scores, _ = self.predict_with_diagnoses(arrays, tta)
+        return probabilities, scores
+
+    def predict_with_diagnoses(self, arrays: np.ndarray, tta: bool | None = None):
+        """Calibrated probabilities, OOD scores and diagnosis probabilities (N, C or 0)."""
         use_tta = self.default_tta if tta is None else tta
-        raw, features = forward_in_batches(self._forwards[use_tta], arrays)
+        raw, features, diagnoses = forward_in_batches(self._forwards[use_tta], arrays)
         probabilities = self.calibration.apply(raw) if len(raw) else raw
         # Multi-threaded BLAS on this tiny product leaves threads spinning on the cores the
         # next forward pass needs; one thread gives the same scores, faster.
         with self._blas.limit(limits=1, user_api="blas"):
             scores = self.ood.score(features) if self.ood is not None and len(raw) else None
-        return np.asarray(probabilities, dtype=np.float64), scores
+        return np.asarray(probabilities, dtype=np.float64), scores, diagnoses
 
-    def _result(self, name, probability, score, decoded, latency_ms) -> Prediction:
+    def ranked_diagnoses(self, row: np.ndarray) -> tuple[tuple[str, float], ...]:
+        """(name, probability) of every class, most likely first; () for a binary model.
+
+        These are the model's raw class probabilities: calibration applies to the malignant
+        probability only.
+        """
+        if not self.diagnosis_names or len(row) != len(self.diagnosis_names):
+            return ()
+        order = np.argsort(row)[::-1]
+        return tuple((self.diagnosis_names[i], float(row[i])) for i in order)
+
+    def _result(self, name, probability, score, decoded, latency_ms, diagnoses=()) -> Prediction:
         flag = None if score is None or self.ood is None else bool(score > self.ood.threshold)
         return Prediction(
             file=name,
@@ -130,6 +178,7 @@ class Predictor:
             ood_score=None if score is None else float(score),
             ood_flag=flag,
             latency_ms=latency_ms,
+            diagnoses=diagnoses,
         )
 
     def error_result(self, name: str, message: str) -> Prediction:
@@ -142,10 +191,11 @@ class Predictor:
             decoded = decode_for_model(data, self.image_size, self.resample)
         except images.ImageError as error:
             return self.error_result(name, str(error))
-        probabilities, scores = self.predict_arrays(decoded.array[None], tta)
+        probabilities, scores, diagnoses = self.predict_with_diagnoses(decoded.array[None], tta)
         latency_ms = (time.perf_counter() - start) * 1000
         score = None if scores is None else scores[0]
-        return self._result(name, probabilities[0], score, decoded, latency_ms)
+        ranked = self.ranked_diagnoses(diagnoses[0])
+        return self._result(name, probabilities[0], score, decoded, latency_ms, ranked)
 
     def predict_many(
         self, items: Iterable[tuple[str, bytes | Path | str]], tta: bool | None = None
@@ -173,10 +223,10 @@ class Predictor:
         start = time.perf_counter()
         decoded = list(decoded_iterator)
         good = [item for item in decoded if not isinstance(item, Exception)]
-        probabilities, scores = (
-            self.predict_arrays(np.stack([item.array for item in good]), tta)
+        probabilities, scores, diagnoses = (
+            self.predict_with_diagnoses(np.stack([item.array for item in good]), tta)
             if good
-            else ([], None)
+            else ([], None, [])
         )
         latency_ms = (time.perf_counter() - start) * 1000 / max(len(chunk), 1)
         index = 0
@@ -185,7 +235,8 @@ class Predictor:
                 yield self.error_result(name, str(item))
                 continue
             score = None if scores is None else scores[index]
-            yield self._result(name, probabilities[index], score, item, latency_ms)
+            ranked = self.ranked_diagnoses(diagnoses[index])
+            yield self._result(name, probabilities[index], score, item, latency_ms, ranked)
             index += 1
 
 

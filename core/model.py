@@ -1,20 +1,28 @@
-"""Model construction: an ImageNet backbone with the preprocessing and a binary head inside.
+"""Model construction: an ImageNet backbone with the preprocessing and the heads inside.
 
-The saved model takes raw RGB values 0-255 of shape (N, S, S, 3) and returns the malignant
-probability (N, 1) before calibration. Only built-in layers are used, so
-`keras.saving.load_model(path)` works with `safe_mode=True` and no custom objects.
+The saved model takes raw RGB values 0-255 of shape (N, S, S, 3). Its first output is the
+malignant probability (N, 1) before calibration. A diagnosis model (the default target) has a
+second output, the probabilities (N, C) of `core.diagnoses.DIAGNOSIS_NAMES`, and its malignant
+probability is the sum of the malignant classes', computed by a frozen Dense layer. Only
+built-in layers are used, so `keras.saving.load_model(path)` works with `safe_mode=True` and no
+custom objects.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 from keras import layers
 
+from core.diagnoses import DIAGNOSIS_NAMES, malignant_mask
+
 BACKBONE_LAYER = "backbone"
 POOLED_LAYER = "pooled"
 HEAD_DROPOUT_LAYER = "head_dropout"
 HEAD_LAYER = "malignant_probability"
+DIAGNOSIS_LAYER = "diagnosis"
+TARGETS = ("diagnosis", "binary")
 
 
 @dataclass(frozen=True)
@@ -25,49 +33,162 @@ class Backbone:
     # MobileNetV2 expects inputs in [-1, 1]; MobileNetV3 and EfficientNet rescale inside.
     rescale_to_unit_range: bool
     feature_size: int
+    # Where keras.applications downloads the ImageNet weights without the top layers.
+    weights_origin: str
 
 
+_KERAS_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 BACKBONES = {
-    "mobilenet_v2": Backbone("MobileNetV2", rescale_to_unit_range=True, feature_size=1280),
+    "mobilenet_v2": Backbone("MobileNetV2", True, 1280, _KERAS_APPLICATIONS + "mobilenet_v2/"),
     "mobilenet_v3_small": Backbone(
-        "MobileNetV3Small", rescale_to_unit_range=False, feature_size=576
+        "MobileNetV3Small", False, 576, _KERAS_APPLICATIONS + "mobilenet_v3/"
     ),
-    "efficientnet_b0": Backbone("EfficientNetB0", rescale_to_unit_range=False, feature_size=1280),
+    "efficientnet_b0": Backbone(
+        "EfficientNetB0", False, 1280, "https://storage.googleapis.com/keras-applications/"
+    ),
 }
+# keras.applications has MobileNetV2 ImageNet files for these input sizes and uses 224's for
+# any other; the convolution weights fit every size, only their training resolution differs.
+MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)
 
 
-def weights_argument(weights: str) -> str | None:
-    """Map the user-facing weights choice to keras.applications' `weights` argument."""
-    if weights == "imagenet":
-        return "imagenet"
+class WeightsUnavailable(ValueError):
+    """The ImageNet weights asked for are neither cached nor downloadable."""
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """What keras.applications gets as `weights`, the file behind it, and what to tell people."""
+
+    argument: str | None
+    file: str | None
+    note: str = ""
+
+
+def imagenet_file_name(backbone: str, image_size: int) -> str:
+    """The file keras.applications looks for in `$KERAS_HOME/models/` (no top layers)."""
+    check_backbone(backbone)
+    if backbone == "mobilenet_v2":
+        rows = image_size if image_size in MOBILENET_V2_SIZES else 224
+        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+    if backbone == "mobilenet_v3_small":
+        return "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
+    return "efficientnetb0_notop.h5"
+
+
+def keras_weights_dir() -> Path:
+    """Keras' download cache for application weights (KERAS_HOME, else ~/.keras)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"
+
+
+def _cached_mobilenet_v2(image_size: int) -> Path | None:
+    """The cached MobileNetV2 ImageNet file of the nearest other input size, if any."""
+    cached = [
+        (abs(rows - image_size), keras_weights_dir() / imagenet_file_name("mobilenet_v2", rows))
+        for rows in MOBILENET_V2_SIZES
+    ]
+    found = sorted((distance, path) for distance, path in cached if path.is_file())
+    return found[0][1] if found else None
+
+
+def _download(backbone: str, file_name: str) -> str | None:
+    """Fetch the weights into Keras' cache; the reason when that fails, else None."""
+    try:
+        keras.utils.get_file(
+            file_name, BACKBONES[backbone].weights_origin + file_name, cache_subdir="models"
+        )
+    except Exception as error:  # noqa: BLE001 - urllib, socket and HTTP errors alike
+        return str(error).split(": ")[-1] or type(error).__name__
+    return None
+
+
+def resolve_weights(backbone: str, image_size: int, weights: str) -> ResolvedWeights:
+    """Check, before any data work, that the weights can be had; download them if needed.
+
+    Offline, MobileNetV2 falls back to the cached ImageNet file of another input size (the
+    same convolution weights) and says so in `note`; with nothing usable it raises
+    `WeightsUnavailable` naming what to do.
+    """
     if weights == "none":
-        return None
-    if not Path(weights).is_file():
+        return ResolvedWeights(None, None)
+    check_weights(weights)
+    if weights != "imagenet":
+        return ResolvedWeights(str(weights), Path(weights).name)
+    file_name = imagenet_file_name(backbone, image_size)
+    if (keras_weights_dir() / file_name).is_file():
+        return ResolvedWeights("imagenet", file_name)
+    reason = _download(backbone, file_name)
+    if reason is None:
+        return ResolvedWeights("imagenet", file_name)
+    fallback = _cached_mobilenet_v2(image_size) if backbone == "mobilenet_v2" else None
+    if fallback is not None:
+        note = (
+            f"The ImageNet weights for {image_size} px ({file_name}) are not cached and could "
+            f"not be downloaded ({reason}); using the cached {fallback.name} instead: the same "
+            "convolution weights, trained at another resolution."
+        )
+        return ResolvedWeights(str(fallback), fallback.name, note)
+    raise WeightsUnavailable(
+        f"The ImageNet weights of {backbone} ({file_name}) are not cached and could not be "
+        f"downloaded ({reason}). Connect to the internet, set KERAS_HOME to a folder whose "
+        f"models/ subfolder holds {file_name}, or choose weights 'none'."
+    )
+
+
+def check_weights(weights: str | None) -> None:
+    if weights not in (None, "none", "imagenet") and not Path(weights).is_file():
         raise ValueError(
             f"weights must be 'imagenet', 'none' or an existing file, got {weights!r}"
         )
-    return str(weights)
 
 
-def build_backbone(name: str, image_size: int, weights: str) -> keras.Model:
+def check_backbone(name: str) -> None:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+
+
+def build_backbone(name: str, image_size: int, weights: str | None) -> keras.Model:
+    """`weights`: "imagenet", a weights file, or "none" (or None) for random initialisation."""
+    check_backbone(name)
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32, got {image_size}")
+    check_weights(weights)
     constructor = getattr(keras.applications, BACKBONES[name].constructor)
     backbone = constructor(
         include_top=False,
-        weights=weights_argument(weights),
+        weights=None if weights == "none" else weights,
         input_shape=(image_size, image_size, 3),
     )
     backbone.name = BACKBONE_LAYER
     return backbone
 
 
+def _heads(x, target: str) -> list:
+    """The outputs on pooled (dropped-out) features: [malignant] or [malignant, diagnoses]."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if target == "binary":
+        return [layers.Dense(1, activation="sigmoid", name=HEAD_LAYER)(x)]
+    diagnoses = layers.Dense(len(DIAGNOSIS_NAMES), activation="softmax", name=DIAGNOSIS_LAYER)(x)
+    # A frozen sum over the malignant classes: the binary label and the diagnosis agree.
+    summed = layers.Dense(1, use_bias=False, trainable=False, name=HEAD_LAYER)
+    malignant = summed(diagnoses)
+    summed.set_weights([malignant_mask()[:, None]])
+    return [malignant, diagnoses]
+
+
 def build_model(
-    backbone_name: str, image_size: int, weights: str = "imagenet", dropout: float = 0.3
+    backbone_name: str,
+    image_size: int,
+    weights: str | None = "imagenet",
+    dropout: float = 0.3,
+    target: str = "binary",
 ) -> keras.Model:
-    """Raw RGB in, malignant probability out, with the backbone nested as one layer."""
+    """Raw RGB in, malignant probability (and diagnoses) out, the backbone nested as one layer.
+
+    `weights` as in `build_backbone`; `resolve_weights` checks them before any work.
+    """
     backbone = build_backbone(backbone_name, image_size, weights)
     inputs = keras.Input(shape=(image_size, image_size, 3), name="rgb_0_255")
     x = inputs
@@ -77,8 +198,24 @@ def build_model(
     x = backbone(x, training=False)
     x = layers.GlobalAveragePooling2D(name=POOLED_LAYER)(x)
     x = layers.Dropout(dropout, name=HEAD_DROPOUT_LAYER)(x)
-    outputs = layers.Dense(1, activation="sigmoid", name=HEAD_LAYER)(x)
+    outputs = _heads(x, target)
     return keras.Model(inputs, outputs, name=f"dermoscopy_{backbone_name}")
+
+
+def has_diagnoses(model: keras.Model) -> bool:
+    return any(layer.name == DIAGNOSIS_LAYER for layer in model.layers)
+
+
+def named_outputs(model: keras.Model, inputs=None, outputs=None) -> keras.Model:
+    """A twin with dict outputs keyed by layer name, for compile and fit with per-output losses.
+
+    Defaults to `model`'s own inputs and outputs; pass them to wrap part of it.
+    """
+    outputs = list(model.outputs if outputs is None else outputs)
+    names = [HEAD_LAYER, DIAGNOSIS_LAYER][: len(outputs)]
+    return keras.Model(
+        model.inputs if inputs is None else inputs, dict(zip(names, outputs, strict=True))
+    )
 
 
 def build_feature_extractor(model: keras.Model) -> keras.Model:
@@ -87,15 +224,20 @@ def build_feature_extractor(model: keras.Model) -> keras.Model:
 
 
 def build_head(model: keras.Model) -> keras.Model:
-    """The head of `model` as a model on pooled features, sharing the same layer objects.
+    """The heads of `model` as a model on pooled features, sharing the same layer objects.
 
-    Training it on cached features trains the full model's head in place.
+    Training it on cached features trains the full model's heads in place. Its outputs are
+    named like `named_outputs`.
     """
     feature_size = model.get_layer(POOLED_LAYER).output.shape[-1]
     features = keras.Input(shape=(feature_size,), name="pooled_features")
     x = model.get_layer(HEAD_DROPOUT_LAYER)(features)
-    outputs = model.get_layer(HEAD_LAYER)(x)
-    return keras.Model(features, outputs, name="head")
+    if has_diagnoses(model):
+        diagnoses = model.get_layer(DIAGNOSIS_LAYER)(x)
+        outputs = [model.get_layer(HEAD_LAYER)(diagnoses), diagnoses]
+    else:
+        outputs = [model.get_layer(HEAD_LAYER)(x)]
+    return named_outputs(model, features, outputs)
 
 
 def set_fine_tune_layers(model: keras.Model, trainable_layers: int) -> None:

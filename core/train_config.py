@@ -8,6 +8,18 @@ from dataclasses import dataclass
 from core import config
 
 AUGMENTATION_STRENGTHS = {"none": 0.0, "light": 0.5, "medium": 1.0, "strong": 1.5}
+THRESHOLD_RULES = ("sensitivity", "youden", "held_out_sources")
+# Settings a preset changes; anything given explicitly on top still wins.
+PRESETS = {
+    "default": {},
+    # For a 2-core machine without a GPU: within about 15 minutes on the bundled data.
+    "quick": {
+        "image_size": 160,
+        "fine_tune_epochs": 2,
+        "tta_views": "flips",
+        "threshold_rule": "sensitivity",
+    },
+}
 
 
 @dataclass
@@ -18,9 +30,10 @@ class TrainConfig:
     backbone: str = config.DEFAULT_BACKBONE
     image_size: int = config.DEFAULT_IMAGE_SIZE
     weights: str = "imagenet"
+    target: str = "diagnosis"
     head_epochs: int = 30
     fine_tune_epochs: int = 16
-    fine_tune_layers: int = 50
+    fine_tune_layers: int = 100
     batch_size: int = 32
     head_learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
@@ -30,6 +43,7 @@ class TrainConfig:
     target_sensitivity: float = 0.92
     calibration: str = "platt"
     tta: bool = True
+    tta_views: str = "dihedral"
     patience: int = 4
     seed: int = 42
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
@@ -45,3 +59,16 @@ class TrainConfig:
             raise ValueError("head epochs must be at least 1 and fine-tune epochs at least 0")
         if self.strategy not in ("default", "mirrored"):
             raise ValueError(f"strategy must be 'default' or 'mirrored', got {self.strategy!r}")
+        if self.target not in ("diagnosis", "binary"):
+            raise ValueError(f"target must be 'diagnosis' or 'binary', got {self.target!r}")
+        if self.tta_views not in ("flips", "dihedral"):
+            raise ValueError(f"tta_views must be 'flips' or 'dihedral', got {self.tta_views!r}")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"threshold_rule must be one of {THRESHOLD_RULES}")
+
+
+def preset_config(preset: str, **settings) -> TrainConfig:
+    """A TrainConfig from a preset, with `settings` (say data_dir) on top."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return TrainConfig(**{**PRESETS[preset], **settings})

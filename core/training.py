@@ -21,11 +21,21 @@ import pandas as pd
 import tensorflow as tf
 from keras import layers
 
-from core import data, features, images, runs, splits
+from core import data, diagnoses, features, images, runs, splits
 from core.calibration import choose_threshold, fit_calibration
 from core.card import build_card
 from core.inference import forward_in_batches, make_forward
-from core.model import build_feature_extractor, build_head, build_model, set_fine_tune_layers
+from core.model import (
+    DIAGNOSIS_LAYER,
+    HEAD_LAYER,
+    ResolvedWeights,
+    build_feature_extractor,
+    build_head,
+    build_model,
+    named_outputs,
+    resolve_weights,
+    set_fine_tune_layers,
+)
 from core.train_config import AUGMENTATION_STRENGTHS, TrainConfig
 
 
@@ -72,7 +82,11 @@ class ProgressReporter(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = {key: float(value) for key, value in (logs or {}).items()}
+        # A diagnosis model's AUC is its malignant output's: one name for every model.
+        logs = {
+            key.replace(f"{HEAD_LAYER}_auc", "auc"): float(value)
+            for key, value in (logs or {}).items()
+        }
         row = {"phase": self.stage, "epoch": epoch + 1, "seconds": 0.0, **logs}
         row["seconds"] = round(time.perf_counter() - self.epoch_start, 2)
         self.history_rows.append(row)
@@ -91,38 +105,106 @@ def class_weights(labels: np.ndarray, imbalance: str) -> dict[int, float] | None
     return {label: float(len(labels) / (2 * counts[label])) for label in (0, 1)}
 
 
-def augmenter(strength: float, seed: int) -> keras.Sequential:
-    """Flips, rotations, zoom, brightness, contrast and hue, scaled by `strength`."""
-    return keras.Sequential(
+@dataclass(frozen=True)
+class Targets:
+    """What a named-output model is fitted to: per-output targets, losses and row weights."""
+
+    targets: dict
+    losses: dict
+    weights: dict
+
+    def rows(self, rows: np.ndarray) -> "Targets":
+        return Targets(
+            {name: value[rows] for name, value in self.targets.items()},
+            self.losses,
+            {name: value[rows] for name, value in self.weights.items()},
+        )
+
+
+def fit_targets(labels, classes, target: str, row_weights: np.ndarray) -> Targets:
+    """Targets for `target` ("diagnosis" or "binary"), every output weighted by `row_weights`.
+
+    The diagnosis model learns the classes only; its malignant output is their frozen sum,
+    so it needs no loss of its own.
+    """
+    targets = {HEAD_LAYER: labels.astype("float32")}
+    losses: dict = {HEAD_LAYER: "binary_crossentropy"}
+    if target == "diagnosis":
+        targets[DIAGNOSIS_LAYER] = classes.astype("int64")
+        losses = {HEAD_LAYER: None, DIAGNOSIS_LAYER: "sparse_categorical_crossentropy"}
+    return Targets(targets, losses, {name: row_weights for name in targets})
+
+
+def auc_key(fit_targets_: Targets) -> str:
+    """Keras names a metric after its output only when the model has several outputs."""
+    return "val_auc" if len(fit_targets_.targets) == 1 else f"val_{HEAD_LAYER}_auc"
+
+
+def compile_named(model: keras.Model, optimizer, fit_targets_: Targets) -> None:
+    model.compile(
+        optimizer=optimizer,
+        loss=fit_targets_.losses,
+        metrics={HEAD_LAYER: [keras.metrics.AUC(name="auc")]},
+    )
+
+
+def augmenter(strength: float, seed: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Geometry, scale and the colour differences between dermatoscopes, scaled by `strength`.
+
+    Zoom in or out by up to a quarter with its own factor per axis (lesion size and aspect in
+    the frame), brightness, contrast, saturation and hue, and a random gain per colour
+    channel: other cameras and light sources mostly differ in white balance.
+    """
+    layers_in_order = keras.Sequential(
         [
             layers.RandomFlip("horizontal_and_vertical", seed=seed),
             layers.RandomRotation(0.5 * strength, fill_mode="reflect", seed=seed),
-            layers.RandomZoom((-0.15 * strength, 0.15 * strength), fill_mode="reflect", seed=seed),
-            layers.RandomBrightness(0.1 * strength, value_range=(0, 255), seed=seed),
-            layers.RandomContrast(0.15 * strength, value_range=(0, 255), seed=seed),
+            layers.RandomZoom(
+                (-0.25 * strength, 0.15 * strength),
+                (-0.25 * strength, 0.15 * strength),
+                fill_mode="reflect",
+                seed=seed,
+            ),
+            layers.RandomBrightness(0.15 * strength, value_range=(0, 255), seed=seed),
+            layers.RandomContrast(0.2 * strength, value_range=(0, 255), seed=seed),
+            layers.RandomSaturation(
+                (0.5 - 0.15 * strength, 0.5 + 0.15 * strength), value_range=(0, 255), seed=seed
+            ),
             layers.RandomHue(0.03 * strength, value_range=(0, 255), seed=seed),
         ],
         name="augmentation",
     )
+    generator = tf.random.Generator.from_seed(seed)
+
+    def augment(batch: tf.Tensor) -> tf.Tensor:
+        x = layers_in_order(batch, training=True)
+        gains = generator.uniform(
+            [tf.shape(x)[0], 1, 1, 3], 1 - 0.1 * strength, 1 + 0.1 * strength
+        )
+        return tf.clip_by_value(x * gains, 0.0, 255.0)
+
+    return augment
 
 
-def training_dataset(arrays, labels, batch_size, augmentation, seed) -> tf.data.Dataset:
+def training_dataset(arrays, fit_targets_: Targets, batch_size, augmentation, seed):
     """Shuffled batches of the in-memory decoded images, augmented in parallel."""
-    dataset = tf.data.Dataset.from_tensor_slices((arrays, labels.astype("float32")))
-    dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (arrays, fit_targets_.targets, fit_targets_.weights)
+    )
+    dataset = dataset.shuffle(len(arrays), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     dataset = dataset.map(
-        lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE
+        lambda x, y, w: (tf.cast(x, tf.float32), y, w), num_parallel_calls=tf.data.AUTOTUNE
     )
     if augmentation is not None:
         dataset = dataset.map(
-            lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
+            lambda x, y, w: (augmentation(x), y, w), num_parallel_calls=tf.data.AUTOTUNE
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def validation_dataset(arrays, labels, batch_size) -> tf.data.Dataset:
-    dataset = tf.data.Dataset.from_tensor_slices((arrays, labels.astype("float32")))
+def validation_dataset(arrays, fit_targets_: Targets, batch_size) -> tf.data.Dataset:
+    dataset = tf.data.Dataset.from_tensor_slices((arrays, fit_targets_.targets))
     return dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
 
 
@@ -133,6 +215,8 @@ class PreparedData:
     arrays: np.ndarray
     keys: list[str]
     labels: np.ndarray
+    # Class index per row in `core.diagnoses.DIAGNOSIS_NAMES`.
+    classes: np.ndarray
 
     def indices(self, name: str) -> np.ndarray:
         return np.flatnonzero(self.split.split == name)
@@ -164,7 +248,8 @@ def prepare_data(train_config: TrainConfig, report: ProgressCallback) -> Prepare
     keys = dataset.frame["sha256"].tolist()
     labels = dataset.frame["label"].to_numpy(dtype="int64")
     arrays = np.stack([array for array in decoded if isinstance(array, np.ndarray)])
-    return PreparedData(dataset, split, arrays, keys, labels)
+    classes = diagnoses.class_indices(dataset.frame["diagnosis"], labels)
+    return PreparedData(dataset, split, arrays, keys, labels, classes)
 
 
 def uint8_function(model: keras.Model, image_size: int):
@@ -192,9 +277,9 @@ def head_features(model, train_config, prepared, rows, report) -> np.ndarray:
     return vectors
 
 
-def early_stopping(patience: int) -> keras.callbacks.EarlyStopping:
+def early_stopping(patience: int, monitor: str) -> keras.callbacks.EarlyStopping:
     return keras.callbacks.EarlyStopping(
-        monitor="val_auc", mode="max", patience=patience, restore_best_weights=True
+        monitor=monitor, mode="max", patience=patience, restore_best_weights=True
     )
 
 
@@ -206,27 +291,37 @@ def train_head(model, train_config, prepared, report, should_stop, history) -> f
         model, train_config, prepared, np.concatenate([train_rows, val_rows]), report
     )
     train_x, val_x = vectors[: len(train_rows)], vectors[len(train_rows) :]
+    targets = prepared_targets(prepared, train_config)
     head = build_head(model)
-    head.compile(
-        optimizer=keras.optimizers.Adam(train_config.head_learning_rate),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc")],
-    )
+    compile_named(head, keras.optimizers.Adam(train_config.head_learning_rate), targets)
     batches = int(np.ceil(len(train_rows) / 64))
     reporter = ProgressReporter(
         "head", train_config.head_epochs, batches, report, should_stop, history
     )
+    train_targets, val_targets = targets.rows(train_rows), targets.rows(val_rows)
     fit = head.fit(
         train_x,
-        prepared.labels[train_rows],
-        validation_data=(val_x, prepared.labels[val_rows]),
+        train_targets.targets,
+        sample_weight=train_targets.weights,
+        validation_data=(val_x, val_targets.targets),
         epochs=train_config.head_epochs,
         batch_size=64,
-        class_weight=class_weights(prepared.labels[train_rows], train_config.imbalance),
-        callbacks=[early_stopping(train_config.patience + 2), reporter],
+        callbacks=[early_stopping(train_config.patience + 2, auc_key(targets)), reporter],
         verbose=0,
     )
-    return max(fit.history["val_auc"])
+    return max(fit.history[auc_key(targets)])
+
+
+def prepared_targets(prepared: PreparedData, train_config: TrainConfig) -> Targets:
+    """Targets of every row, weighted to balance the training split's benign and malignant.
+
+    Balancing the diagnoses instead would let a dozen squamous cell carcinomas weigh as much
+    as thousands of nevi.
+    """
+    train_labels = prepared.labels[prepared.indices("train")]
+    weights = class_weights(train_labels, train_config.imbalance) or {0: 1.0, 1: 1.0}
+    row_weights = np.array([weights[int(label)] for label in prepared.labels], dtype="float32")
+    return fit_targets(prepared.labels, prepared.classes, train_config.target, row_weights)
 
 
 def fine_tune_schedule(peak_rate: float, epochs: int, batches: int):
@@ -250,20 +345,17 @@ def fine_tune(model, train_config, prepared, report, should_stop, history) -> fl
     train_rows, val_rows = prepared.indices("train"), prepared.indices("val")
     set_fine_tune_layers(model, train_config.fine_tune_layers)
     batches = int(np.ceil(len(train_rows) / train_config.batch_size))
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            fine_tune_schedule(
-                train_config.fine_tune_learning_rate, train_config.fine_tune_epochs, batches
-            )
-        ),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc")],
+    targets = prepared_targets(prepared, train_config)
+    trainable = named_outputs(model)
+    schedule = fine_tune_schedule(
+        train_config.fine_tune_learning_rate, train_config.fine_tune_epochs, batches
     )
+    compile_named(trainable, keras.optimizers.Adam(schedule), targets)
     strength = AUGMENTATION_STRENGTHS[train_config.augmentation]
     augmentation = augmenter(strength, train_config.seed) if strength > 0 else None
     train_data = training_dataset(
         prepared.arrays[train_rows],
-        prepared.labels[train_rows],
+        targets.rows(train_rows),
         train_config.batch_size,
         augmentation,
         train_config.seed,
@@ -271,18 +363,15 @@ def fine_tune(model, train_config, prepared, report, should_stop, history) -> fl
     reporter = ProgressReporter(
         "fine_tune", train_config.fine_tune_epochs, batches, report, should_stop, history
     )
-    fit = model.fit(
+    fit = trainable.fit(
         train_data,
-        validation_data=validation_dataset(
-            prepared.arrays[val_rows], prepared.labels[val_rows], 64
-        ),
+        validation_data=validation_dataset(prepared.arrays[val_rows], targets.rows(val_rows), 64),
         epochs=train_config.fine_tune_epochs,
         shuffle=False,  # The tf.data pipeline shuffles each epoch itself.
-        class_weight=class_weights(prepared.labels[train_rows], train_config.imbalance),
-        callbacks=[early_stopping(train_config.patience), reporter],
+        callbacks=[early_stopping(train_config.patience, auc_key(targets)), reporter],
         verbose=0,
     )
-    return max(fit.history["val_auc"])
+    return max(fit.history[auc_key(targets)])
 
 
 @dataclass
@@ -291,44 +380,91 @@ class Scores:
 
     calibration: dict
     threshold: float
+    threshold_note: str
     val_metrics: dict
     test_metrics: dict
     test_probabilities: np.ndarray
     ood: object
+    ood_flagged: dict
 
 
-def score_splits(model, train_config, prepared, report) -> Scores:
+def forward_rows(model, train_config, arrays, tta: bool):
+    forward = make_forward(model, tta, train_config.tta_views)
+    return forward_in_batches(forward, arrays)
+
+
+def pick_threshold(train_config, val_labels, val_probabilities, held_out=None):
+    """The operating threshold and a sentence for the card saying how it was chosen.
+
+    With held-out-source predictions (labels, calibrated probabilities of models that never
+    saw those sources), the threshold is the lower of the two reaching the target
+    sensitivity, so that sensitivity holds on other clinics' images and on the validation
+    split alike.
+    """
+    target = train_config.target_sensitivity
+    rule = "youden" if train_config.threshold_rule == "youden" else "sensitivity"
+    threshold = choose_threshold(val_labels, val_probabilities, rule, target)
+    if train_config.threshold_rule == "youden":
+        return threshold, "Youden's J on the validation split"
+    note = f"highest threshold reaching {target:.0%} sensitivity on the validation split"
+    if held_out is None:
+        return threshold, note
+    pooled = choose_threshold(*held_out, "sensitivity", target)
+    note = (
+        f"the lower of the {note} ({threshold:.4f}) and on the pooled held-out-source "
+        f"predictions of the source cross-validation ({pooled:.4f})"
+    )
+    return min(threshold, pooled), note
+
+
+def fit_ood_or_none(train_features, val_features, report):
+    """The OOD detector, or None (with a message) when the training split is too small for it."""
+    from core.ood import fit_ood
+
+    try:
+        return fit_ood(train_features, val_features)
+    except ValueError as error:
+        report(Progress("evaluate", f"No out-of-distribution detector: {error}"))
+        return None
+
+
+def score_splits(model, train_config, prepared, report, held_out=None) -> Scores:
     """Calibrate and pick the threshold on validation, then score the test split once."""
     from core.metrics import evaluate
-    from core.ood import fit_ood
 
     report(Progress("evaluate", "Scoring the validation and test splits"))
     rows = {name: prepared.indices(name) for name in ("train", "val", "test")}
-    forward = make_forward(model, train_config.tta)
-    raw_val, val_features = forward_in_batches(forward, prepared.arrays[rows["val"]])
-    raw_test, _ = forward_in_batches(forward, prepared.arrays[rows["test"]])
+    raw_val, val_features, _ = forward_rows(
+        model, train_config, prepared.arrays[rows["val"]], train_config.tta
+    )
+    raw_test, test_features, _ = forward_rows(
+        model, train_config, prepared.arrays[rows["test"]], train_config.tta
+    )
     val_labels, test_labels = prepared.labels[rows["val"]], prepared.labels[rows["test"]]
     calibration = fit_calibration(val_labels, raw_val, train_config.calibration)
     val_probabilities = calibration.apply(raw_val)
-    threshold = choose_threshold(
-        val_labels, val_probabilities, train_config.threshold_rule, train_config.target_sensitivity
-    )
+    threshold, note = pick_threshold(train_config, val_labels, val_probabilities, held_out)
     test_probabilities = calibration.apply(raw_test)
     test_frame = prepared.dataset.frame.iloc[rows["test"]]
     subgroups = {name: test_frame[name].tolist() for name in ("site", "source", "diagnosis")}
     test_metrics = evaluate(test_labels, test_probabilities, threshold, subgroups=subgroups)
     val_metrics = evaluate(val_labels, val_probabilities, threshold, n_bootstrap=200)
     report(Progress("evaluate", "Fitting the out-of-distribution detector"))
-    _, train_features = forward_in_batches(
-        make_forward(model, False), prepared.arrays[rows["train"]]
-    )
+    _, train_features, _ = forward_rows(model, train_config, prepared.arrays[rows["train"]], False)
+    ood = fit_ood_or_none(train_features, val_features, report)
+    flagged = {
+        name: None if ood is None else float(np.mean(ood.score(values) > ood.threshold))
+        for name, values in (("val", val_features), ("test", test_features))
+    }
     return Scores(
         calibration=calibration.to_dict(),
         threshold=threshold,
+        threshold_note=note,
         val_metrics=val_metrics,
         test_metrics=test_metrics,
         test_probabilities=test_probabilities,
-        ood=fit_ood(train_features, val_features),
+        ood=ood,
+        ood_flagged=flagged,
     )
 
 
@@ -347,7 +483,7 @@ def new_run_id(backbone: str) -> str:
 def write_run_files(folder: Path, model, card, history, prepared, scores) -> None:
     # An uncompiled twin sharing the layers is saved, so the file carries no optimizer state
     # (the Adam slots of the fine-tuned layers would double its size for nothing).
-    keras.Model(model.input, model.output, name=model.name).save(folder / runs.MODEL_FILE)
+    keras.Model(model.input, model.outputs, name=model.name).save(folder / runs.MODEL_FILE)
     pd.DataFrame(history).to_csv(folder / "history.csv", index=False)
     frame = prepared.dataset.frame
     test_rows = prepared.indices("test")
@@ -356,7 +492,8 @@ def write_run_files(folder: Path, model, card, history, prepared, scores) -> Non
     test_frame.insert(2, "probability", scores.test_probabilities)
     test_frame.to_csv(folder / "test_predictions.csv", index=False)
     prepared.split.to_frame().to_csv(folder / "split.csv", index=False)
-    scores.ood.save(folder)
+    if scores.ood is not None:
+        scores.ood.save(folder)
     runs.write_json_atomic(folder / runs.CARD_FILE, card)
 
 
@@ -385,24 +522,18 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def train(
-    train_config: TrainConfig,
-    report: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    models_directory: Path | None = None,
-    activate: bool = False,
-) -> TrainResult:
-    """Train, evaluate and save one run; the active model changes only if `activate`."""
-    train_config.validate()
-    report = report or (lambda progress: None)
-    should_stop = should_stop or (lambda: False)
+def fit_model(train_config, prepared, weights: ResolvedWeights, report, should_stop):
+    """Build the model, train its head, then fine-tune; returns (model, history, timings)."""
     keras.utils.set_random_seed(train_config.seed)
-    started = time.perf_counter()
-    prepared = prepare_data(train_config, report)
-    timings = {"prepare_seconds": round(time.perf_counter() - started, 1)}
     history: list[dict] = []
+    timings: dict[str, float] = {}
     with distribution_strategy(train_config.strategy).scope():
-        model = build_model(train_config.backbone, train_config.image_size, train_config.weights)
+        model = build_model(
+            train_config.backbone,
+            train_config.image_size,
+            weights.argument,
+            target=train_config.target,
+        )
         phase_start = time.perf_counter()
         head_auc = train_head(model, train_config, prepared, report, should_stop, history)
         timings["head_seconds"] = round(time.perf_counter() - phase_start, 1)
@@ -415,13 +546,53 @@ def train(
                 # Fine-tuning that does not beat the head on validation is not kept.
                 report(Progress("fine_tune", "Fine-tuning did not help; keeping the head"))
                 model.set_weights(head_weights)
+    return model, history, timings
+
+
+def train(
+    train_config: TrainConfig,
+    report: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    models_directory: Path | None = None,
+    activate: bool = False,
+) -> TrainResult:
+    """Train, evaluate and save one run; the active model changes only if `activate`.
+
+    With the "held_out_sources" threshold rule, a source cross-validation of the same recipe
+    (shorter fine-tuning) runs first; its table is saved with the run and its pooled
+    held-out predictions set the threshold.
+    """
+    from core.crossval import crossval_by_source, fold_config
+
+    train_config.validate()
+    report = report or (lambda progress: None)
+    should_stop = should_stop or (lambda: False)
+    started = time.perf_counter()
+    # Before any data work: a missing download should fail in a second, not after hashing.
+    weights = resolve_weights(train_config.backbone, train_config.image_size, train_config.weights)
+    if weights.note:
+        report(Progress("weights", weights.note))
+    prepared = prepare_data(train_config, report)
+    timings = {"prepare_seconds": round(time.perf_counter() - started, 1)}
+    crossval = None
+    if train_config.threshold_rule == "held_out_sources":
+        phase_start = time.perf_counter()
+        crossval = crossval_by_source(
+            fold_config(train_config), prepared, weights, report, should_stop
+        )
+        timings["crossval_seconds"] = round(time.perf_counter() - phase_start, 1)
+    model, history, fit_timings = fit_model(train_config, prepared, weights, report, should_stop)
+    timings.update(fit_timings)
     phase_start = time.perf_counter()
-    scores = score_splits(model, train_config, prepared, report)
+    held_out = crossval.pooled() if crossval is not None else None
+    scores = score_splits(model, train_config, prepared, report, held_out)
     timings["evaluate_seconds"] = round(time.perf_counter() - phase_start, 1)
     timings["total_seconds"] = round(time.perf_counter() - started, 1)
     run_id = new_run_id(train_config.backbone)
-    card = build_card(run_id, train_config, prepared, scores, timings)
+    card = build_card(run_id, train_config, prepared, scores, timings, weights, crossval)
     folder = save_run(run_id, model, card, history, prepared, scores, models_directory)
+    if crossval is not None:
+        runs.write_json_atomic(folder / runs.CROSSVAL_FILE, crossval.to_json(scores.threshold))
     if activate:
         runs.set_active(run_id, models_directory)
     report(Progress("done", f"Run {run_id} saved"))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from app_fixtures import tiny_train_config
 
-from core import config, runs
+from core import config, diagnoses, runs
 from core.inference import Predictor
 from core.train_config import TrainConfig
 from core.training import Cancelled, train
@@ -84,7 +84,8 @@ def test_train_prints_run_and_test_metrics(trained):
 
 def test_run_folder_is_complete(trained):
     folder = trained["models"] / trained["run_id"]
-    for name in runs.RUN_FILES:
+    # crossval.json comes only with the held-out-sources threshold rule.
+    for name in set(runs.RUN_FILES) - {runs.CROSSVAL_FILE}:
         assert (folder / name).is_file(), name
     assert not [path for path in trained["models"].iterdir() if path.name.endswith(".partial")]
     card = json.loads((folder / "card.json").read_text())
@@ -98,19 +99,36 @@ def test_run_folder_is_complete(trained):
 
 
 def test_model_contract_raw_rgb_in_probability_out(trained):
-    """Loads with safe_mode and no custom objects; (N, 64, 64, 3) 0-255 in, (N, 1) out."""
+    """Loads with safe_mode and no custom objects; (N, 64, 64, 3) 0-255 in, (N, 1) first out.
+
+    The second output holds the diagnoses, whose malignant ones sum to the first.
+    """
     model = keras.saving.load_model(trained["models"] / trained["run_id"] / "model.keras")
     images = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype("float32")
-    output = np.asarray(model(images))
-    assert output.shape == (3, 1)
-    assert np.all((output >= 0) & (output <= 1))
+    malignant, diagnosis = (np.asarray(output) for output in model(images))
+    assert malignant.shape == (3, 1)
+    assert np.all((malignant >= 0) & (malignant <= 1))
+    assert diagnosis.shape == (3, len(diagnoses.DIAGNOSIS_NAMES))
+    np.testing.assert_allclose(diagnosis.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(malignant[:, 0], diagnosis @ diagnoses.malignant_mask(), atol=1e-6)
+    card = json.loads((trained["models"] / trained["run_id"] / "card.json").read_text())
+    assert card["diagnoses"] == list(diagnoses.DIAGNOSIS_NAMES) and card["target"] == "diagnosis"
+
+
+def test_predictions_rank_the_diagnoses(trained):
+    predictor = Predictor(runs.load_run(trained["models"] / trained["run_id"]))
+    prediction = predictor.predict_bytes("one.jpg", min(SAMPLE_IMAGES.iterdir()).read_bytes())
+    names = [name for name, _ in prediction.diagnoses]
+    chances = [chance for _, chance in prediction.diagnoses]
+    assert sorted(names) == sorted(diagnoses.DIAGNOSIS_NAMES)
+    assert chances == sorted(chances, reverse=True) and sum(chances) == pytest.approx(1, abs=1e-4)
 
 
 def test_predictor_applies_card_calibration(trained):
     run = runs.load_run(trained["models"] / trained["run_id"])
     predictor = Predictor(run)
     images = np.random.default_rng(1).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
-    raw = np.asarray(predictor.model(images.astype("float32")))[:, 0]
+    raw = np.asarray(predictor.model(images.astype("float32"))[0])[:, 0]
     probabilities, scores = predictor.predict_arrays(images, tta=False)
     np.testing.assert_allclose(probabilities, predictor.calibration.apply(raw), atol=1e-5)
     assert scores is not None and scores.shape == (4,)
@@ -125,7 +143,16 @@ def test_predict_cli_writes_one_row_per_image_with_errors_inline(trained, tmp_pa
     (folder / "broken.jpg").write_bytes(b"not an image at all")
     result = run_cli(["predict", "--no-tta", str(folder)], trained["models"], trained["cache"])
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0]) == ["file", "probability", "label", "threshold", "model", "error"]
+    assert list(rows[0]) == [
+        "file",
+        "probability",
+        "label",
+        "threshold",
+        "model",
+        "error",
+        "ood_score",
+        "out_of_distribution",
+    ]
     assert [os.path.basename(row["file"]) for row in rows] == sorted([*names, "broken.jpg"])
     broken = next(row for row in rows if row["file"].endswith("broken.jpg"))
     assert broken["error"] and broken["probability"] == "" and broken["label"] == ""
@@ -136,6 +163,8 @@ def test_predict_cli_writes_one_row_per_image_with_errors_inline(trained, tmp_pa
             "malignant" if float(row["probability"]) >= float(row["threshold"]) else "benign"
         )
         assert row["label"] == expected and row["model"] == trained["run_id"]
+        assert float(row["ood_score"]) >= 0 and row["out_of_distribution"] in ("true", "false")
+    assert broken["ood_score"] == "" and broken["out_of_distribution"] == ""
 
 
 def test_predict_cli_missing_model_is_an_error(tmp_path):

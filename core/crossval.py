@@ -1,0 +1,276 @@
+"""Cross-validation by source: how the recipe does on a clinic whose images it never saw.
+
+Each source with enough malignant images is held out in turn: the recipe trains on the other
+sources (their usual grouped train and validation splits, the test split joining training),
+chooses its threshold on its own validation split, and is scored once on the held-out source.
+Groups (patients, lesions, near-duplicate images) are those of the whole dataset, so an image
+of another source that is a near-duplicate of a held-out one is left out of training too.
+"""
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from core.metrics import evaluate
+from core.train_config import TrainConfig
+
+# A held-out source needs this many images of each class for an AUC worth reporting.
+MIN_CASES = 30
+# Folds inside a training run fine-tune this many epochs at most: four folds of the full
+# schedule would take four times as long as the run itself.
+FOLD_FINE_TUNE_EPOCHS = 2
+EXCLUDED = "excluded"
+
+
+@dataclass
+class Fold:
+    held_out: str
+    train_sources: list[str]
+    n_train: int
+    n_val: int
+    threshold: float
+    val_roc_auc: float | None
+    metrics: dict
+    ood_flagged: float | None
+    seconds: float
+    labels: np.ndarray = field(repr=False)
+    probabilities: np.ndarray = field(repr=False)
+
+    def at_threshold(self, threshold: float) -> dict:
+        """Sensitivity and specificity of this fold's predictions at another threshold."""
+        at = evaluate(self.labels, self.probabilities, threshold)
+        return {
+            "threshold": threshold,
+            **{name: at[name] for name in ("sensitivity", "specificity")},
+            "intervals": {name: at["intervals"][name] for name in ("sensitivity", "specificity")},
+        }
+
+
+@dataclass
+class CrossvalResult:
+    config: dict
+    folds: list[Fold]
+    skipped: list[dict]
+    min_cases: int = MIN_CASES
+    preset: str = "custom"
+
+    def pooled(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Labels and calibrated probabilities of every held-out image, all folds together."""
+        if not self.folds:
+            return None
+        labels = np.concatenate([fold.labels for fold in self.folds])
+        return labels, np.concatenate([fold.probabilities for fold in self.folds])
+
+    def to_json(self, run_threshold: float | None = None) -> dict:
+        folds = []
+        for fold in self.folds:
+            entry = {
+                name: getattr(fold, name)
+                for name in (
+                    "held_out",
+                    "train_sources",
+                    "n_train",
+                    "n_val",
+                    "threshold",
+                    "val_roc_auc",
+                    "metrics",
+                    "ood_flagged",
+                    "seconds",
+                )
+            }
+            if run_threshold is not None:
+                entry["at_run_threshold"] = fold.at_threshold(run_threshold)
+            folds.append(entry)
+        payload = {
+            "by": "source",
+            "preset": self.preset,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "config": self.config,
+            "min_cases": self.min_cases,
+            "folds": folds,
+            "summary": summarise(folds),
+            "skipped": self.skipped,
+        }
+        if run_threshold is not None:
+            payload["run_threshold"] = run_threshold
+        return payload
+
+
+def summarise(folds: list[dict]) -> dict:
+    """Mean and worst held-out ROC AUC and sensitivity (at the run's threshold when known)."""
+    if not folds:
+        return {}
+
+    def values(entry: dict) -> dict:
+        at = entry.get("at_run_threshold") or entry["metrics"]
+        return {
+            "roc_auc": entry["metrics"]["roc_auc"],
+            "sensitivity": at["sensitivity"],
+            "specificity": at["specificity"],
+        }
+
+    table = {entry["held_out"]: values(entry) for entry in folds}
+    mean = {
+        name: float(np.mean([row[name] for row in table.values()]))
+        for name in ("roc_auc", "sensitivity", "specificity")
+    }
+    worst = {}
+    for name in ("roc_auc", "sensitivity"):
+        source = min(table, key=lambda key: table[key][name])
+        worst[name], worst[f"{name}_source"] = table[source][name], source
+    return {"mean": mean, "worst": worst}
+
+
+def held_out_sources(
+    frame, min_cases: int = MIN_CASES, only: tuple[str, ...] = ()
+) -> tuple[list[str], list[dict]]:
+    """Sources with enough of both classes to score, and why the others are not held out.
+
+    `only` limits the folds to those sources (say, a user's own clinic).
+    """
+    present = set(frame["source"].unique())
+    unknown = sorted(set(only) - present)
+    if unknown:
+        raise ValueError(f"no images from source(s) {unknown}; the data has {sorted(present)}")
+    chosen, skipped = [], []
+    sources = sorted(source for source in present if source and (not only or source in only))
+    for source in sources:
+        labels = frame.loc[frame["source"] == source, "label"]
+        malignant, benign = int(labels.sum()), int((labels == 0).sum())
+        if min(malignant, benign) < min_cases:
+            reason = (
+                f"{malignant} malignant and {benign} benign images; holding a source out "
+                f"needs {min_cases} of each"
+            )
+            skipped.append({"source": source, "reason": reason})
+        else:
+            chosen.append(source)
+    return chosen, skipped
+
+
+def fold_split(split: np.ndarray, groups: np.ndarray, sources: np.ndarray, source: str):
+    """The held-out source becomes "test"; images grouped with it from elsewhere are excluded."""
+    held_groups = np.unique(groups[sources == source])
+    in_held_group = np.isin(groups, held_groups)
+    fold = np.where(split == "test", "train", split).astype(object)
+    fold[in_held_group] = EXCLUDED
+    fold[in_held_group & (sources == source)] = "test"
+    return fold
+
+
+def fold_config(train_config: TrainConfig) -> TrainConfig:
+    """The recipe of a run's own folds: the same, with at most FOLD_FINE_TUNE_EPOCHS epochs."""
+    epochs = min(train_config.fine_tune_epochs, FOLD_FINE_TUNE_EPOCHS)
+    # Dihedral TTA costs 8 passes per image over every held-out source: flips are enough here.
+    return dataclasses.replace(
+        train_config, fine_tune_epochs=epochs, tta_views="flips", threshold_rule="sensitivity"
+    )
+
+
+def _fold_data(prepared, source: str):
+    frame = prepared.dataset.frame
+    split = fold_split(
+        prepared.split.split, prepared.split.groups, frame["source"].to_numpy(), source
+    )
+    return dataclasses.replace(prepared, split=dataclasses.replace(prepared.split, split=split))
+
+
+def run_fold(train_config, prepared, weights, source, report, should_stop) -> Fold:
+    """Train on every other source and score the held-out one at the fold's own threshold."""
+    from core.training import Progress, fit_model, score_splits
+
+    started = time.perf_counter()
+    fold = _fold_data(prepared, source)
+    report(Progress("crossval", f"Holding out {source}: training on the other sources"))
+    model, _, _ = fit_model(train_config, fold, weights, report, should_stop)
+    scores = score_splits(model, train_config, fold, report)
+    frame = fold.dataset.frame
+    train_rows = fold.indices("train")
+    test_rows = fold.indices("test")
+    return Fold(
+        held_out=source,
+        train_sources=sorted(set(frame["source"].iloc[train_rows])),
+        n_train=len(train_rows),
+        n_val=len(fold.indices("val")),
+        threshold=scores.threshold,
+        val_roc_auc=scores.val_metrics["roc_auc"],
+        metrics={key: value for key, value in scores.test_metrics.items() if key != "subgroups"},
+        ood_flagged=scores.ood_flagged["test"],
+        seconds=round(time.perf_counter() - started, 1),
+        labels=fold.labels[test_rows],
+        probabilities=np.asarray(scores.test_probabilities),
+    )
+
+
+def crossval_by_source(
+    train_config: TrainConfig,
+    prepared,
+    weights,
+    report,
+    should_stop,
+    min_cases: int = MIN_CASES,
+    preset: str = "custom",
+    only: tuple[str, ...] = (),
+) -> CrossvalResult:
+    """Hold each eligible source out in turn; ValueError when none can be held out."""
+    frame = prepared.dataset.frame
+    sources, skipped = held_out_sources(frame, min_cases, only)
+    if not sources or frame["source"].nunique() < 2:
+        raise ValueError(
+            "cross-validation by source needs two or more sources (the `source` column), "
+            f"one of them with {min_cases} malignant and {min_cases} benign images"
+        )
+    folds = [
+        run_fold(train_config, prepared, weights, source, report, should_stop)
+        for source in sources
+    ]
+    return CrossvalResult(dataclasses.asdict(train_config), folds, skipped, min_cases, preset)
+
+
+def run_crossval(
+    train_config,
+    run_reference=None,
+    quick=False,
+    report=None,
+    should_stop=None,
+    min_cases: int = MIN_CASES,
+    only: tuple[str, ...] = (),
+):
+    """`python -m core crossval`: the JSON record, saved in the run's folder with a run.
+
+    With a run, each fold is also scored at the run's own threshold (`at_run_threshold`).
+    """
+    from core import runs
+    from core.model import resolve_weights
+    from core.training import Progress, prepare_data
+
+    report = report or (lambda progress: None)
+    train_config.validate()
+    if quick:
+        train_config = fold_config(train_config)
+    elif train_config.threshold_rule == "held_out_sources":
+        # The folds choose their own threshold on their own validation split.
+        train_config = dataclasses.replace(train_config, threshold_rule="sensitivity")
+    weights = resolve_weights(train_config.backbone, train_config.image_size, train_config.weights)
+    if weights.note:
+        report(Progress("weights", weights.note))
+    prepared = prepare_data(train_config, report)
+    result = crossval_by_source(
+        train_config,
+        prepared,
+        weights,
+        report,
+        should_stop or (lambda: False),
+        min_cases,
+        preset="quick" if quick else "full",
+        only=only,
+    )
+    if run_reference is None:
+        return result.to_json()
+    run = runs.resolve_run(run_reference)
+    payload = result.to_json(float(run.card["threshold"]["value"]))
+    runs.write_json_atomic(run.folder / runs.CROSSVAL_FILE, payload)
+    return payload
