@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     crossval.add_argument(
         "--quick",
         action="store_true",
-        help="fine-tune at most 2 epochs per fold, flip TTA (the folds a training run makes)",
+        help="head only, flip TTA: the folds a training run makes (minutes, not hours)",
     )
     crossval.add_argument(
         "--min-cases",

@@ -34,7 +34,7 @@ SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 ACTIVE_FILE_NAME = "active.json"
 LOCAL_ACTIVE_FILE_NAME = "active.local.json"
 DEFAULT_BACKBONE = "mobilenet_v2"
-DEFAULT_IMAGE_SIZE = 160
+DEFAULT_IMAGE_SIZE = 224
 # Images larger than this are refused before decoding (decompression bombs).
 MAX_IMAGE_PIXELS = int(os.environ.get("DERMO_MAX_IMAGE_PIXELS", "50000000"))
 # Uploads (and members of uploaded ZIPs) larger than this are refused before decoding.

@@ -15,7 +15,7 @@ PRESETS = {
     # For a 2-core machine without a GPU: within about 15 minutes on the bundled data.
     "quick": {
         "image_size": 160,
-        "fine_tune_epochs": 2,
+        "fine_tune_epochs": 3,
         "tta_views": "flips",
         "threshold_rule": "sensitivity",
     },
@@ -32,14 +32,14 @@ class TrainConfig:
     weights: str = "imagenet"
     target: str = "diagnosis"
     head_epochs: int = 30
-    fine_tune_epochs: int = 16
+    fine_tune_epochs: int = 12
     fine_tune_layers: int = 100
     batch_size: int = 32
     head_learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
     imbalance: str = "class_weight"
     augmentation: str = "medium"
-    threshold_rule: str = "sensitivity"
+    threshold_rule: str = "held_out_sources"
     target_sensitivity: float = 0.92
     calibration: str = "platt"
     tta: bool = True

@@ -549,6 +549,24 @@ def fit_model(train_config, prepared, weights: ResolvedWeights, report, should_s
     return model, history, timings
 
 
+def source_crossval_or_none(train_config, prepared, weights, report, should_stop):
+    """The run's own source cross-validation, or None when the data cannot have one.
+
+    A single-source dataset (a user's own folders) then gets a threshold from its
+    validation split alone, and the card says so.
+    """
+    from core.crossval import crossval_by_source, fold_config
+
+    try:
+        result = crossval_by_source(
+            fold_config(train_config), prepared, weights, report, should_stop
+        )
+    except ValueError as error:
+        report(Progress("crossval", f"No held-out-source threshold: {error}"))
+        return None
+    return result if result.folds else None
+
+
 def train(
     train_config: TrainConfig,
     report: ProgressCallback | None = None,
@@ -562,8 +580,6 @@ def train(
     (shorter fine-tuning) runs first; its table is saved with the run and its pooled
     held-out predictions set the threshold.
     """
-    from core.crossval import crossval_by_source, fold_config
-
     train_config.validate()
     report = report or (lambda progress: None)
     should_stop = should_stop or (lambda: False)
@@ -577,9 +593,7 @@ def train(
     crossval = None
     if train_config.threshold_rule == "held_out_sources":
         phase_start = time.perf_counter()
-        crossval = crossval_by_source(
-            fold_config(train_config), prepared, weights, report, should_stop
-        )
+        crossval = source_crossval_or_none(train_config, prepared, weights, report, should_stop)
         timings["crossval_seconds"] = round(time.perf_counter() - phase_start, 1)
     model, history, fit_timings = fit_model(train_config, prepared, weights, report, should_stop)
     timings.update(fit_timings)
