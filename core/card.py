@@ -106,8 +106,9 @@ def build_card(run_id, train_config, prepared, scores, timings, weights, crossva
         if scores.ood is None
         else {
             "threshold": scores.ood.threshold,
-            "method": getattr(scores.ood, "method", "Mahalanobis distance, PCA-32"),
+            "method": scores.ood.method,
             "flagged": scores.ood_flagged,
+            "non_dermoscopy_check": scores.ood_check,
         },
         "crossval": None if crossval is None else crossval.to_json(scores.threshold)["summary"],
         "versions": library_versions(),

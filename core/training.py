@@ -386,6 +386,7 @@ class Scores:
     test_probabilities: np.ndarray
     ood: object
     ood_flagged: dict
+    ood_check: dict | None
 
 
 def forward_rows(model, train_config, arrays, tta: bool):
@@ -428,6 +429,31 @@ def fit_ood_or_none(train_features, val_features, report):
         return None
 
 
+def non_dermoscopy_check(model, train_config, ood, dermoscopy_features, report) -> dict | None:
+    """The detector on the generated non-dermoscopy set against real validation/test images.
+
+    Shares flagged of both, the score's AUROC, and how many of each kind went unflagged.
+    """
+    from core.ood import evaluate_detector
+    from core.ood_set import kind_of, non_dermoscopy_images
+
+    if ood is None:
+        return None
+    report(Progress("evaluate", "Checking the detector on non-dermoscopy images"))
+    named = non_dermoscopy_images()
+    size, resample = train_config.image_size, train_config.resample
+    arrays = np.stack([images.resize_for_model(image, size, resample) for _, image in named])
+    _, features, _ = forward_rows(model, train_config, arrays, False)
+    result = evaluate_detector(ood, dermoscopy_features, features)
+    missed = ood.score(features) <= ood.threshold
+    kinds = [kind_of(name) for name, _ in named]
+    result["missed_by_kind"] = {
+        kind: int(sum(miss for miss, other in zip(missed, kinds, strict=True) if other == kind))
+        for kind in sorted(set(kinds))
+    }
+    return result
+
+
 def score_splits(model, train_config, prepared, report, held_out=None) -> Scores:
     """Calibrate and pick the threshold on validation, then score the test split once."""
     from core.metrics import evaluate
@@ -456,6 +482,8 @@ def score_splits(model, train_config, prepared, report, held_out=None) -> Scores
         name: None if ood is None else float(np.mean(ood.score(values) > ood.threshold))
         for name, values in (("val", val_features), ("test", test_features))
     }
+    derm_features = np.concatenate([val_features, test_features])
+    ood_check = non_dermoscopy_check(model, train_config, ood, derm_features, report)
     return Scores(
         calibration=calibration.to_dict(),
         threshold=threshold,
@@ -465,6 +493,7 @@ def score_splits(model, train_config, prepared, report, held_out=None) -> Scores
         test_probabilities=test_probabilities,
         ood=ood,
         ood_flagged=flagged,
+        ood_check=ood_check,
     )
 
 
