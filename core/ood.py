@@ -1,11 +1,16 @@
 """Out-of-distribution score: how unlike the training images an image's features are.
 
-Pooled backbone features are first square-rooted and scaled to unit length. Pooled ReLU
-features are sparse and heavy-tailed; the square root evens out their scale, and unit length
-removes the overall activation level, which varies more between dermoscopy images than between
-dermoscopy and other pictures. The score is then the Mahalanobis distance under a probabilistic
-PCA Gaussian fitted on the training split: the whitened distance in the top principal
-components plus the residual outside them, divided by the average variance there.
+Pooled backbone features are first raised to the power 1/4 and scaled to unit length. Pooled
+ReLU features are sparse and heavy-tailed; the fourth root lets the many small activations
+count next to the few large ones (which channels fire at all says much about what kind of
+picture it is), and unit length removes the overall activation level, which varies more
+between dermoscopy images than between dermoscopy and other pictures. On the shared data the
+fourth root flagged more non-dermoscopy images than the square root, and about as many real
+ones.
+
+The score is then the Mahalanobis distance under a probabilistic PCA Gaussian fitted on the
+training split: the whitened distance in the top principal components plus the residual
+outside them, divided by the average variance there.
 
 The residual is what makes the flag fire. A landscape, a screenshot or a black image differs
 from dermoscopy mostly in directions the top components do not span, so a distance inside the
@@ -26,7 +31,7 @@ from sklearn.metrics import roc_auc_score
 
 OOD_FILE = "ood.npz"
 DEFAULT_COMPONENTS = 32
-DEFAULT_POWER = 0.5
+DEFAULT_POWER = 0.25
 DEFAULT_QUANTILE = 0.995
 
 
@@ -105,7 +110,7 @@ def load_ood(folder: Path) -> OodModel | None:
 
 
 def describe(components: int, power: float, quantile: float) -> str:
-    transform = "square-rooted" if power == 0.5 else f"power-{power:g}"
+    transform = {0.5: "square-root", 0.25: "fourth-root"}.get(power, f"power-{power:g}")
     return (
         f"Mahalanobis distance under probabilistic PCA ({components} components + residual) "
         f"of {transform}, unit-length features; threshold at the {quantile:.1%} quantile "
@@ -173,7 +178,7 @@ def fit_ood(
     """Fit on the training split, set the threshold on held-out images.
 
     `components` principal components are whitened; the rest is the residual. `power` is
-    applied to the features before scaling them to unit length (0.5: square root). The
+    applied to the features before scaling them to unit length (0.25: fourth root). The
     threshold is the `quantile` of the held-out images' scores.
     """
     train = checked_features(train_features, "train_features")

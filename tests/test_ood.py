@@ -12,7 +12,7 @@ from core.ood import OOD_FILE, evaluate_detector, fit_ood, load_ood
 def low_rank_features(rng: np.random.Generator, count: int, basis: np.ndarray) -> np.ndarray:
     """Positive features near a low-dimensional subspace, as pooled backbone features are."""
     weights = 2 * rng.normal(size=(count, len(basis)))
-    return 40 + weights @ basis + rng.normal(scale=0.3, size=(count, basis.shape[1]))
+    return 100 + weights @ basis + rng.normal(scale=0.3, size=(count, basis.shape[1]))
 
 
 @pytest.fixture

@@ -72,6 +72,8 @@ def test_default_model_flags_non_dermoscopy_but_not_held_out_sample(ood_images):
     other_features = forward_in_batches(forward, other)[1]
     detector = fit_ood(dermoscopy[:200], dermoscopy[200:250])
     report = evaluate_detector(detector, dermoscopy[250:], other_features)
-    assert report["dermoscopy_flagged"] <= 0.06
-    assert report["non_dermoscopy_flagged"] >= 0.5
-    assert report["auroc"] >= 0.9
+    # Fine-tuned features of smooth images (blanks, gradients, skin-like fields) overlap real
+    # dermoscopy, so far from all are flagged; on 2/3 of the set it does fire.
+    assert report["dermoscopy_flagged"] <= 0.1
+    assert report["non_dermoscopy_flagged"] >= 0.7
+    assert report["auroc"] >= 0.95
