@@ -27,6 +27,8 @@ FINISHED_STATES = ("succeeded", "failed", "cancelled")
 # What each training stage is called on the page; unknown stages read as their own name.
 STAGE_NAMES = {
     "starting": "Starting the training process",
+    "weights": "Checking the backbone weights",
+    "crossval": "Cross-validating by source",
     "data": "Checking and decoding the images",
     "features": "Computing backbone features",
     "head": "Training the head (backbone frozen)",

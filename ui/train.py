@@ -90,25 +90,51 @@ def validation_report(data_dir: str, csv: str | None, sites: tuple[str, ...]):
     return report
 
 
+IMAGE_SIZES = (64, 96, 128, 160, 192, 224)
+
+
 def train_settings() -> dict:
-    """The Settings expander of the Train page: TrainConfig's keyword arguments."""
-    from core.model import BACKBONES
-    from core.train_config import AUGMENTATION_STRENGTHS, TrainConfig
+    """The Settings expander of the Train page: TrainConfig's keyword arguments.
+
+    Choices and defaults come from core (TrainConfig, THRESHOLD_RULES, model.TARGETS), the
+    same ones the command line uses.
+    """
+    from core.model import BACKBONES, TARGETS
+    from core.train_config import AUGMENTATION_STRENGTHS, THRESHOLD_RULES, TrainConfig
 
     defaults = TrainConfig(data_dir="")
+
+    def default(options, value) -> int:
+        return list(options).index(value)
 
     with st.expander("Settings", expanded=True):
         left, middle, right = st.columns(3)
         settings = {
-            "backbone": left.selectbox("Backbone", list(BACKBONES), key="train_backbone"),
+            "backbone": left.selectbox(
+                "Backbone",
+                list(BACKBONES),
+                default(BACKBONES, defaults.backbone),
+                key="train_backbone",
+            ),
             "image_size": left.selectbox(
-                "Input size (px)", [64, 96, 128, 160, 192, 224], index=3, key="train_image_size"
+                "Input size (px)",
+                IMAGE_SIZES,
+                default(IMAGE_SIZES, defaults.image_size),
+                key="train_image_size",
             ),
             "weights": left.radio(
                 "Initial weights",
                 ["imagenet", "none"],
                 key="train_weights",
                 help="'none' trains from random weights: only for quick checks.",
+            ),
+            "target": left.selectbox(
+                "Target",
+                TARGETS,
+                default(TARGETS, defaults.target),
+                key="train_target_kind",
+                help="'diagnosis' learns the diagnoses, whose malignant ones sum to the "
+                "probability; 'binary' learns benign or malignant only.",
             ),
             "head_epochs": middle.number_input(
                 "Head epochs", 1, 200, defaults.head_epochs, key="train_epochs"
@@ -123,11 +149,15 @@ def train_settings() -> dict:
             "augmentation": right.selectbox(
                 "Augmentation",
                 list(AUGMENTATION_STRENGTHS),
-                index=list(AUGMENTATION_STRENGTHS).index(defaults.augmentation),
+                default(AUGMENTATION_STRENGTHS, defaults.augmentation),
                 key="train_augmentation",
             ),
             "threshold_rule": right.selectbox(
-                "Threshold rule", ["sensitivity", "youden"], key="train_rule"
+                "Threshold rule",
+                THRESHOLD_RULES,
+                default(THRESHOLD_RULES, defaults.threshold_rule),
+                key="train_rule",
+                help="'held_out_sources' chooses it on sources held out in turn (slower).",
             ),
         }
         settings["target_sensitivity"] = right.slider(
@@ -136,7 +166,7 @@ def train_settings() -> dict:
             0.99,
             defaults.target_sensitivity,
             key="train_target",
-            disabled=settings["threshold_rule"] != "sensitivity",
+            disabled=settings["threshold_rule"] == "youden",
         )
     return settings
 
