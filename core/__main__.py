@@ -191,7 +191,6 @@ def crossval_config(arguments) -> TrainConfig:
     from core.runs import resolve_run
 
     recipe = dict(resolve_run(arguments.run).card["config"])
-    recipe["sites"], recipe["fractions"] = tuple(recipe["sites"]), tuple(recipe["fractions"])
     if arguments.data:
         recipe.update(data_dir=arguments.data, csv=arguments.csv)
     options = training_config(arguments, data_dir="")
@@ -200,7 +199,7 @@ def crossval_config(arguments) -> TrainConfig:
         for option, field in TRAIN_OPTIONS.items()
         if getattr(arguments, option, None) is not None
     }
-    return TrainConfig(**{**recipe, **given})
+    return TrainConfig.from_dict({**recipe, **given})
 
 
 def format_crossval(payload: dict) -> str:

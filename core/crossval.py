@@ -185,9 +185,16 @@ def run_fold(train_config, prepared, weights, source, report, should_stop) -> Fo
 
     started = time.perf_counter()
     fold = _fold_data(prepared, source)
+
+    def fold_report(progress) -> None:
+        # One stage for the whole fold, without epoch logs: a live learning curve shows the
+        # run's own epochs only.
+        message = f"Held out {source}: {progress.message}"
+        report(dataclasses.replace(progress, stage="crossval", message=message, logs={}))
+
     report(Progress("crossval", f"Holding out {source}: training on the other sources"))
-    model, _, _ = fit_model(train_config, fold, weights, report, should_stop)
-    scores = score_splits(model, train_config, fold, report)
+    model, _, _ = fit_model(train_config, fold, weights, fold_report, should_stop)
+    scores = score_splits(model, train_config, fold, fold_report)
     frame = fold.dataset.frame
     train_rows = fold.indices("train")
     test_rows = fold.indices("test")

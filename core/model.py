@@ -99,7 +99,8 @@ def _download(backbone: str, file_name: str) -> str | None:
             file_name, BACKBONES[backbone].weights_origin + file_name, cache_subdir="models"
         )
     except Exception as error:  # noqa: BLE001 - urllib, socket and HTTP errors alike
-        return str(error).split(": ")[-1] or type(error).__name__
+        # Keras says "URL fetch failure on URL: None -- [Errno -2] Name or service not known".
+        return str(error).rsplit(" -- ", 1)[-1].rsplit(": ", 1)[-1] or type(error).__name__
     return None
 
 

@@ -50,6 +50,16 @@ class TrainConfig:
     strategy: str = "default"
     resample: str = "bilinear"
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """A config from its JSON form (a card's `config`, a job's config.json): lists back to
+        tuples; keys this version does not know are refused by the constructor."""
+        values = dict(values)
+        for name in ("sites", "fractions"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
     def validate(self) -> None:
         if self.imbalance not in ("class_weight", "none"):
             raise ValueError(f"imbalance must be 'class_weight' or 'none', got {self.imbalance!r}")

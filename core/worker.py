@@ -252,13 +252,7 @@ def run_job(folder: Path) -> int:
     status = JobStatus(job_id=folder.name, pid=os.getpid(), started_at=_started_at(folder))
     reporter = _JobReporter(status, folder)
     try:
-        train_config = TrainConfig(**payload["config"])
-        train_config.sites = tuple(train_config.sites)
-        train_config.fractions = (
-            train_config.fractions[0],
-            train_config.fractions[1],
-            train_config.fractions[2],
-        )
+        train_config = TrainConfig.from_dict(payload["config"])
         result = train(
             train_config, reporter, reporter.should_stop, directory, payload.get("activate")
         )
