@@ -126,7 +126,7 @@ def held_out_sources(dermoscopy, split, sources, other) -> dict[str, float]:
     return shares
 
 
-def measure(kind: str, data: dict, split: np.ndarray, sources: np.ndarray, names: list) -> dict:
+def measure(data: dict, split: np.ndarray, sources: np.ndarray, names: list) -> dict:
     dermoscopy, other = data["dermoscopy"], data["other"]
     model = fit_ood(dermoscopy[split == "train"], dermoscopy[split == "val"])
     report = evaluate_detector(model, dermoscopy[split == "test"], other)
@@ -174,7 +174,11 @@ def print_table(reports: dict[str, dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, help="folder to keep computed features in")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="folder to keep computed features in (empty it after changing the set or model)",
+    )
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     arguments = parser.parse_args()
@@ -191,7 +195,7 @@ def main() -> None:
     reports = {}
     for kind in arguments.kinds:
         data = features(kind, metadata, others, arguments.cache)
-        reports[kind] = measure(kind, data, parts(kind, metadata), sources, names)
+        reports[kind] = measure(data, parts(kind, metadata), sources, names)
     print_table(reports)
     if arguments.json:
         arguments.json.write_text(json.dumps(reports, indent=2))
