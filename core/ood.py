@@ -37,6 +37,8 @@ DEFAULT_QUANTILE = 0.995
 
 @dataclass(frozen=True)
 class OodModel:
+    """mean, components (k x D) and precision (k x k) live in the transformed feature space."""
+
     mean: np.ndarray
     components: np.ndarray
     precision: np.ndarray
