@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="CSV file to write (default: standard output)")
     add_tta_arguments(predict)
 
+    refit = commands.add_parser(
+        "refit-ood", help="give a run the current out-of-distribution detector"
+    )
+    refit.add_argument("run_id")
+    refit.add_argument("--data", help="the run's image folder, if it moved")
+    refit.add_argument("--csv", help="the run's ground-truth CSV, if it moved")
+
     commands.add_parser("runs", help="list trained runs")
     activate = commands.add_parser("activate", help="make a run the active model")
     activate.add_argument("run_id")
@@ -291,6 +298,21 @@ def command_predict(arguments) -> int:
     return 0
 
 
+def command_refit_ood(arguments) -> int:
+    from core.training import refit_ood
+
+    entry = refit_ood(
+        arguments.run_id, arguments.data, arguments.csv, lambda p: print(p.message, flush=True)
+    )
+    check = entry["non_dermoscopy_check"]
+    print(
+        f"flagged: {check['non_dermoscopy_flagged']:.1%} of {check['n_non_dermoscopy']} "
+        f"non-dermoscopy images, {entry['flagged']['val']:.1%} of validation and "
+        f"{entry['flagged']['test']:.1%} of test dermoscopy; AUROC {check['auroc']:.4f}"
+    )
+    return 0
+
+
 def command_runs(arguments) -> int:
     from core.runs import active_run_id, list_runs
 
@@ -326,6 +348,7 @@ def command_worker(arguments) -> int:
 COMMANDS = {
     "train": command_train,
     "crossval": command_crossval,
+    "refit-ood": command_refit_ood,
     "evaluate": command_evaluate,
     "predict": command_predict,
     "runs": command_runs,

@@ -57,6 +57,19 @@ def _outputs(train_config) -> str:
     )
 
 
+def ood_card(detector) -> dict | None:
+    """The card's account of the OOD detector (None when the data was too small for one)."""
+    if detector.ood is None:
+        return None
+    return {
+        "threshold": detector.ood.threshold,
+        "detail_range": detector.ood.detail_range,
+        "method": detector.ood.method,
+        "flagged": detector.flagged,
+        "non_dermoscopy_check": detector.check,
+    }
+
+
 def build_card(run_id, train_config, prepared, scores, timings, weights, crossval=None) -> dict:
     frame = prepared.dataset.frame
     return {
@@ -102,14 +115,7 @@ def build_card(run_id, train_config, prepared, scores, timings, weights, crossva
         },
         "config": asdict(train_config),
         "metrics": {"test": scores.test_metrics, "val": scores.val_metrics},
-        "ood": None
-        if scores.ood is None
-        else {
-            "threshold": scores.ood.threshold,
-            "method": scores.ood.method,
-            "flagged": scores.ood_flagged,
-            "non_dermoscopy_check": scores.ood_check,
-        },
+        "ood": ood_card(scores.detector),
         "crossval": None if crossval is None else crossval.to_json(scores.threshold)["summary"],
         "versions": library_versions(),
         "git_commit": git_commit(),

@@ -206,7 +206,7 @@ def run_fold(train_config, prepared, weights, source, report, should_stop) -> Fo
         threshold=scores.threshold,
         val_roc_auc=scores.val_metrics["roc_auc"],
         metrics={key: value for key, value in scores.test_metrics.items() if key != "subgroups"},
-        ood_flagged=scores.ood_flagged["test"],
+        ood_flagged=scores.detector.flagged["test"],
         seconds=round(time.perf_counter() - started, 1),
         labels=fold.labels[test_rows],
         probabilities=np.asarray(scores.test_probabilities),

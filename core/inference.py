@@ -20,7 +20,7 @@ from threadpoolctl import ThreadpoolController
 from core import images
 from core.calibration import Calibration
 from core.model import POOLED_LAYER
-from core.ood import load_ood
+from core.ood import image_detail, load_ood
 from core.runs import Run
 
 BATCH_SIZE = 32
@@ -150,7 +150,11 @@ class Predictor:
         # Multi-threaded BLAS on this tiny product leaves threads spinning on the cores the
         # next forward pass needs; one thread gives the same scores, faster.
         with self._blas.limit(limits=1, user_api="blas"):
-            scores = self.ood.score(features) if self.ood is not None and len(raw) else None
+            scores = (
+                self.ood.score(features, image_detail(arrays))
+                if self.ood is not None and len(raw)
+                else None
+            )
         return np.asarray(probabilities, dtype=np.float64), scores, diagnoses
 
     def ranked_diagnoses(self, row: np.ndarray) -> tuple[tuple[str, float], ...]:

@@ -16,6 +16,13 @@ The residual is what makes the flag fire. A landscape, a screenshot or a black i
 from dermoscopy mostly in directions the top components do not span, so a distance inside the
 principal subspace alone (the first version of this module) scored them like dermoscopy.
 
+Features alone miss smooth pictures once the backbone is fine-tuned: a white or grey image, a
+colour gradient or a skin-coloured blob lands among real dermoscopy. So the detector also keeps
+the range of an image's pixel detail (the log mean difference between neighbouring grey
+values) over held-out dermoscopy: every dermoscopy photograph has skin texture and sensor
+noise, a blank or a gradient has almost none, and an image outside that range is flagged
+whatever its features.
+
 The flagging threshold is a high quantile of the scores of held-out real dermoscopy images, so
 nearly all of them pass. Files written by the first version (keys mean, components, precision,
 threshold) still load and score exactly as before: they are the special case with no
@@ -33,6 +40,16 @@ OOD_FILE = "ood.npz"
 DEFAULT_COMPONENTS = 32
 DEFAULT_POWER = 0.25
 DEFAULT_QUANTILE = 0.995
+# The pixel-detail range keeps all but this share of held-out dermoscopy at each end.
+DEFAULT_DETAIL_TAIL = 0.001
+
+
+def image_detail(arrays: np.ndarray) -> np.ndarray:
+    """Log mean absolute difference between neighbouring grey values, per uint8 image."""
+    grey = np.asarray(arrays, dtype=np.float32).mean(axis=-1)
+    across = np.abs(np.diff(grey, axis=-1)).mean(axis=(-2, -1))
+    down = np.abs(np.diff(grey, axis=-2)).mean(axis=(-2, -1))
+    return np.log(across + down + 1e-3)
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,8 @@ class OodModel:
     power: float = 1.0
     unit_length: bool = False
     method: str = ""
+    # (low, high) `image_detail` of held-out dermoscopy; None where it was never fitted.
+    detail_range: tuple[float, float] | None = None
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         values = np.asarray(features, dtype=np.float64)
@@ -58,14 +77,24 @@ class OodModel:
             )
         return transform(values, self.power, self.unit_length)
 
-    def score(self, features: np.ndarray) -> np.ndarray:
-        """One float per row; higher is more unusual. Flag when score > threshold."""
+    def score(self, features: np.ndarray, details: np.ndarray | None = None) -> np.ndarray:
+        """One float per row; higher is more unusual. Flag when score > threshold.
+
+        With `details` (`image_detail` of the same images) an image outside the detail range
+        scores at least threshold * (1 + its distance outside), so it is flagged.
+        """
         centred = self.transform(features) - self.mean
         projected = centred @ self.components.T
         inside = np.einsum("ij,jk,ik->i", projected, self.precision, projected)
         # Rounding can make the residual a tiny negative number for points in the subspace.
         residual = np.maximum(np.sum(centred**2, axis=1) - np.sum(projected**2, axis=1), 0.0)
-        return np.sqrt(inside + self.residual_precision * residual)
+        scores = np.sqrt(inside + self.residual_precision * residual)
+        if details is None or self.detail_range is None:
+            return scores
+        low, high = self.detail_range
+        values = np.asarray(details, dtype=np.float64)
+        outside = np.maximum(np.maximum(low - values, values - high), 0.0)
+        return np.where(outside > 0, np.maximum(scores, self.threshold * (1 + outside)), scores)
 
     def save(self, folder: Path) -> None:
         np.savez(
@@ -78,6 +107,7 @@ class OodModel:
             power=np.float64(self.power),
             unit_length=np.bool_(self.unit_length),
             method=np.str_(self.method),
+            detail_range=np.asarray(self.detail_range or (np.nan, np.nan), dtype=np.float64),
         )
 
 
@@ -108,7 +138,15 @@ def load_ood(folder: Path) -> OodModel | None:
             power=float(stored["power"]),
             unit_length=bool(stored["unit_length"]),
             method=str(stored["method"]),
+            detail_range=_detail_range(stored),
         )
+
+
+def _detail_range(stored) -> tuple[float, float] | None:
+    if "detail_range" not in stored or np.isnan(stored["detail_range"]).any():
+        return None
+    low, high = stored["detail_range"]
+    return float(low), float(high)
 
 
 def describe(components: int, power: float, quantile: float) -> str:
@@ -176,12 +214,16 @@ def fit_ood(
     components: int = DEFAULT_COMPONENTS,
     power: float = DEFAULT_POWER,
     quantile: float = DEFAULT_QUANTILE,
+    heldout_details: np.ndarray | None = None,
+    detail_tail: float = DEFAULT_DETAIL_TAIL,
 ) -> OodModel:
     """Fit on the training split, set the threshold on held-out images.
 
     `components` principal components are whitened; the rest is the residual. `power` is
     applied to the features before scaling them to unit length (0.25: fourth root). The
-    threshold is the `quantile` of the held-out images' scores.
+    threshold is the `quantile` of the held-out images' scores. With `heldout_details`
+    (`image_detail` of the held-out images) the detail range keeps all but `detail_tail` of
+    them at each end.
     """
     train = checked_features(train_features, "train_features")
     heldout = checked_features(heldout_features, "heldout_features")
@@ -191,23 +233,36 @@ def fit_ood(
             f"power must be in (0, 1] and quantile in (0, 1), got {power}, {quantile}"
         )
     model = principal_model(transform(train, power, unit_length=True), components, power)
+    method = describe(components, power, quantile)
+    detail_range = None
+    if heldout_details is not None:
+        low, high = np.quantile(heldout_details, [detail_tail, 1 - detail_tail])
+        detail_range = (float(low), float(high))
+        method += f"; or pixel detail outside its {1 - 2 * detail_tail:.1%} range there"
     return dataclasses.replace(
         model,
         threshold=float(np.quantile(model.score(heldout), quantile)),
-        method=describe(components, power, quantile),
+        method=method,
+        detail_range=detail_range,
     )
 
 
 def evaluate_detector(
-    model: OodModel, dermoscopy_features: np.ndarray, other_features: np.ndarray
+    model: OodModel,
+    dermoscopy_features: np.ndarray,
+    other_features: np.ndarray,
+    dermoscopy_details: np.ndarray | None = None,
+    other_details: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Shares flagged of real dermoscopy and of other images, and the score's AUROC.
 
     AUROC treats non-dermoscopy as the positive class: 1.0 means every other image scores
     above every dermoscopy image, whatever the threshold.
     """
-    dermoscopy = model.score(checked_features(dermoscopy_features, "dermoscopy_features"))
-    other = model.score(checked_features(other_features, "other_features"))
+    dermoscopy = model.score(
+        checked_features(dermoscopy_features, "dermoscopy_features"), dermoscopy_details
+    )
+    other = model.score(checked_features(other_features, "other_features"), other_details)
     truth = np.concatenate([np.zeros(len(dermoscopy)), np.ones(len(other))])
     return {
         "dermoscopy_flagged": float(np.mean(dermoscopy > model.threshold)),

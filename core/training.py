@@ -36,6 +36,7 @@ from core.model import (
     resolve_weights,
     set_fine_tune_layers,
 )
+from core.ood import OodModel, evaluate_detector, fit_ood, image_detail
 from core.train_config import AUGMENTATION_STRENGTHS, TrainConfig
 
 
@@ -375,6 +376,15 @@ def fine_tune(model, train_config, prepared, report, should_stop, history) -> fl
 
 
 @dataclass
+class Detector:
+    """The OOD detector of a run and what it was measured to do (None: too few images)."""
+
+    ood: OodModel | None
+    flagged: dict
+    check: dict | None
+
+
+@dataclass
 class Scores:
     """Everything measured on the held-out splits once training is over."""
 
@@ -384,9 +394,7 @@ class Scores:
     val_metrics: dict
     test_metrics: dict
     test_probabilities: np.ndarray
-    ood: object
-    ood_flagged: dict
-    ood_check: dict | None
+    detector: Detector
 
 
 def forward_rows(model, train_config, arrays, tta: bool):
@@ -418,34 +426,49 @@ def pick_threshold(train_config, val_labels, val_probabilities, held_out=None):
     return min(threshold, pooled), note
 
 
-def fit_ood_or_none(train_features, val_features, report):
-    """The OOD detector, or None (with a message) when the training split is too small for it."""
-    from core.ood import fit_ood
+def fit_detector(model, train_config, arrays: dict, report, features=None) -> Detector:
+    """Fit the OOD detector on the training split, threshold it on validation, measure it.
 
+    `arrays` holds the uint8 images of "train", "val" and "test"; `features` any of their
+    pooled features already computed.
+    """
+    report(Progress("evaluate", "Fitting the out-of-distribution detector"))
+    features = dict(features or {})
+    for name in ("train", "val", "test"):
+        if name not in features:
+            _, features[name], _ = forward_rows(model, train_config, arrays[name], False)
+    details = {name: image_detail(arrays[name]) for name in ("val", "test")}
     try:
-        return fit_ood(train_features, val_features)
+        ood = fit_ood(features["train"], features["val"], heldout_details=details["val"])
     except ValueError as error:
         report(Progress("evaluate", f"No out-of-distribution detector: {error}"))
-        return None
+        return Detector(None, dict.fromkeys(("val", "test")), None)
+    flagged = {
+        name: float(np.mean(ood.score(features[name], details[name]) > ood.threshold))
+        for name in ("val", "test")
+    }
+    real_features, real_details = (
+        np.concatenate([group["val"], group["test"]]) for group in (features, details)
+    )
+    check = non_dermoscopy_check(model, train_config, ood, real_features, real_details, report)
+    return Detector(ood, flagged, check)
 
 
-def non_dermoscopy_check(model, train_config, ood, dermoscopy_features, report) -> dict | None:
+def non_dermoscopy_check(model, train_config, ood, derm_features, derm_details, report) -> dict:
     """The detector on the generated non-dermoscopy set against real validation/test images.
 
     Shares flagged of both, the score's AUROC, and how many of each kind went unflagged.
     """
-    from core.ood import evaluate_detector
     from core.ood_set import kind_of, non_dermoscopy_images
 
-    if ood is None:
-        return None
     report(Progress("evaluate", "Checking the detector on non-dermoscopy images"))
     named = non_dermoscopy_images()
     size, resample = train_config.image_size, train_config.resample
     arrays = np.stack([images.resize_for_model(image, size, resample) for _, image in named])
     _, features, _ = forward_rows(model, train_config, arrays, False)
-    result = evaluate_detector(ood, dermoscopy_features, features)
-    missed = ood.score(features) <= ood.threshold
+    details = image_detail(arrays)
+    result: dict = dict(evaluate_detector(ood, derm_features, features, derm_details, details))
+    missed = ood.score(features, details) <= ood.threshold
     kinds = [kind_of(name) for name, _ in named]
     result["missed_by_kind"] = {
         kind: int(sum(miss for miss, other in zip(missed, kinds, strict=True) if other == kind))
@@ -475,15 +498,9 @@ def score_splits(model, train_config, prepared, report, held_out=None) -> Scores
     subgroups = {name: test_frame[name].tolist() for name in ("site", "source", "diagnosis")}
     test_metrics = evaluate(test_labels, test_probabilities, threshold, subgroups=subgroups)
     val_metrics = evaluate(val_labels, val_probabilities, threshold, n_bootstrap=200)
-    report(Progress("evaluate", "Fitting the out-of-distribution detector"))
-    _, train_features, _ = forward_rows(model, train_config, prepared.arrays[rows["train"]], False)
-    ood = fit_ood_or_none(train_features, val_features, report)
-    flagged = {
-        name: None if ood is None else float(np.mean(ood.score(values) > ood.threshold))
-        for name, values in (("val", val_features), ("test", test_features))
-    }
-    derm_features = np.concatenate([val_features, test_features])
-    ood_check = non_dermoscopy_check(model, train_config, ood, derm_features, report)
+    arrays = {name: prepared.arrays[rows[name]] for name in rows}
+    features = {"val": val_features, "test": test_features}
+    detector = fit_detector(model, train_config, arrays, report, features)
     return Scores(
         calibration=calibration.to_dict(),
         threshold=threshold,
@@ -491,9 +508,7 @@ def score_splits(model, train_config, prepared, report, held_out=None) -> Scores
         val_metrics=val_metrics,
         test_metrics=test_metrics,
         test_probabilities=test_probabilities,
-        ood=ood,
-        ood_flagged=flagged,
-        ood_check=ood_check,
+        detector=detector,
     )
 
 
@@ -521,8 +536,8 @@ def write_run_files(folder: Path, model, card, history, prepared, scores) -> Non
     test_frame.insert(2, "probability", scores.test_probabilities)
     test_frame.to_csv(folder / "test_predictions.csv", index=False)
     prepared.split.to_frame().to_csv(folder / "split.csv", index=False)
-    if scores.ood is not None:
-        scores.ood.save(folder)
+    if scores.detector.ood is not None:
+        scores.detector.ood.save(folder)
     runs.write_json_atomic(folder / runs.CARD_FILE, card)
 
 
@@ -640,3 +655,47 @@ def train(
         runs.set_active(run_id, models_directory)
     report(Progress("done", f"Run {run_id} saved"))
     return TrainResult(run_id, str(folder), scores.test_metrics)
+
+
+def split_arrays(run: runs.Run, train_config: TrainConfig) -> dict:
+    """The decoded images of a run's train, val and test splits, from its split.csv."""
+    dataset = data.load_dataset(train_config.data_dir, train_config.csv, train_config.sites)
+    split = pd.read_csv(run.folder / "split.csv").set_index("image_name")["split"]
+    frame = dataset.frame[dataset.frame["image_name"].isin(split.index)]
+    if len(frame) < len(split):
+        raise data.DatasetError(
+            f"{len(split) - len(frame)} images of the run's split.csv are not in the data"
+        )
+    names = frame["image_name"].to_numpy()
+    decoded = images.decode_many(
+        frame["path"].tolist(), train_config.image_size, train_config.resample
+    )
+    arrays = np.stack([item for item in decoded if isinstance(item, np.ndarray)])
+    if len(arrays) != len(frame):
+        raise data.DatasetError("some of the run's images are unreadable now")
+    return {name: arrays[split.loc[names].to_numpy() == name] for name in splits.SPLIT_NAMES}
+
+
+def refit_ood(reference: str, data_dir=None, csv=None, report=None) -> dict:
+    """Give an existing run the current OOD detector, fitted on its own splits.
+
+    The model, its threshold and its metrics stay as they are; `ood.npz` and the card's
+    `ood` entry are replaced.
+    """
+    from core.card import ood_card
+
+    report = report or (lambda progress: None)
+    run = runs.resolve_run(reference)
+    values = dict(run.card["config"])
+    if data_dir:
+        values.update(data_dir=str(data_dir), csv=str(csv) if csv else None)
+    train_config = TrainConfig.from_dict(values)
+    arrays = split_arrays(run, train_config)
+    model = keras.saving.load_model(run.model_path)
+    detector = fit_detector(model, train_config, arrays, report)
+    if detector.ood is None:
+        raise ValueError(f"run {run.run_id}: too few training images for an OOD detector")
+    detector.ood.save(run.folder)
+    card = {**run.card, "ood": ood_card(detector)}
+    runs.write_json_atomic(run.folder / runs.CARD_FILE, card)
+    return card["ood"]

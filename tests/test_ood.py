@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from core.ood import OOD_FILE, evaluate_detector, fit_ood, load_ood
+from core.ood import OOD_FILE, evaluate_detector, fit_ood, image_detail, load_ood
 
 
 def low_rank_features(rng: np.random.Generator, count: int, basis: np.ndarray) -> np.ndarray:
@@ -120,3 +120,32 @@ def test_evaluate_detector_reports_json_ready_shares_and_auroc(features):
         "n_dermoscopy",
         "n_non_dermoscopy",
     }
+
+
+def test_image_detail_separates_blank_and_smooth_from_textured_images():
+    rng = np.random.default_rng(0)
+    blank = np.full((1, 64, 64, 3), 255, dtype=np.uint8)
+    gradient = np.broadcast_to(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 64, 3))
+    textured = rng.integers(90, 160, size=(1, 64, 64, 3), dtype=np.uint8)
+    blank_detail, gradient_detail, textured_detail = (
+        image_detail(images)[0] for images in (blank, gradient[None], textured)
+    )
+    assert blank_detail < gradient_detail < textured_detail
+
+
+def test_images_outside_the_detail_range_are_flagged_whatever_their_features(features, tmp_path):
+    heldout = features["heldout"]
+    details = np.random.default_rng(1).normal(1.8, 0.3, len(heldout))
+    model = fit_ood(features["train"], heldout, components=8, heldout_details=details)
+    low, high = model.detail_range
+    assert low < 1.8 < high and "pixel detail" in model.method
+    typical = features["test"][:3]
+    inside = model.score(typical, np.full(3, 1.8))
+    np.testing.assert_allclose(inside, model.score(typical))
+    outside = model.score(typical, np.array([low - 3.0, high + 0.5, -6.9]))
+    assert np.all(outside > model.threshold)
+    model.save(tmp_path)
+    np.testing.assert_allclose(
+        load_ood(tmp_path).score(typical, np.full(3, -6.9)), model.score(typical, np.full(3, -6.9))
+    )
+    assert load_ood(tmp_path).detail_range == model.detail_range

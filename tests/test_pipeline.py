@@ -251,3 +251,15 @@ def test_mirrored_strategy_runs_with_one_cpu_replica(tmp_path, monkeypatch):
     assert runs.load_run(tmp_path / "models" / result.run_id).card["config"]["strategy"] == (
         "mirrored"
     )
+
+
+def test_refit_ood_gives_a_run_the_current_detector(trained):
+    folder = trained["models"] / trained["run_id"]
+    before = json.loads((folder / "card.json").read_text())
+    result = run_cli(["refit-ood", trained["run_id"]], trained["models"], trained["cache"])
+    assert "non-dermoscopy images" in result.stdout
+    card = json.loads((folder / "card.json").read_text())
+    assert card["threshold"] == before["threshold"] and card["metrics"] == before["metrics"]
+    check = card["ood"]["non_dermoscopy_check"]
+    assert check["n_non_dermoscopy"] > 100 and 0 <= check["non_dermoscopy_flagged"] <= 1
+    assert runs.load_run(folder) and Predictor(runs.load_run(folder)).ood.detail_range
