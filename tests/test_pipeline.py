@@ -17,6 +17,7 @@ import pytest
 from app_fixtures import tiny_train_config
 
 from core import config, diagnoses, runs
+from core.__main__ import PREDICT_COLUMNS
 from core.inference import Predictor
 from core.train_config import TrainConfig
 from core.training import Cancelled, train
@@ -143,16 +144,10 @@ def test_predict_cli_writes_one_row_per_image_with_errors_inline(trained, tmp_pa
     (folder / "broken.jpg").write_bytes(b"not an image at all")
     result = run_cli(["predict", "--no-tta", str(folder)], trained["models"], trained["cache"])
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0]) == [
-        "file",
-        "probability",
-        "label",
-        "threshold",
-        "model",
-        "error",
-        "ood_score",
-        "out_of_distribution",
-    ]
+    assert tuple(rows[0]) == PREDICT_COLUMNS
+    # The OOD columns come after the original six, so older readers keep working.
+    assert PREDICT_COLUMNS[:6] == ("file", "probability", "label", "threshold", "model", "error")
+    assert PREDICT_COLUMNS[6:] == ("ood_score", "out_of_distribution")
     assert [os.path.basename(row["file"]) for row in rows] == sorted([*names, "broken.jpg"])
     broken = next(row for row in rows if row["file"].endswith("broken.jpg"))
     assert broken["error"] and broken["probability"] == "" and broken["label"] == ""
