@@ -57,6 +57,8 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
         json.dump(payload, handle, indent=2, allow_nan=False)
         temporary = Path(handle.name)
+    # NamedTemporaryFile makes the file private (0600); cards and configs are for everyone.
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
 
 

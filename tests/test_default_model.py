@@ -2,11 +2,12 @@
 
 import json
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-from core import config, images, runs
+from core import config, diagnoses, images, ood_set, runs
 from core.inference import Predictor
 from core.metrics import evaluate
 
@@ -26,18 +27,53 @@ def predictor(default_run) -> Predictor:
 
 def test_card_describes_an_imagenet_mobilenet_v2_with_honest_metrics(default_run):
     card = default_run.card
-    assert card["backbone"] == "mobilenet_v2" and card["image_size"] == 160
+    assert card["backbone"] == "mobilenet_v2" and card["image_size"] == 224
     assert card["weights"] == "imagenet" and card["config"]["fine_tune_epochs"] > 0
+    assert card["weights_file"].endswith("_no_top.h5")
+    assert card["target"] == "diagnosis" and card["diagnoses"] == list(diagnoses.DIAGNOSIS_NAMES)
     test = card["metrics"]["test"]
     low, high = test["intervals"]["roc_auc"]
     assert low <= test["roc_auc"] <= high
     assert test["n"] == sum(card["split"]["sizes"]["test"].values())
+    assert card["threshold"]["rule"] == "held_out_sources"
     json.dumps(card, allow_nan=False)
+
+
+def test_model_contract_probability_first_then_diagnoses(default_run):
+    model = keras.saving.load_model(default_run.model_path, safe_mode=True)
+    images_in = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    malignant, diagnosis = (np.asarray(output) for output in model(images_in))
+    assert malignant.shape == (2, 1) and diagnosis.shape == (2, len(diagnoses.DIAGNOSIS_NAMES))
+    np.testing.assert_allclose(malignant[:, 0], diagnosis @ diagnoses.malignant_mask(), atol=1e-6)
+
+
+def test_crossval_record_matches_the_card(default_run):
+    crossval = runs.load_crossval(default_run)
+    assert (
+        crossval is not None
+        and crossval["run_threshold"] == default_run.card["threshold"]["value"]
+    )
+    aucs = [fold["metrics"]["roc_auc"] for fold in crossval["folds"]]
+    assert len(aucs) >= 3 and default_run.card["crossval"]["worst"]["roc_auc"] == min(aucs)
+    for fold in crossval["folds"]:
+        assert fold["held_out"] not in fold["train_sources"]
+
+
+def test_ood_flags_non_dermoscopy_and_passes_the_sample(predictor):
+    named = ood_set.non_dermoscopy_images()
+    others = np.stack([images.resize_for_model(image, 224) for _, image in named])
+    _, other_scores = predictor.predict_arrays(others, tta=False)
+    paths = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))
+    sample = np.stack([images.load_image_file(path, 224) for path in paths])
+    _, sample_scores = predictor.predict_arrays(sample, tta=False)
+    threshold = predictor.ood.threshold
+    assert np.mean(other_scores > threshold) >= 0.95
+    assert np.mean(sample_scores > threshold) <= 0.03
 
 
 def test_probabilities_are_flip_stable_and_labels_follow_the_threshold(predictor):
     paths = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))[:16]
-    arrays = np.stack([images.load_image_file(path, 160) for path in paths])
+    arrays = np.stack([images.load_image_file(path, 224) for path in paths])
     plain, _ = predictor.predict_arrays(arrays, tta=False)
     mirrored, _ = predictor.predict_arrays(arrays[:, :, ::-1].copy(), tta=False)
     assert np.all((plain >= 0) & (plain <= 1))
@@ -45,6 +81,7 @@ def test_probabilities_are_flip_stable_and_labels_follow_the_threshold(predictor
     assert np.median(np.abs(plain - mirrored)) < 0.05
     result = predictor.predict_bytes(paths[0].name, paths[0].read_bytes())
     assert result.label == ("malignant" if result.probability >= predictor.threshold else "benign")
+    assert result.diagnoses[0][1] >= result.diagnoses[-1][1]
 
 
 def test_test_split_metrics_reproduce_the_card(default_run, predictor, shared_data):
