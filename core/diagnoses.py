@@ -108,15 +108,18 @@ def diagnosis_for_label(raw: str | None, label: int) -> str:
     return name
 
 
+def vocabulary_names(raw_diagnoses, labels) -> list[str]:
+    """Each row's diagnosis in the vocabulary: subgroups of `mel` and `MEL` are one group."""
+    return [
+        diagnosis_for_label(raw, int(label))
+        for raw, label in zip(raw_diagnoses, labels, strict=True)
+    ]
+
+
 def class_indices(raw_diagnoses, labels) -> np.ndarray:
     """Class index per row in `DIAGNOSIS_NAMES` order."""
-    return np.array(
-        [
-            DIAGNOSIS_NAMES.index(diagnosis_for_label(raw, int(label)))
-            for raw, label in zip(raw_diagnoses, labels, strict=True)
-        ],
-        dtype=np.int64,
-    )
+    names = vocabulary_names(raw_diagnoses, labels)
+    return np.array([DIAGNOSIS_NAMES.index(name) for name in names], dtype=np.int64)
 
 
 def malignant_mask() -> np.ndarray:

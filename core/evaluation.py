@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core import data
+from core import data, diagnoses
 from core.inference import Predictor
 from core.metrics import evaluate
 from core.runs import resolve_run
 
-SUBGROUP_COLUMNS = ("site", "source", "diagnosis")
+SUBGROUP_COLUMNS = ("site", "source")
 
 
 def evaluate_dataset(
@@ -30,6 +30,7 @@ def evaluate_dataset(
     probabilities = np.array([p.probability for p in predictions if not p.error], dtype=float)
     kept = frame[scored]
     subgroups = {name: kept[name].tolist() for name in SUBGROUP_COLUMNS}
+    subgroups["diagnosis"] = diagnoses.vocabulary_names(kept["diagnosis"], kept["label"])
     metrics = evaluate(
         kept["label"].to_numpy(),
         probabilities,

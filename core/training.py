@@ -495,7 +495,8 @@ def score_splits(model, train_config, prepared, report, held_out=None) -> Scores
     threshold, note = pick_threshold(train_config, val_labels, val_probabilities, held_out)
     test_probabilities = calibration.apply(raw_test)
     test_frame = prepared.dataset.frame.iloc[rows["test"]]
-    subgroups = {name: test_frame[name].tolist() for name in ("site", "source", "diagnosis")}
+    subgroups = {name: test_frame[name].tolist() for name in ("site", "source")}
+    subgroups["diagnosis"] = diagnoses.vocabulary_names(test_frame["diagnosis"], test_labels)
     test_metrics = evaluate(test_labels, test_probabilities, threshold, subgroups=subgroups)
     val_metrics = evaluate(val_labels, val_probabilities, threshold, n_bootstrap=200)
     arrays = {name: prepared.arrays[rows[name]] for name in rows}
