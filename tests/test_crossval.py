@@ -70,6 +70,14 @@ def test_crossval_scores_each_source_it_never_trained_on(three_clinics, tmp_path
     assert summary["mean"]["roc_auc"] == pytest.approx(np.mean(aucs))
     assert summary["worst"]["roc_auc"] == min(aucs)
     assert all(fold["at_run_threshold"]["threshold"] == 0.5 for fold in payload["folds"])
+    # The rule's threshold for each source is chosen without that source's predictions.
+    for fold, entry in zip(result.folds, payload["folds"], strict=True):
+        assert entry["at_rule_threshold"]["threshold"] <= fold.threshold
+    first = result.folds[0]
+    before = result.rule_threshold(first)
+    first.probabilities = 1.0 - first.probabilities
+    assert result.rule_threshold(first) == before
+    assert set(summary["rule"]["mean"]) == {"sensitivity", "specificity"}
 
 
 def test_one_source_is_a_clear_error(make_dataset, tmp_path, monkeypatch):
