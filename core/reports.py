@@ -209,14 +209,26 @@ def _real_world_cells(evaluation: dict) -> dict[str, str]:
     return {name: text if enough[need] else TOO_FEW_CASES for name, (need, text) in cells.items()}
 
 
+# Other thresholds a fold may be scored at, and how the table names them.
+CROSSVAL_THRESHOLDS = (
+    ("at_run_threshold", "at the run's threshold"),
+    ("at_rule_threshold", "at the rule's threshold chosen without this source"),
+)
+
+
 def crossval_table(crossval: dict) -> pd.DataFrame:
     """One row per held-out source of a crossval.json, then its mean and worst rows (text).
 
     Sensitivity and specificity are at the fold's own threshold (chosen on the fold's
-    validation split) and, when the file has them, at the run's threshold.
+    validation split) and, when the file has them, at the run's threshold and at the
+    held-out-sources rule's threshold chosen without the fold's source.
     """
-    at_run = any(fold.get("at_run_threshold") for fold in crossval["folds"])
-    rows = [_crossval_row(fold, at_run) for fold in crossval["folds"]]
+    shifts = [
+        (key, label)
+        for key, label in CROSSVAL_THRESHOLDS
+        if any(fold.get(key) for fold in crossval["folds"])
+    ]
+    rows = [_crossval_row(fold, shifts) for fold in crossval["folds"]]
     summary = crossval.get("summary") or {}
     return pd.DataFrame([*rows, *_crossval_summary_rows(summary, list(rows[0]))])
 
@@ -239,7 +251,7 @@ def _crossval_summary_rows(summary: dict, columns: list[str]) -> list[dict]:
     return [{**dict.fromkeys(columns, ""), **row} for row in rows]
 
 
-def _crossval_row(fold: dict, at_run: bool) -> dict:
+def _crossval_row(fold: dict, shifts: list[tuple[str, str]]) -> dict:
     scored = fold.get("metrics") or {}
     intervals = scored.get("intervals") or {}
     row = {
@@ -255,13 +267,11 @@ def _crossval_row(fold: dict, at_run: bool) -> dict:
             scored.get("specificity"), intervals.get("specificity")
         ),
     }
-    if at_run:
-        shifted = fold.get("at_run_threshold") or {}
+    for shift, label in shifts:
+        shifted = fold.get(shift) or {}
         shifted_intervals = shifted.get("intervals") or {}
         for key, name in (("sensitivity", "Sensitivity"), ("specificity", "Specificity")):
-            row[f"{name} at the run's threshold"] = _format_interval(
-                shifted.get(key), shifted_intervals.get(key)
-            )
+            row[f"{name} {label}"] = _format_interval(shifted.get(key), shifted_intervals.get(key))
     flagged = fold.get("ood_flagged")
     row["OOD flagged"] = MISSING if flagged is None else f"{flagged:.1%}"
     return row
