@@ -200,7 +200,10 @@ def test_features_are_cached_between_runs(trained, tmp_path, monkeypatch):
     """Same data, backbone, size and weights: the head phase reuses the cached features."""
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
     messages = []
-    settings = tiny_config(fine_tune_epochs=0, weights="none", seed=3)
+    # The validation threshold: a source cross-validation would fill the cache first.
+    settings = tiny_config(
+        fine_tune_epochs=0, weights="none", seed=3, threshold_rule="sensitivity"
+    )
     for _ in range(2):
         train(
             settings,
