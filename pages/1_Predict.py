@@ -16,11 +16,11 @@ if run is None:
     st.info("No trained model yet: train one on the Train page first.")
     st.stop()
 tta = st.toggle(
-    "Flip test-time augmentation",
+    "Test-time augmentation",
     value=bool(run.card.get("tta")),
     key="predict_tta",
-    help="Average the image and its mirror images. The model's threshold was chosen with "
-    f"TTA {'on' if run.card.get('tta') else 'off'}.",
+    help=f"Average the image and {ui.predict.tta_views_text(run.card)}. The model's threshold "
+    f"was chosen with TTA {'on' if run.card.get('tta') else 'off'}.",
 )
 files = st.file_uploader(
     "Dermoscopy images (JPEG, PNG), or a ZIP of images",

@@ -145,6 +145,13 @@ def prediction_summary(result, ood_threshold: float | None) -> None:
 DIAGNOSES_SHOWN = 3
 
 
+def tta_views_text(card: dict) -> str:
+    """What the run's test-time augmentation averages over, in words."""
+    if card.get("tta_views") == "dihedral":
+        return "its 7 other flips and quarter turns"
+    return "its two mirror images"
+
+
 def diagnoses_table(diagnoses: tuple[tuple[str, float], ...]) -> None:
     """The most likely diagnoses of a diagnosis model; nothing for a binary model."""
     if not diagnoses:
@@ -155,9 +162,10 @@ def diagnoses_table(diagnoses: tuple[tuple[str, float], ...]) -> None:
         top.assign(probability=top["probability"] * 100),
         hide_index=True,
         column_config={
-            "diagnosis": st.column_config.TextColumn("Diagnosis", width="large"),
+            # Medium and small fit the result column, so the probability is never scrolled off.
+            "diagnosis": st.column_config.TextColumn("Diagnosis", width="medium"),
             "probability": st.column_config.ProgressColumn(
-                "Probability", min_value=0, max_value=100, format="%.1f%%"
+                "Probability", min_value=0, max_value=100, format="%.1f%%", width="small"
             ),
         },
     )
