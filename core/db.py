@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import duckdb
 import pandas
 
-from core import config, diagnoses
+from core import config, diagnoses, runs
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ MAX_PAGE_SIZE = 1000
 MAX_HISTOGRAM_BINS = 1000
 # 2048 rows per vector: the CSV export holds about 100k rows in memory at a time.
 _EXPORT_VECTORS_PER_CHUNK = 50
-_RUN_FILES = ("card.json", "history.csv", "test_predictions.csv")
+# The run files the database caches; a newer modification time of any means re-ingest.
+_RUN_FILES = (runs.CARD_FILE, runs.HISTORY_FILE, runs.TEST_PREDICTIONS_FILE)
 
 # Entry i migrates the schema from version i to version i + 1. Append new entries, never edit
 # old ones: existing files were created by them.
@@ -142,9 +143,6 @@ _SORTABLE_COLUMNS = frozenset(
     }
 )
 _ORDER_PATTERN = re.compile(r"^\s*(\w+)(?:\s+(asc|desc))?\s*$", re.IGNORECASE)
-_EPOCH_COLUMNS = ("phase", "epoch", "loss", "auc", "val_loss", "val_auc", "seconds")
-_TEST_PREDICTION_COLUMNS = ("image_name", "label", "probability", "site", "source", "diagnosis")
-_OPTIONAL_TEST_PREDICTION_COLUMNS = ("site", "source", "diagnosis")
 
 
 class DatabaseBusyError(RuntimeError):
@@ -781,16 +779,12 @@ def _run_modified_ns(folder: Path) -> int:
 
 
 def _read_run_folder(folder: Path, modified_ns: int) -> _RunFolder:
-    card_text = (folder / "card.json").read_text(encoding="utf-8")
+    card_text = (folder / runs.CARD_FILE).read_text(encoding="utf-8")
     card = json.loads(card_text)
     if not isinstance(card, dict) or card.get("run_id") != folder.name:
         raise ValueError("card.json is not an object whose run_id is the folder name")
-    epochs = _read_csv(folder / "history.csv", _EPOCH_COLUMNS, ())
-    tests = _read_csv(
-        folder / "test_predictions.csv",
-        _TEST_PREDICTION_COLUMNS,
-        _OPTIONAL_TEST_PREDICTION_COLUMNS,
-    )
+    epochs = runs.read_history(folder)
+    tests = runs.read_test_predictions(folder)
     test_metrics = (card.get("metrics") or {}).get("test") or {}
     run_row = (
         folder.name,
@@ -807,15 +801,3 @@ def _read_run_folder(folder: Path, modified_ns: int) -> _RunFolder:
         modified_ns,
     )
     return _RunFolder(folder.name, run_row, epochs, tests)
-
-
-def _read_csv(path: Path, columns: tuple[str, ...], optional: tuple[str, ...]) -> pandas.DataFrame:
-    text_columns = {"phase", "image_name", *_OPTIONAL_TEST_PREDICTION_COLUMNS}
-    frame = pandas.read_csv(path, dtype={column: "string" for column in text_columns})
-    missing = [
-        column for column in columns if column not in frame.columns and column not in optional
-    ]
-    if missing:
-        raise ValueError(f"{path.name} lacks the columns {missing}")
-    # Optional text columns may be left out altogether; they become NULL.
-    return frame.reindex(columns=list(columns)).astype({c: "string" for c in optional})

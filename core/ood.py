@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-OOD_FILE = "ood.npz"
+from core.runs import OOD_FILE
+
 DEFAULT_COMPONENTS = 32
 DEFAULT_POWER = 0.25
 DEFAULT_QUANTILE = 0.995

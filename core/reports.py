@@ -4,7 +4,6 @@ Everything here works on results already stored (a card's evaluation, a run's te
 predictions, confirmed outcomes), so no model is loaded and no TensorFlow is imported.
 """
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,11 +65,6 @@ def chance_warning(card: dict) -> str | None:
         "malignant little better than a coin toss, whatever its sensitivity or specificity "
         "(a run with weights 'none' on a small sample often does)."
     )
-
-
-def card_from_row(row: pd.Series | dict) -> dict:
-    """The card of a row of `Database.list_runs()`."""
-    return json.loads(row["card_json"])
 
 
 def headline_table(evaluation: dict) -> pd.DataFrame:

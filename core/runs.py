@@ -1,9 +1,11 @@
 """Run folders: the source of truth for every trained model, and which one is active.
 
-A run lives in MODELS_DIR/<run_id>/ with model.keras, card.json, history.csv,
-test_predictions.csv, split.csv and ood.npz. It is written under a dot-prefixed temporary
-name and renamed when complete, so a half-written run never looks finished. No TensorFlow
-here: listing runs and reading cards stays cheap for the pages that need no model.
+This module owns the folder format: a run lives in MODELS_DIR/<run_id>/ with model.keras,
+card.json, history.csv, test_predictions.csv, split.csv, ood.npz and, when it has one,
+crossval.json. Training writes it through `save_run` and `write_tables`, the database reads
+it through `read_history` and `read_test_predictions`. A run is written under a dot-prefixed
+temporary name and renamed when complete, so a half-written run never looks finished. No
+TensorFlow here: listing runs and reading cards stays cheap for the pages that need no model.
 """
 
 import io
@@ -12,24 +14,35 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import pandas
 
 from core import config
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
+HISTORY_FILE = "history.csv"
+TEST_PREDICTIONS_FILE = "test_predictions.csv"
+SPLIT_FILE = "split.csv"
+OOD_FILE = "ood.npz"
 # Held-out-source cross-validation of the run's recipe (`python -m core crossval`).
 CROSSVAL_FILE = "crossval.json"
 RUN_FILES = (
     MODEL_FILE,
     CARD_FILE,
-    "history.csv",
-    "test_predictions.csv",
-    "split.csv",
-    "ood.npz",
+    HISTORY_FILE,
+    TEST_PREDICTIONS_FILE,
+    SPLIT_FILE,
+    OOD_FILE,
     CROSSVAL_FILE,
 )
+EPOCH_COLUMNS = ("phase", "epoch", "loss", "auc", "val_loss", "val_auc", "seconds")
+TEST_PREDICTION_COLUMNS = ("image_name", "label", "probability", "site", "source", "diagnosis")
+# Test predictions of older runs may lack these; they read as missing values.
+OPTIONAL_TEST_PREDICTION_COLUMNS = ("site", "source", "diagnosis")
 
 
 class RunError(ValueError):
@@ -77,6 +90,53 @@ def load_run(folder: Path) -> Run:
     if not isinstance(card, dict) or "image_size" not in card or "threshold" not in card:
         raise RunError(f"run {folder.name}: {CARD_FILE} lacks image_size or threshold")
     return Run(run_id=folder.name, folder=folder, card=card)
+
+
+def save_run(run_id: str, write: Callable[[Path], None], directory: Path | None = None) -> Path:
+    """Let `write` fill a dot-prefixed folder, then rename it: a run appears whole or not."""
+    root = models_dir(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    partial = root / f".{run_id}.partial"
+    try:
+        partial.mkdir()
+        write(partial)
+        final = root / run_id
+        partial.rename(final)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    return final
+
+
+def write_tables(folder: Path, history: list[dict], tests, split) -> None:
+    """The run's epoch history, test predictions and split as CSV (pandas frames)."""
+    pandas.DataFrame(history).to_csv(folder / HISTORY_FILE, index=False)
+    # Full precision: the Metrics page recomputes labels at the card threshold from these.
+    tests[list(TEST_PREDICTION_COLUMNS)].to_csv(folder / TEST_PREDICTIONS_FILE, index=False)
+    split.to_csv(folder / SPLIT_FILE, index=False)
+
+
+def read_history(folder: Path):
+    return _read_table(folder / HISTORY_FILE, EPOCH_COLUMNS, ())
+
+
+def read_test_predictions(folder: Path):
+    return _read_table(
+        folder / TEST_PREDICTIONS_FILE, TEST_PREDICTION_COLUMNS, OPTIONAL_TEST_PREDICTION_COLUMNS
+    )
+
+
+def _read_table(path: Path, columns: tuple[str, ...], optional: tuple[str, ...]):
+    """The named columns of a run's CSV; ValueError names the required ones it lacks."""
+    text_columns = {"phase", "image_name", *OPTIONAL_TEST_PREDICTION_COLUMNS}
+    frame = pandas.read_csv(path, dtype={column: "string" for column in text_columns})
+    missing = [
+        column for column in columns if column not in frame.columns and column not in optional
+    ]
+    if missing:
+        raise ValueError(f"{path.name} lacks the columns {missing}")
+    # Optional text columns may be left out altogether; they become NULL.
+    return frame.reindex(columns=list(columns)).astype({c: "string" for c in optional})
 
 
 def load_crossval(run: Run) -> dict | None:

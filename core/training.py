@@ -8,7 +8,6 @@
 """
 
 import secrets
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -529,33 +528,12 @@ def write_run_files(folder: Path, model, card, history, prepared, scores) -> Non
     # An uncompiled twin sharing the layers is saved, so the file carries no optimizer state
     # (the Adam slots of the fine-tuned layers would double its size for nothing).
     keras.Model(model.input, model.outputs, name=model.name).save(folder / runs.MODEL_FILE)
-    pd.DataFrame(history).to_csv(folder / "history.csv", index=False)
-    frame = prepared.dataset.frame
-    test_rows = prepared.indices("test")
-    test_frame = frame.iloc[test_rows][["image_name", "label", "site", "source", "diagnosis"]]
-    # Full precision: the Metrics page recomputes labels at the card threshold from these.
-    test_frame.insert(2, "probability", scores.test_probabilities)
-    test_frame.to_csv(folder / "test_predictions.csv", index=False)
-    prepared.split.to_frame().to_csv(folder / "split.csv", index=False)
+    test_frame = prepared.dataset.frame.iloc[prepared.indices("test")]
+    tests = test_frame.assign(probability=scores.test_probabilities)
+    runs.write_tables(folder, history, tests, prepared.split.to_frame())
     if scores.detector.ood is not None:
         scores.detector.ood.save(folder)
     runs.write_json_atomic(folder / runs.CARD_FILE, card)
-
-
-def save_run(run_id, model, card, history, prepared, scores, directory=None) -> Path:
-    """Write everything under a dot-prefixed name, then rename: a run appears whole or not."""
-    root = runs.models_dir(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    partial = root / f".{run_id}.partial"
-    try:
-        partial.mkdir()
-        write_run_files(partial, model, card, history, prepared, scores)
-        final = root / run_id
-        partial.rename(final)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial, ignore_errors=True)
-    return final
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
@@ -649,7 +627,11 @@ def train(
     timings["total_seconds"] = round(time.perf_counter() - started, 1)
     run_id = new_run_id(train_config.backbone)
     card = build_card(run_id, train_config, prepared, scores, timings, weights, crossval)
-    folder = save_run(run_id, model, card, history, prepared, scores, models_directory)
+    folder = runs.save_run(
+        run_id,
+        lambda partial: write_run_files(partial, model, card, history, prepared, scores),
+        models_directory,
+    )
     if crossval is not None:
         runs.write_json_atomic(folder / runs.CROSSVAL_FILE, crossval.to_json(scores.threshold))
     if activate:
@@ -661,7 +643,7 @@ def train(
 def split_arrays(run: runs.Run, train_config: TrainConfig) -> dict:
     """The decoded images of a run's train, val and test splits, from its split.csv."""
     dataset = data.load_dataset(train_config.data_dir, train_config.csv, train_config.sites)
-    split = pd.read_csv(run.folder / "split.csv").set_index("image_name")["split"]
+    split = pd.read_csv(run.folder / runs.SPLIT_FILE).set_index("image_name")["split"]
     frame = dataset.frame[dataset.frame["image_name"].isin(split.index)]
     if len(frame) < len(split):
         raise data.DatasetError(

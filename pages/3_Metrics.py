@@ -10,11 +10,11 @@ st.set_page_config(page_title="Metrics", page_icon=ui.page_icon("monitoring"), l
 st.title("Metrics")
 ui.admin_sidebar()
 database = ui.database()
-run_rows = database.list_runs()
-if run_rows.empty:
+# Cards come from the run folders, like every page's; the database indexes their predictions.
+cards = ui.run_cards()
+if not cards:
     st.info("No runs yet: train one on the Train page.")
     st.stop()
-cards = {row["run_id"]: reports.card_from_row(row) for _, row in run_rows.iterrows()}
 single, compare = st.tabs(["One run", "Compare runs"])
 
 with single:

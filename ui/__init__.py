@@ -254,6 +254,12 @@ def run_label(run: runs.Run, active_id: str | None) -> str:
     return f"{run.run_id}{marker} - {run.card.get('backbone')}, test AUC {number(auc)}"
 
 
+def run_cards() -> dict[str, dict]:
+    """Every finished run's card by run id, newest first, read from the run folders."""
+    found, _ = runs.list_runs()
+    return {run.run_id: run.card for run in found}
+
+
 def run_picker(key: str, label: str = "Model") -> runs.Run | None:
     """A selectbox of the finished runs, the active one first and selected by default."""
     active, problems = runs.active_run()
