@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from bench.common import (
@@ -50,8 +51,10 @@ def load(path):
         return np.asarray(resized, dtype=np.uint8)
 
 
+# The first output is the malignant probability (a diagnosis model has a second one).
+first = keras.Model(model.input, model.outputs[0])
 forward = tf.function(
-    lambda x: model(tf.cast(x, tf.float32), training=False),
+    lambda x: first(tf.cast(x, tf.float32), training=False),
     input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)],
 )
 with concurrent.futures.ThreadPoolExecutor() as pool, open(sys.argv[3], "w") as out:
@@ -130,7 +133,9 @@ def many_images(settings: Settings) -> list[Figure]:
     predictor = predictor_for(settings.run)
     files = find_images([str(image_folder(settings, settings.size(500, 64)))])
     arrays = np.stack(images.decode_many(files, predictor.image_size, predictor.resample))
-    forward = uint8_function(predictor.model, predictor.image_size)
+    # The model up to its first output, the malignant probability, like the minimal script.
+    first = keras.Model(predictor.model.input, predictor.model.outputs[0])
+    forward = uint8_function(first, predictor.image_size)
     forward(arrays[:BATCH_SIZE])
     pipeline, raw = [], []
     for _ in range(settings.size(3, 1)):

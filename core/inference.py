@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -20,7 +21,7 @@ from threadpoolctl import ThreadpoolController
 from core import images
 from core.calibration import Calibration
 from core.model import POOLED_LAYER
-from core.ood import image_detail, load_ood
+from core.ood import load_ood
 from core.runs import Run
 
 BATCH_SIZE = 32
@@ -62,11 +63,33 @@ def _views(x: tf.Tensor, tta_views: str) -> list[tf.Tensor]:
     return mirrors + both + [tf.reverse(transposed, axis=[2]), tf.reverse(transposed, axis=[1])]
 
 
-def make_forward(model: keras.Model, tta: bool, tta_views: str = "flips"):
-    """A traced function: uint8 images (N, S, S, 3) to (raw probability, features, diagnoses).
+def pixel_detail(x: tf.Tensor) -> tf.Tensor:
+    """Log mean absolute difference between neighbouring grey values, per image (N,).
 
-    With TTA the probability and the diagnoses are means over the views; features always
-    come from the unchanged image. `diagnoses` is (N, 0) for a binary model.
+    The OOD detector's second check: blanks, gradients and other smooth pictures have almost
+    none, every dermoscopy photo has skin texture and sensor noise.
+    """
+    grey = tf.reduce_mean(x, axis=-1)
+    across = tf.reduce_mean(tf.abs(grey[:, :, 1:] - grey[:, :, :-1]), axis=[1, 2])
+    down = tf.reduce_mean(tf.abs(grey[:, 1:, :] - grey[:, :-1, :]), axis=[1, 2])
+    return tf.math.log(across + down + 1e-3)
+
+
+class ForwardOutputs(NamedTuple):
+    """One batch (or many) through `make_forward`'s function, as numpy arrays."""
+
+    probabilities: np.ndarray
+    features: np.ndarray
+    diagnoses: np.ndarray
+    details: np.ndarray
+
+
+def make_forward(model: keras.Model, tta: bool, tta_views: str = "flips"):
+    """A traced function: uint8 images (N, S, S, 3) to `ForwardOutputs` as tensors.
+
+    Raw probability, pooled features, diagnoses ((N, 0) for a binary model) and pixel detail.
+    With TTA the probability and the diagnoses are means over the views; features and detail
+    always come from the unchanged image.
     """
     if tta_views not in TTA_VIEWS:
         raise ValueError(f"tta_views must be one of {TTA_VIEWS}, got {tta_views!r}")
@@ -85,30 +108,30 @@ def make_forward(model: keras.Model, tta: bool, tta_views: str = "flips"):
         x = tf.cast(batch, tf.float32)
         count = tf.shape(x)[0]
         if not tta:
-            return split(both(x, training=False), count)
+            return (*split(both(x, training=False), count), pixel_detail(x))
         views = _views(x, tta_views)
         probability, features, diagnoses = split(both(tf.concat(views, 0), training=False), count)
         view_count = len(views)
         mean_probability = tf.reduce_mean(tf.reshape(probability, [view_count, count]), axis=0)
         width = tf.shape(diagnoses)[-1]
         mean_diagnoses = tf.reduce_mean(tf.reshape(diagnoses, [view_count, count, width]), 0)
-        return mean_probability, features, mean_diagnoses
+        return mean_probability, features, mean_diagnoses, pixel_detail(x)
 
     return forward
 
 
 def forward_in_batches(forward, arrays: np.ndarray, batch_size: int = BATCH_SIZE):
-    """Raw probabilities, features and diagnoses for a stack of uint8 images."""
-    outputs: list[list[np.ndarray]] = [[], [], []]
+    """`ForwardOutputs` of a stack of uint8 images, batch by batch."""
+    outputs: list[list[np.ndarray]] = [[] for _ in ForwardOutputs._fields]
     for start in range(0, len(arrays), batch_size):
         for collected, value in zip(
             outputs, forward(tf.constant(arrays[start : start + batch_size])), strict=True
         ):
             collected.append(value.numpy())
     if not outputs[0]:
-        return np.zeros(0, np.float32), np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
-    probabilities, features, diagnoses = (np.concatenate(values) for values in outputs)
-    return probabilities, features, diagnoses
+        empty = np.zeros((0, 0), np.float32)
+        return ForwardOutputs(np.zeros(0, np.float32), empty, empty, np.zeros(0, np.float32))
+    return ForwardOutputs(*(np.concatenate(values) for values in outputs))
 
 
 class Predictor:
@@ -145,17 +168,18 @@ class Predictor:
     def predict_with_diagnoses(self, arrays: np.ndarray, tta: bool | None = None):
         """Calibrated probabilities, OOD scores and diagnosis probabilities (N, C or 0)."""
         use_tta = self.default_tta if tta is None else tta
-        raw, features, diagnoses = forward_in_batches(self._forwards[use_tta], arrays)
+        outputs = forward_in_batches(self._forwards[use_tta], arrays)
+        raw = outputs.probabilities
         probabilities = self.calibration.apply(raw) if len(raw) else raw
         # Multi-threaded BLAS on this tiny product leaves threads spinning on the cores the
         # next forward pass needs; one thread gives the same scores, faster.
         with self._blas.limit(limits=1, user_api="blas"):
             scores = (
-                self.ood.score(features, image_detail(arrays))
+                self.ood.score(outputs.features, outputs.details)
                 if self.ood is not None and len(raw)
                 else None
             )
-        return np.asarray(probabilities, dtype=np.float64), scores, diagnoses
+        return np.asarray(probabilities, dtype=np.float64), scores, outputs.diagnoses
 
     def ranked_diagnoses(self, row: np.ndarray) -> tuple[tuple[str, float], ...]:
         """(name, probability) of every class, most likely first; () for a binary model.

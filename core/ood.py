@@ -45,14 +45,6 @@ DEFAULT_QUANTILE = 0.995
 DEFAULT_DETAIL_TAIL = 0.001
 
 
-def image_detail(arrays: np.ndarray) -> np.ndarray:
-    """Log mean absolute difference between neighbouring grey values, per uint8 image."""
-    grey = np.asarray(arrays, dtype=np.float32).mean(axis=-1)
-    across = np.abs(np.diff(grey, axis=-1)).mean(axis=(-2, -1))
-    down = np.abs(np.diff(grey, axis=-2)).mean(axis=(-2, -1))
-    return np.log(across + down + 1e-3)
-
-
 @dataclass(frozen=True)
 class OodModel:
     """mean, components (k x D) and precision (k x k) live in the transformed feature space."""
@@ -67,7 +59,7 @@ class OodModel:
     power: float = 1.0
     unit_length: bool = False
     method: str = ""
-    # (low, high) `image_detail` of held-out dermoscopy; None where it was never fitted.
+    # (low, high) `core.inference.pixel_detail` of held-out dermoscopy; None where it was never fitted.
     detail_range: tuple[float, float] | None = None
 
     def transform(self, features: np.ndarray) -> np.ndarray:
@@ -81,7 +73,7 @@ class OodModel:
     def score(self, features: np.ndarray, details: np.ndarray | None = None) -> np.ndarray:
         """One float per row; higher is more unusual. Flag when score > threshold.
 
-        With `details` (`image_detail` of the same images) an image outside the detail range
+        With `details` (`core.inference.pixel_detail` of the same images) an image outside the detail range
         scores at least threshold * (1 + its distance outside), so it is flagged.
         """
         centred = self.transform(features) - self.mean
@@ -223,7 +215,7 @@ def fit_ood(
     `components` principal components are whitened; the rest is the residual. `power` is
     applied to the features before scaling them to unit length (0.25: fourth root). The
     threshold is the `quantile` of the held-out images' scores. With `heldout_details`
-    (`image_detail` of the held-out images) the detail range keeps all but `detail_tail` of
+    (`core.inference.pixel_detail` of the held-out images) the detail range keeps all but `detail_tail` of
     them at each end.
     """
     train = checked_features(train_features, "train_features")

@@ -35,7 +35,7 @@ from core.model import (
     resolve_weights,
     set_fine_tune_layers,
 )
-from core.ood import OodModel, evaluate_detector, fit_ood, image_detail
+from core.ood import OodModel, evaluate_detector, fit_ood
 from core.train_config import AUGMENTATION_STRENGTHS, TrainConfig
 
 
@@ -425,18 +425,19 @@ def pick_threshold(train_config, val_labels, val_probabilities, held_out=None):
     return min(threshold, pooled), note
 
 
-def fit_detector(model, train_config, arrays: dict, report, features=None) -> Detector:
+def fit_detector(model, train_config, arrays: dict, report, outputs=None) -> Detector:
     """Fit the OOD detector on the training split, threshold it on validation, measure it.
 
-    `arrays` holds the uint8 images of "train", "val" and "test"; `features` any of their
-    pooled features already computed.
+    `arrays` holds the uint8 images of "train", "val" and "test"; `outputs` any of their
+    `ForwardOutputs` already computed (their features and details do not depend on TTA).
     """
     report(Progress("evaluate", "Fitting the out-of-distribution detector"))
-    features = dict(features or {})
+    outputs = dict(outputs or {})
     for name in ("train", "val", "test"):
-        if name not in features:
-            _, features[name], _ = forward_rows(model, train_config, arrays[name], False)
-    details = {name: image_detail(arrays[name]) for name in ("val", "test")}
+        if name not in outputs:
+            outputs[name] = forward_rows(model, train_config, arrays[name], False)
+    features = {name: values.features for name, values in outputs.items()}
+    details = {name: values.details for name, values in outputs.items()}
     try:
         ood = fit_ood(features["train"], features["val"], heldout_details=details["val"])
     except ValueError as error:
@@ -464,8 +465,8 @@ def non_dermoscopy_check(model, train_config, ood, derm_features, derm_details, 
     named = non_dermoscopy_images()
     size, resample = train_config.image_size, train_config.resample
     arrays = np.stack([images.resize_for_model(image, size, resample) for _, image in named])
-    _, features, _ = forward_rows(model, train_config, arrays, False)
-    details = image_detail(arrays)
+    outputs = forward_rows(model, train_config, arrays, False)
+    features, details = outputs.features, outputs.details
     result: dict = dict(evaluate_detector(ood, derm_features, features, derm_details, details))
     missed = ood.score(features, details) <= ood.threshold
     kinds = [kind_of(name) for name, _ in named]
@@ -482,12 +483,11 @@ def score_splits(model, train_config, prepared, report, held_out=None) -> Scores
 
     report(Progress("evaluate", "Scoring the validation and test splits"))
     rows = {name: prepared.indices(name) for name in ("train", "val", "test")}
-    raw_val, val_features, _ = forward_rows(
-        model, train_config, prepared.arrays[rows["val"]], train_config.tta
-    )
-    raw_test, test_features, _ = forward_rows(
-        model, train_config, prepared.arrays[rows["test"]], train_config.tta
-    )
+    outputs = {
+        name: forward_rows(model, train_config, prepared.arrays[rows[name]], train_config.tta)
+        for name in ("val", "test")
+    }
+    raw_val, raw_test = outputs["val"].probabilities, outputs["test"].probabilities
     val_labels, test_labels = prepared.labels[rows["val"]], prepared.labels[rows["test"]]
     calibration = fit_calibration(val_labels, raw_val, train_config.calibration)
     val_probabilities = calibration.apply(raw_val)
@@ -499,8 +499,7 @@ def score_splits(model, train_config, prepared, report, held_out=None) -> Scores
     test_metrics = evaluate(test_labels, test_probabilities, threshold, subgroups=subgroups)
     val_metrics = evaluate(val_labels, val_probabilities, threshold, n_bootstrap=200)
     arrays = {name: prepared.arrays[rows[name]] for name in rows}
-    features = {"val": val_features, "test": test_features}
-    detector = fit_detector(model, train_config, arrays, report, features)
+    detector = fit_detector(model, train_config, arrays, report, outputs)
     return Scores(
         calibration=calibration.to_dict(),
         threshold=threshold,

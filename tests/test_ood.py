@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from core.ood import OOD_FILE, evaluate_detector, fit_ood, image_detail, load_ood
+from core.ood import OOD_FILE, evaluate_detector, fit_ood, load_ood
 
 
 def low_rank_features(rng: np.random.Generator, count: int, basis: np.ndarray) -> np.ndarray:
@@ -122,13 +122,16 @@ def test_evaluate_detector_reports_json_ready_shares_and_auroc(features):
     }
 
 
-def test_image_detail_separates_blank_and_smooth_from_textured_images():
+def test_pixel_detail_separates_blank_and_smooth_from_textured_images():
     rng = np.random.default_rng(0)
     blank = np.full((1, 64, 64, 3), 255, dtype=np.uint8)
     gradient = np.broadcast_to(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 64, 3))
     textured = rng.integers(90, 160, size=(1, 64, 64, 3), dtype=np.uint8)
+    from core.inference import pixel_detail
+
     blank_detail, gradient_detail, textured_detail = (
-        image_detail(images)[0] for images in (blank, gradient[None], textured)
+        float(pixel_detail(np.asarray(images, dtype=np.float32))[0])
+        for images in (blank, gradient[None], textured)
     )
     assert blank_detail < gradient_detail < textured_detail
 
