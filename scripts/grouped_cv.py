@@ -17,7 +17,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core.model import build_model
+from core.model import build_model, resolve_weights
 from core.train_config import TrainConfig
 from core.training import head_features, prepare_data
 
@@ -57,7 +57,9 @@ def main() -> None:
     arguments = parser.parse_args()
     train_config = TrainConfig(data_dir=arguments.data, csv=arguments.csv)
     prepared = prepare_data(train_config, print_progress)
-    model = build_model(train_config.backbone, train_config.image_size, train_config.weights)
+    # Offline, the cached ImageNet file of another input size stands in (see resolve_weights).
+    weights = resolve_weights(train_config.backbone, train_config.image_size, train_config.weights)
+    model = build_model(train_config.backbone, train_config.image_size, weights.argument)
     rows = np.arange(len(prepared.labels))
     vectors = head_features(model, train_config, prepared, rows, print_progress)
     sites = prepared.dataset.frame["site"].to_numpy()
