@@ -111,6 +111,67 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # Version 2: small JPEG thumbnails, so the History page can show what was predicted.
     ("ALTER TABLE predictions ADD COLUMN thumbnail BLOB",),
+    # Version 3: evaluations of runs on users' own labelled data, indexed from the run folders
+    # like test predictions; and imports of confirmed outcomes, each recorded so it can be undone.
+    (
+        """
+        CREATE TABLE evaluations (
+            evaluation_id VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            created_at TIMESTAMP,
+            dataset VARCHAR,
+            n_images INTEGER,
+            n_malignant INTEGER,
+            roc_auc DOUBLE,
+            sensitivity DOUBLE,
+            specificity DOUBLE,
+            ood_flagged DOUBLE,
+            record_json VARCHAR NOT NULL,
+            source_mtime_ns BIGINT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE evaluation_predictions (
+            evaluation_id VARCHAR NOT NULL,
+            run_id VARCHAR NOT NULL,
+            image_name VARCHAR NOT NULL,
+            sha256 VARCHAR,
+            label INTEGER NOT NULL,
+            probability DOUBLE NOT NULL,
+            ood_score DOUBLE,
+            ood_flag BOOLEAN,
+            site VARCHAR,
+            sex VARCHAR,
+            age DOUBLE,
+            source VARCHAR,
+            diagnosis VARCHAR
+        )
+        """,
+        "CREATE SEQUENCE outcome_import_sequence START 1",
+        """
+        CREATE TABLE outcome_imports (
+            import_id BIGINT PRIMARY KEY DEFAULT nextval('outcome_import_sequence'),
+            imported_at TIMESTAMP NOT NULL,
+            imported_by VARCHAR NOT NULL,
+            file_name VARCHAR,
+            n_rows INTEGER NOT NULL,
+            n_changed INTEGER NOT NULL,
+            undone_at TIMESTAMP
+        )
+        """,
+        """
+        CREATE TABLE outcome_import_changes (
+            import_id BIGINT NOT NULL,
+            prediction_id BIGINT NOT NULL,
+            previous_label VARCHAR,
+            previous_diagnosis VARCHAR,
+            previous_confirmed_at TIMESTAMP,
+            new_label VARCHAR,
+            new_diagnosis VARCHAR,
+            new_confirmed_at TIMESTAMP
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

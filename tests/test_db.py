@@ -344,7 +344,7 @@ def test_migrates_version_1_file_and_keeps_a_backup(tmp_path: Path) -> None:
     write_version_1_file(path)
     database = db.open_database(path)
     try:
-        assert database.status()["schema_version"] == db.SCHEMA_VERSION == 2
+        assert database.status()["schema_version"] == db.SCHEMA_VERSION == 3
         old_row = database.query_predictions(db.HistoryFilter()).iloc[0]
         assert old_row.file_name == "old.jpg" and pandas.isna(old_row.thumbnail)
         (new_id,) = database.insert_predictions([make_record(thumbnail=b"\xff\xd8")])
