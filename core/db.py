@@ -120,6 +120,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             run_id VARCHAR NOT NULL,
             created_at TIMESTAMP,
             dataset VARCHAR,
+            dataset_key VARCHAR,
             n_images INTEGER,
             n_malignant INTEGER,
             roc_auc DOUBLE,
