@@ -42,6 +42,11 @@ MAX_UPLOAD_BYTES = int(os.environ.get("DERMO_MAX_UPLOAD_BYTES", str(50 * 1024 * 
 # Off by default: a public deployment keeps no picture of what visitors upload. When on, the
 # History page shows a small JPEG of each prediction, re-encoded without any metadata.
 STORE_THUMBNAILS = _flag_from_env("DERMO_STORE_THUMBNAILS")
+# Shown on the pages and printed on every case report, so it is worded once, here.
+RESEARCH_NOTICE = (
+    "Research tool, not a diagnostic device: it must not be used to diagnose, treat or triage "
+    "patients. Every output needs review by a qualified clinician."
+)
 
 
 def ephemeral_storage_reason(environment=None) -> str | None:

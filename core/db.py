@@ -496,6 +496,23 @@ class Database:
             parameters,
         )
 
+    def prediction(
+        self, prediction_id: int, session_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """One stored prediction, thumbnail included, as column to value; None when unknown.
+
+        With `session_id`, another session's prediction is unknown too.
+        """
+        where, parameters = _ids_sql([prediction_id], session_id)
+        with self._cursor() as cursor:
+            cursor.execute(
+                f"SELECT {_PREDICTION_COLUMNS}, thumbnail FROM predictions WHERE {where}",
+                parameters,
+            )
+            row = cursor.fetchone()
+            names = [column[0] for column in cursor.description or ()]
+        return None if row is None else dict(zip(names, row, strict=True))
+
     def same_image_comparisons(
         self, history_filter: HistoryFilter, limit: int = 100
     ) -> pandas.DataFrame:

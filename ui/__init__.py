@@ -18,10 +18,6 @@ from core import access, config, db, diagnoses, runs
 
 ADMIN_FLAG = "is_admin"
 ICONS_DIR = Path(__file__).parent / "icons"
-RESEARCH_NOTICE = (
-    "Research tool, not a diagnostic device: it must not be used to diagnose, treat or triage "
-    "patients. Every output needs review by a qualified clinician."
-)
 
 
 def page_icon(name: str) -> str:
@@ -198,7 +194,7 @@ def data_url(jpeg) -> str | None:
 
 
 def research_notice() -> None:
-    st.warning(RESEARCH_NOTICE, icon=":material/science:")
+    st.warning(config.RESEARCH_NOTICE, icon=":material/science:")
 
 
 def show_problems(problems: list[str] | tuple[str, ...]) -> None:
