@@ -35,7 +35,12 @@ PERSISTENT_PATHS = {
     "DERMO_CACHE_DIR": "cache",
 }
 # Import names that differ from the distribution that provides them.
-DISTRIBUTION_OF_IMPORT = {"PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml"}
+DISTRIBUTION_OF_IMPORT = {
+    "PIL": "pillow",
+    "fpdf": "fpdf2",
+    "sklearn": "scikit-learn",
+    "yaml": "pyyaml",
+}
 LOCAL_MODULES = {"core", "ui", "pages"}
 # requirements.lock is written on this platform (see its header); markers are judged for it.
 LOCK_ENVIRONMENT = {
