@@ -262,6 +262,21 @@ class HistoryFilter:
     # True: flagged out of distribution; False: not flagged (also predictions made without an
     # OOD detector, which flag nothing); None: both.
     ood_flag: bool | None = None
+    # True: a confirmed outcome is stored; False: none is; None: both.
+    confirmed: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OutcomeChange:
+    """A confirmed outcome to write to one prediction; `confirmed_at` None means now."""
+
+    prediction_id: int
+    label: str
+    diagnosis: str | None = None
+    confirmed_at: datetime.datetime | None = None
+
+    def __post_init__(self) -> None:
+        _check_label(self.label, f"outcome of prediction {self.prediction_id}")
 
 
 _OPEN_DATABASES: dict[Path, "Database"] = {}
@@ -546,12 +561,108 @@ class Database:
         return wide.reset_index().sort_values(["last_at", "sha256"], ascending=[False, True])
 
     def confirmed_outcomes(self, history_filter: HistoryFilter) -> pandas.DataFrame:
-        """Columns run_id, probability, threshold, confirmed_label of confirmed predictions."""
+        """Columns run_id, probability, threshold, confirmed_label: one case per image and model.
+
+        An image predicted again by the same model (another session, flip TTA) is one case, its
+        latest prediction: counting every repeat would inflate n and narrow the intervals.
+        """
         where, parameters = _filter_sql(history_filter)
         return self._frame(
-            "SELECT run_id, probability, threshold, confirmed_label FROM predictions "
-            f"WHERE {where} AND confirmed_label IS NOT NULL ORDER BY created_at, id",
+            "SELECT run_id, arg_max(probability, id) AS probability, "
+            "arg_max(threshold, id) AS threshold, arg_max(confirmed_label, id) AS confirmed_label "
+            f"FROM predictions WHERE {where} AND confirmed_label IS NOT NULL "
+            "GROUP BY run_id, sha256 ORDER BY min(created_at), min(id)",
             parameters,
+        )
+
+    def outcome_targets(
+        self, sha256s: Sequence[str], file_names: Sequence[str]
+    ) -> pandas.DataFrame:
+        """The predictions of these images or file names, with their stored outcomes.
+
+        Columns id, file_name, sha256, confirmed_label, confirmed_diagnosis; every session's.
+        """
+        wanted = pandas.DataFrame(
+            {
+                "kind": ["sha256"] * len(sha256s) + ["file_name"] * len(file_names),
+                "value": [*sha256s, *file_names],
+            },
+            dtype=object,
+        )
+        with self._cursor() as cursor:
+            cursor.register("wanted_keys", wanted)
+            return cursor.execute(
+                "SELECT id, file_name, sha256, confirmed_label, confirmed_diagnosis "
+                "FROM predictions WHERE sha256 IN (SELECT CAST(value AS VARCHAR) FROM wanted_keys "
+                "WHERE kind = 'sha256') OR file_name IN (SELECT CAST(value AS VARCHAR) "
+                "FROM wanted_keys WHERE kind = 'file_name') ORDER BY id"
+            ).df()
+
+    def apply_outcome_import(
+        self, changes: Sequence[OutcomeChange], imported_by: str, file_name: str, n_rows: int
+    ) -> int:
+        """Write `changes` and record them as one import, in one transaction; return its id.
+
+        Each change keeps the prediction's previous values, so `undo_outcome_import` can put
+        them back. Changes to predictions deleted meanwhile are dropped.
+        """
+        if not changes:
+            raise ValueError("nothing to import: no prediction would change")
+        if not imported_by.strip():
+            raise ValueError("say who imports the outcomes")
+        now = _utc_now()
+        incoming = pandas.DataFrame(
+            {
+                "prediction_id": pandas.Series([c.prediction_id for c in changes], dtype="int64"),
+                "label": pandas.Series([c.label for c in changes], dtype=object),
+                "diagnosis": pandas.Series([c.diagnosis for c in changes], dtype=object),
+                "confirmed_at": pandas.Series(
+                    [_as_utc_naive(c.confirmed_at) if c.confirmed_at else now for c in changes],
+                    dtype="datetime64[us]",
+                ),
+            }
+        )
+        with self.transaction() as cursor:
+            import_id = int(
+                cursor.execute("SELECT nextval('outcome_import_sequence')").fetchall()[0][0]
+            )
+            cursor.register("incoming_outcomes", incoming)
+            n_changed = int(cursor.execute(_RECORD_CHANGES_SQL, [import_id]).fetchall()[0][0])
+            cursor.unregister("incoming_outcomes")
+            cursor.execute(_WRITE_IMPORT_SQL.format(side="new"), [import_id])
+            cursor.execute(
+                "INSERT INTO outcome_imports (import_id, imported_at, imported_by, file_name, "
+                "n_rows, n_changed) VALUES (?, ?, ?, ?, ?, ?)",
+                [import_id, now, imported_by.strip(), file_name, int(n_rows), n_changed],
+            )
+        return import_id
+
+    def undo_outcome_import(self, import_id: int) -> int:
+        """Put back the values an import replaced; return how many predictions were restored.
+
+        Refused (ValueError) when the import is unknown or undone, when a later import that is
+        not undone changed the same predictions (undo that first), or when any of them was
+        changed since by hand: undoing then would silently throw that later change away.
+        """
+        with self.transaction() as cursor:
+            _check_undoable(cursor, int(import_id))
+            restored = int(
+                cursor.execute(
+                    _WRITE_IMPORT_SQL.format(side="previous"), [int(import_id)]
+                ).fetchall()[0][0]
+            )
+            cursor.execute(
+                "UPDATE outcome_imports SET undone_at = ? WHERE import_id = ?",
+                [_utc_now(), int(import_id)],
+            )
+        return restored
+
+    def outcome_imports(self) -> pandas.DataFrame:
+        """Every recorded outcome import, newest first."""
+        return self._frame(
+            "SELECT import_id, imported_at, imported_by, file_name, n_rows, n_changed, undone_at "
+            "FROM outcome_imports ORDER BY import_id DESC",
+            [],
         )
 
     def ingest_runs(self, models_dir: str | Path | None = None) -> int:
@@ -659,6 +770,60 @@ class Database:
                     f"DELETE FROM {table} WHERE run_id IN ({_placeholders(len(run_ids))})",
                     list(run_ids),
                 )
+
+
+# Records every change of an import with the prediction's values before it; the count is the
+# number of predictions that still exist.
+_RECORD_CHANGES_SQL = """
+    INSERT INTO outcome_import_changes
+    SELECT ?, predictions.id, predictions.confirmed_label, predictions.confirmed_diagnosis,
+        predictions.confirmed_at, CAST(incoming.label AS VARCHAR),
+        CAST(incoming.diagnosis AS VARCHAR), CAST(incoming.confirmed_at AS TIMESTAMP)
+    FROM incoming_outcomes AS incoming JOIN predictions ON predictions.id = incoming.prediction_id
+"""
+# Writes one side ("new" to apply, "previous" to undo) of an import's recorded changes.
+_WRITE_IMPORT_SQL = """
+    UPDATE predictions SET confirmed_label = changes.{side}_label,
+        confirmed_diagnosis = changes.{side}_diagnosis, confirmed_at = changes.{side}_confirmed_at
+    FROM outcome_import_changes AS changes
+    WHERE changes.import_id = ? AND predictions.id = changes.prediction_id
+"""
+
+
+def _check_undoable(cursor: duckdb.DuckDBPyConnection, import_id: int) -> None:
+    found = cursor.execute(
+        "SELECT undone_at FROM outcome_imports WHERE import_id = ?", [import_id]
+    ).fetchall()
+    if not found:
+        raise ValueError(f"there is no outcome import {import_id}")
+    if found[0][0] is not None:
+        raise ValueError(f"import {import_id} was undone already, on {found[0][0]:%Y-%m-%d %H:%M}")
+    later = cursor.execute(
+        "SELECT DISTINCT later.import_id FROM outcome_import_changes AS mine "
+        "JOIN outcome_import_changes AS later USING (prediction_id) "
+        "JOIN outcome_imports ON outcome_imports.import_id = later.import_id "
+        "WHERE mine.import_id = ? "
+        "AND later.import_id > ? AND outcome_imports.undone_at IS NULL ORDER BY 1",
+        [import_id, import_id],
+    ).fetchall()
+    if later:
+        named = ", ".join(str(row[0]) for row in later)
+        raise ValueError(
+            f"import {named} changed the same predictions later; undo it first, newest first"
+        )
+    edited = cursor.execute(
+        "SELECT count(*) FROM outcome_import_changes AS changes JOIN predictions "
+        "ON predictions.id = changes.prediction_id WHERE changes.import_id = ? AND ("
+        "predictions.confirmed_label IS DISTINCT FROM changes.new_label OR "
+        "predictions.confirmed_diagnosis IS DISTINCT FROM changes.new_diagnosis OR "
+        "predictions.confirmed_at IS DISTINCT FROM changes.new_confirmed_at)",
+        [import_id],
+    ).fetchall()[0][0]
+    if edited:
+        raise ValueError(
+            f"{edited} of the predictions this import changed were given another outcome by "
+            "hand since; undoing it would throw that away, so nothing was undone"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -825,6 +990,8 @@ def _filter_sql(history_filter: HistoryFilter) -> tuple[str, list[Any]]:
         clauses.append(("session_id = ?", [history_filter.session_id]))
     if history_filter.ood_flag is not None:
         clauses.append(("coalesce(ood_flag, FALSE) = ?", [bool(history_filter.ood_flag)]))
+    if history_filter.confirmed is not None:
+        clauses.append(("(confirmed_label IS NOT NULL) = ?", [bool(history_filter.confirmed)]))
     where = " AND ".join(condition for condition, _ in clauses) or "TRUE"
     return where, [value for _, values in clauses for value in values]
 
