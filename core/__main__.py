@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(evaluate)
     evaluate.add_argument("--model", help="run id or path (default: the active run)")
     evaluate.add_argument("--json", help="write the full metrics to this JSON file")
+    evaluate.add_argument(
+        "--save",
+        action="store_true",
+        help="store the evaluation in the run's folder, where the Metrics page shows it",
+    )
     add_tta_arguments(evaluate)
 
     predict = commands.add_parser("predict", help="predict images; CSV to stdout or --out")
@@ -249,21 +254,30 @@ def format_metrics(metrics: dict, title: str) -> str:
 
 
 def command_evaluate(arguments) -> int:
-    from core.evaluation import evaluate_dataset
+    from core import evaluation
+    from core.runs import resolve_run
 
-    metrics = evaluate_dataset(
-        arguments.data,
-        arguments.csv,
-        tuple(arguments.sites or ("all",)),
-        arguments.model,
-        arguments.tta,
+    dataset = evaluation.load_evaluation_dataset(
+        arguments.data, arguments.csv, tuple(arguments.sites or ("all",))
     )
-    print(format_metrics(metrics, f"model {metrics['model']}"))
-    if metrics["unreadable"]:
-        print(f"skipped {len(metrics['unreadable'])} unreadable images", file=sys.stderr)
+    run = resolve_run(arguments.model)
+    record, predictions = evaluation.evaluate_run(run, dataset, arguments.tta)
+    metrics = record["metrics"]
+    print(format_metrics(metrics, f"model {run.run_id}"))
+    if record["ood"] is not None:
+        ood = record["ood"]
+        print(f"  out of distribution: {ood['flagged']} of {ood['n_scored']} ({ood['share']:.1%})")
+    if record["unreadable"]:
+        print(f"skipped {len(record['unreadable'])} unreadable images", file=sys.stderr)
+    if arguments.save:
+        evaluation.save_evaluation(run, record, predictions)
+        print(f"saved evaluation {record['evaluation_id']} with run {run.run_id}")
     if arguments.json:
+        # The metrics at the top level, as before --save existed, then the record's other keys.
+        details = {key: value for key, value in record.items() if key != "metrics"}
+        payload = {**metrics, "model": run.run_id, **details}
         with open(arguments.json, "w") as handle:
-            json.dump(metrics, handle, indent=2, allow_nan=False)
+            json.dump(payload, handle, indent=2, allow_nan=False)
     return 0
 
 

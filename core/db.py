@@ -186,6 +186,10 @@ _PREDICTION_COLUMNS = (
     "threshold, latency_ms, tta, ood_score, ood_flag, confirmed_label, confirmed_diagnosis, "
     "confirmed_at"
 )
+_EVALUATION_COLUMNS = (
+    "evaluation_id, run_id, created_at, dataset, dataset_key, n_images, n_malignant, roc_auc, "
+    "sensitivity, specificity, ood_flagged, record_json, source_mtime_ns"
+)
 _RUN_COLUMNS = (
     "run_id, created_at, backbone, image_size, threshold, roc_auc, sensitivity, specificity, "
     "n_test, card_json, folder, source_mtime_ns"
@@ -694,6 +698,7 @@ class Database:
             ) as error:
                 problems.append(f"{folder.name}: {error}")
         self._delete_runs(sorted(set(known) - set(folders)))
+        problems.extend(self._ingest_evaluations(folders))
         self._ingest_problems = tuple(problems)
         return loaded
 
@@ -720,6 +725,25 @@ class Database:
             "SELECT phase, epoch, loss, auc, val_loss, val_auc, seconds FROM epochs "
             "WHERE run_id = ? ORDER BY CASE phase WHEN 'head' THEN 0 ELSE 1 END, phase, epoch",
             [run_id],
+        )
+
+    def list_evaluations(self, run_id: str | None = None) -> pandas.DataFrame:
+        """The stored evaluations (of one run, when given), newest first."""
+        where, parameters = ("run_id = ?", [run_id]) if run_id is not None else ("TRUE", [])
+        return self._frame(
+            "SELECT evaluation_id, run_id, created_at, dataset, dataset_key, n_images, "
+            "n_malignant, roc_auc, sensitivity, specificity, ood_flagged FROM evaluations "
+            f"WHERE {where} ORDER BY created_at DESC, evaluation_id DESC",
+            parameters,
+        )
+
+    def evaluation_predictions(self, evaluation_id: str) -> pandas.DataFrame:
+        """The per-image predictions of one evaluation (empty when unknown)."""
+        return self._frame(
+            "SELECT image_name, sha256, label, probability, ood_score, ood_flag, site, sex, "
+            "age, source, diagnosis FROM evaluation_predictions WHERE evaluation_id = ? "
+            "ORDER BY image_name",
+            [evaluation_id],
         )
 
     def status(self) -> dict[str, Any]:
@@ -760,6 +784,61 @@ class Database:
                 cursor.register("incoming_rows", frame.assign(run_id=run.run_id))
                 cursor.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
                 cursor.unregister("incoming_rows")
+
+    def _ingest_evaluations(self, folders: dict[str, Path]) -> list[str]:
+        """Index the evaluation files of the run folders like the runs; returns problems.
+
+        An evaluation is re-read when its files change and deleted with its file or run.
+        """
+        with self._cursor() as cursor:
+            known = dict(
+                cursor.execute("SELECT evaluation_id, source_mtime_ns FROM evaluations").fetchall()
+            )
+        problems, found = [], set()
+        for run_id, folder in sorted(folders.items()):
+            for evaluation_id in runs.evaluation_ids(folder):
+                found.add(evaluation_id)
+                try:
+                    modified_ns = _evaluation_modified_ns(folder, evaluation_id)
+                    if known.get(evaluation_id) != modified_ns:
+                        self._store_evaluation(
+                            _read_evaluation(folder, evaluation_id, modified_ns)
+                        )
+                except (OSError, ValueError, KeyError, TypeError, duckdb.Error) as error:
+                    found.discard(evaluation_id)
+                    problems.append(f"{run_id}: evaluation {evaluation_id}: {error}")
+        self._delete_evaluations(sorted(set(known) - found))
+        return problems
+
+    def _store_evaluation(self, evaluation: "_EvaluationFiles") -> None:
+        with self.transaction() as cursor:
+            self._delete_evaluation_rows(cursor, [evaluation.evaluation_id])
+            cursor.execute(
+                f"INSERT INTO evaluations ({_EVALUATION_COLUMNS}) "
+                f"VALUES ({_placeholders(len(evaluation.row))})",
+                list(evaluation.row),
+            )
+            cursor.register("incoming_rows", evaluation.predictions)
+            cursor.execute(
+                "INSERT INTO evaluation_predictions BY NAME SELECT * FROM incoming_rows"
+            )
+            cursor.unregister("incoming_rows")
+
+    def _delete_evaluations(self, evaluation_ids: Sequence[str]) -> None:
+        if evaluation_ids:
+            with self.transaction() as cursor:
+                self._delete_evaluation_rows(cursor, evaluation_ids)
+
+    @staticmethod
+    def _delete_evaluation_rows(
+        cursor: duckdb.DuckDBPyConnection, evaluation_ids: Sequence[str]
+    ) -> None:
+        for table in ("evaluations", "evaluation_predictions"):
+            cursor.execute(
+                f"DELETE FROM {table} WHERE evaluation_id IN "
+                f"({_placeholders(len(evaluation_ids))})",
+                list(evaluation_ids),
+            )
 
     def _delete_runs(self, run_ids: Sequence[str]) -> None:
         if not run_ids:
@@ -1047,3 +1126,40 @@ def _read_run_folder(folder: Path, modified_ns: int) -> _RunFolder:
         modified_ns,
     )
     return _RunFolder(folder.name, run_row, epochs, tests)
+
+
+@dataclasses.dataclass(frozen=True)
+class _EvaluationFiles:
+    evaluation_id: str
+    row: tuple[Any, ...]
+    predictions: pandas.DataFrame
+
+
+def _evaluation_modified_ns(folder: Path, evaluation_id: str) -> int:
+    return max(path.stat().st_mtime_ns for path in runs.evaluation_files(folder, evaluation_id))
+
+
+def _read_evaluation(folder: Path, evaluation_id: str, modified_ns: int) -> _EvaluationFiles:
+    record = runs.read_evaluation(folder, evaluation_id)
+    if record.get("run_id") != folder.name:
+        raise ValueError("the record's run_id is not the run folder's name")
+    scored = record["metrics"]
+    ood = record.get("ood") or {}
+    row = (
+        evaluation_id,
+        folder.name,
+        _as_utc_naive(datetime.datetime.fromisoformat(record["created_at"])),
+        record.get("dataset"),
+        record.get("dataset_key"),
+        scored["n"],
+        scored["n_positive"],
+        scored.get("roc_auc"),
+        scored.get("sensitivity"),
+        scored.get("specificity"),
+        ood.get("share"),
+        json.dumps(record, allow_nan=False),
+        modified_ns,
+    )
+    predictions = runs.read_evaluation_predictions(folder, evaluation_id)
+    predictions = predictions.assign(evaluation_id=evaluation_id, run_id=folder.name)
+    return _EvaluationFiles(evaluation_id, row, predictions.astype({"ood_flag": "boolean"}))

@@ -217,16 +217,26 @@ def _subgroup_key(value) -> str:
 
 
 def _subgroup_summary(
-    label_array: np.ndarray, probability_array: np.ndarray, threshold: float
+    label_array: np.ndarray,
+    probability_array: np.ndarray,
+    threshold: float,
+    n_bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict:
+    """n, malignant n, AUC, sensitivity and specificity; 95% intervals when `n_bootstrap`."""
     counts = threshold_metrics(label_array, probability_array, threshold)
-    return {
+    summary = {
         "n": len(label_array),
         "n_positive": int(label_array.sum()),
         "roc_auc": _auc_or_none(label_array, probability_array),
         "sensitivity": counts["sensitivity"],
         "specificity": counts["specificity"],
     }
+    if n_bootstrap > 0:
+        summary["intervals"] = _bootstrap_intervals(
+            label_array, probability_array, threshold, n_bootstrap, seed
+        )
+    return summary
 
 
 def _subgroup_metrics(
@@ -234,6 +244,8 @@ def _subgroup_metrics(
     probability_array: np.ndarray,
     threshold: float,
     subgroups: dict[str, Sequence],
+    n_bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict:
     results = {}
     for name, values in subgroups.items():
@@ -244,7 +256,11 @@ def _subgroup_metrics(
         keys = np.array([_subgroup_key(value) for value in values], dtype=object)
         results[name] = {
             key: _subgroup_summary(
-                label_array[keys == key], probability_array[keys == key], threshold
+                label_array[keys == key],
+                probability_array[keys == key],
+                threshold,
+                n_bootstrap,
+                seed,
             )
             for key in sorted(set(keys.tolist()))
         }
@@ -273,11 +289,13 @@ def evaluate(
     subgroups: dict[str, Sequence] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    subgroup_intervals: bool = False,
 ) -> dict:
     """Full, JSON-serialisable evaluation of predictions at `threshold`.
 
     `subgroups` maps a name (say "site") to one value per prediction; missing values are
-    grouped as "unknown".
+    grouped as "unknown". With `subgroup_intervals` each subgroup gets 95% bootstrap intervals
+    too (off by default: training scores many subgroups and shows only their AUC).
     """
     label_array, probability_array = validate_predictions(labels, probabilities)
     threshold = _validate_threshold(threshold)
@@ -309,7 +327,14 @@ def evaluate(
         "roc": _roc_points(label_array, probability_array),
         "pr": _pr_points(label_array, probability_array),
         "calibration": _calibration_bins(label_array, probability_array),
-        "subgroups": _subgroup_metrics(label_array, probability_array, threshold, subgroups or {}),
+        "subgroups": _subgroup_metrics(
+            label_array,
+            probability_array,
+            threshold,
+            subgroups or {},
+            n_bootstrap if subgroup_intervals else 0,
+            seed,
+        ),
     }
 
 

@@ -289,3 +289,68 @@ def crossval_roc_curves(crossval: dict) -> dict[str, dict]:
 def crossval_skipped(crossval: dict) -> list[str]:
     """ "<source>: <reason>" for each source that could not be held out."""
     return [f"{item['source']}: {item['reason']}" for item in crossval.get("skipped") or []]
+
+
+# How the subgroup table names each subgroup of an evaluation.
+SUBGROUP_NAMES = {"site": "Site", "sex": "Sex", "age_band": "Age band", "source": "Source"}
+
+
+def subgroup_table(evaluation: dict) -> pd.DataFrame:
+    """One row per value of each subgroup (site, sex, age band, source), as text.
+
+    A subgroup known for no image (every value "unknown") is left out. As in
+    `real_world_metrics`, a metric needing more cases of a class than the subgroup has reads
+    TOO_FEW_CASES: an interval from three images would look precise and mean nothing.
+    """
+    rows = []
+    for key, name in SUBGROUP_NAMES.items():
+        groups = (evaluation.get("subgroups") or {}).get(key) or {}
+        if set(groups) <= {metrics.UNKNOWN_SUBGROUP}:
+            continue
+        rows.extend(_subgroup_row(name, value, group) for value, group in groups.items())
+    return pd.DataFrame(rows, columns=_SUBGROUP_COLUMNS)
+
+
+_SUBGROUP_COLUMNS = [
+    "Subgroup",
+    "Value",
+    "Images",
+    "Malignant",
+    "ROC AUC (95% CI)",
+    "Sensitivity (95% CI)",
+    "Specificity (95% CI)",
+]
+
+
+def _subgroup_row(name: str, value: str, group: dict) -> dict:
+    intervals = group.get("intervals") or {}
+    malignant, benign = group["n_positive"], group["n"] - group["n_positive"]
+    enough = {
+        "roc_auc": min(malignant, benign) >= MIN_CONFIRMED_CASES,
+        "sensitivity": malignant >= MIN_CONFIRMED_CASES,
+        "specificity": benign >= MIN_CONFIRMED_CASES,
+    }
+    cells = {
+        f"{HEADLINE_METRICS[key]} (95% CI)": (
+            _format_interval(group.get(key), intervals.get(key)) if enough[key] else TOO_FEW_CASES
+        )
+        for key in enough
+    }
+    return {
+        "Subgroup": name,
+        "Value": value,
+        "Images": group["n"],
+        "Malignant": malignant,
+        **cells,
+    }
+
+
+def ood_summary(record: dict) -> str:
+    """ "3 of 120 images (2.5%) flagged out of distribution", or why there is no figure."""
+    ood = record.get("ood")
+    if not ood:
+        return "Out of distribution: not checked (this run has no OOD detector)."
+    return (
+        f"Out of distribution: {ood['flagged']} of {ood['n_scored']} images "
+        f"({ood['share']:.1%}) flagged as unlike the run's training images."
+    )

@@ -43,6 +43,24 @@ EPOCH_COLUMNS = ("phase", "epoch", "loss", "auc", "val_loss", "val_auc", "second
 TEST_PREDICTION_COLUMNS = ("image_name", "label", "probability", "site", "source", "diagnosis")
 # Test predictions of older runs may lack these; they read as missing values.
 OPTIONAL_TEST_PREDICTION_COLUMNS = ("site", "source", "diagnosis")
+# Evaluations on users' own labelled data: <run>/evaluations/<evaluation_id>.json (the record)
+# and <evaluation_id>.csv (one row per scored image). The CSV is written first, so a record
+# that exists always has its predictions.
+EVALUATIONS_FOLDER = "evaluations"
+EVALUATION_PREDICTION_COLUMNS = (
+    "image_name",
+    "sha256",
+    "label",
+    "probability",
+    "ood_score",
+    "ood_flag",
+    "site",
+    "sex",
+    "age",
+    "source",
+    "diagnosis",
+)
+_EVALUATION_TEXT_COLUMNS = ("image_name", "sha256", "site", "sex", "source", "diagnosis")
 
 
 class RunError(ValueError):
@@ -245,3 +263,53 @@ def zip_run(run_id: str, directory: Path | None = None) -> bytes:
             if (run.folder / name).is_file():
                 archive.write(run.folder / name, f"{run_id}/{name}")
     return buffer.getvalue()
+
+
+def evaluation_files(folder: Path, evaluation_id: str) -> tuple[Path, Path]:
+    """The record (JSON) and predictions (CSV) of one evaluation of the run in `folder`."""
+    if not evaluation_id or "/" in evaluation_id or evaluation_id.startswith("."):
+        raise RunError(f"not an evaluation id: {evaluation_id!r}")
+    evaluations = Path(folder) / EVALUATIONS_FOLDER
+    return evaluations / f"{evaluation_id}.json", evaluations / f"{evaluation_id}.csv"
+
+
+def write_evaluation(folder: Path, record: dict, predictions: pandas.DataFrame) -> Path:
+    """Store an evaluation record and its per-image predictions; returns the record's path."""
+    record_path, predictions_path = evaluation_files(folder, record["evaluation_id"])
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    predictions[list(EVALUATION_PREDICTION_COLUMNS)].to_csv(predictions_path, index=False)
+    write_json_atomic(record_path, record)
+    return record_path
+
+
+def evaluation_ids(folder: Path) -> list[str]:
+    """The ids of a run's stored evaluations, newest first (ids begin with their time)."""
+    evaluations = Path(folder) / EVALUATIONS_FOLDER
+    if not evaluations.is_dir():
+        return []
+    found = (path.stem for path in evaluations.glob("*.json") if not path.name.startswith("."))
+    return sorted(found, reverse=True)
+
+
+def read_evaluation(folder: Path, evaluation_id: str) -> dict:
+    """One stored evaluation record; RunError when it is missing or unreadable."""
+    record_path, _ = evaluation_files(folder, evaluation_id)
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise RunError(f"evaluation {evaluation_id} is unreadable ({error})") from error
+    if not isinstance(record, dict) or record.get("evaluation_id") != evaluation_id:
+        raise RunError(f"evaluation {evaluation_id}: the record does not carry its own id")
+    return record
+
+
+def read_evaluation_predictions(folder: Path, evaluation_id: str) -> pandas.DataFrame:
+    """The per-image predictions of one stored evaluation."""
+    _, predictions_path = evaluation_files(folder, evaluation_id)
+    frame = pandas.read_csv(
+        predictions_path, dtype={column: "string" for column in _EVALUATION_TEXT_COLUMNS}
+    )
+    missing = [name for name in EVALUATION_PREDICTION_COLUMNS if name not in frame.columns]
+    if missing:
+        raise ValueError(f"{predictions_path.name} lacks the columns {missing}")
+    return frame[list(EVALUATION_PREDICTION_COLUMNS)]

@@ -1,9 +1,11 @@
-"""Training in the background, in its own process, owned by core.
+"""Training and evaluation in the background, in their own process, owned by core.
 
 A page starts a job, polls its status and may cancel it; the job survives page changes and
 browser reloads because it is a separate process that writes its state to files:
-MODELS_DIR/.jobs/<job_id>/{config.json, status.json, log.txt, cancel}. One job runs at a
-time. The job never touches the database: the app ingests the finished run folder.
+MODELS_DIR/.jobs/<job_id>/{config.json, status.json, log.txt, cancel}. One job of any kind
+runs at a time, since both kinds want every core. A training job writes a run folder, an
+evaluation job an evaluation record into each run folder it scores. Jobs never touch the
+database: the app ingests the folders they write.
 """
 
 import contextlib
@@ -18,15 +20,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core import runs
+from core import data, runs
 from core.train_config import TrainConfig
 
 JOBS_FOLDER = ".jobs"
 RUNNING = "running"
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
-# What each training stage is called on the page; unknown stages read as their own name.
+TRAINING = "training"
+EVALUATION = "evaluation"
+# What each stage is called on the page; unknown stages read as their own name.
 STAGE_NAMES = {
-    "starting": "Starting the training process",
+    "starting": "Starting the background process",
     "weights": "Checking the backbone weights",
     "crossval": "Cross-validating by source",
     "data": "Checking and decoding the images",
@@ -35,16 +39,48 @@ STAGE_NAMES = {
     "fine_tune": "Fine-tuning the backbone",
     "evaluate": "Scoring the validation and test splits",
     "done": "Saving the run",
+    "scoring": "Scoring the images",
 }
 
 
 class TrainingBusyError(RuntimeError):
-    """A second training was asked for while one is running."""
+    """A job (training or evaluation) was asked for while another one is running."""
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """What an evaluation job scores: a dataset, and the runs to score it with."""
+
+    data_dir: str
+    csv: str | None
+    sites: tuple[str, ...]
+    run_ids: tuple[str, ...]
+    tta: bool | None = None
+
+    def validate(self, directory: Path | None = None) -> None:
+        """ValueError (RunError for a run) before any process starts, naming what is wrong."""
+        if not self.run_ids:
+            raise ValueError("choose at least one run to evaluate")
+        data.normalise_sites(self.sites)
+        if not Path(self.data_dir).is_dir():
+            raise ValueError(f"data folder not found: {self.data_dir}")
+        for run_id in self.run_ids:
+            runs.load_run(runs.models_dir(directory) / run_id)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "EvaluationRequest":
+        return cls(
+            **{**values, "sites": tuple(values["sites"]), "run_ids": tuple(values["run_ids"])}
+        )
 
 
 @dataclass
 class JobStatus:
+    """A job's state. An evaluation job counts runs in `epoch`/`epochs` and images in
+    `batch`/`batches`, so that `fraction` and `remaining_seconds` hold for both kinds."""
+
     job_id: str
+    kind: str = TRAINING
     state: str = RUNNING
     stage: str = "starting"
     message: str = "Starting"
@@ -58,6 +94,7 @@ class JobStatus:
     phase_started_at: float | None = None
     history: list[dict] = field(default_factory=list)
     run_id: str | None = None
+    evaluation_ids: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -102,7 +139,7 @@ def read_status(job_id: str, directory: Path | None = None) -> JobStatus:
     status = JobStatus(**json.loads(path.read_text()))
     if status.state == RUNNING and not _process_alive(status.pid):
         # The process died without writing a final state: killed, out of memory, crashed.
-        status.state, status.error = "failed", "the training process ended unexpectedly"
+        status.state, status.error = "failed", f"the {status.kind} process ended unexpectedly"
         status.message = f"Failed: {status.error}"
         write_status(status, directory)
     return status
@@ -130,12 +167,23 @@ def _process_alive(pid: int | None) -> bool:
     return finished_pid == 0
 
 
-def latest_job(directory: Path | None = None) -> JobStatus | None:
+def latest_job(directory: Path | None = None, kind: str | None = None) -> JobStatus | None:
+    """The newest job, or the newest of one kind (TRAINING or EVALUATION)."""
     folder = jobs_dir(directory)
     if not folder.is_dir():
         return None
     job_ids = sorted(path.name for path in folder.iterdir() if (path / "status.json").is_file())
-    return read_status(job_ids[-1], directory) if job_ids else None
+    for job_id in reversed(job_ids):
+        if kind is None or _job_kind(folder / job_id) == kind:
+            return read_status(job_id, directory)
+    return None
+
+
+def _job_kind(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "status.json").read_text()).get("kind", TRAINING)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def start_training(
@@ -143,14 +191,26 @@ def start_training(
 ) -> str:
     """Start a training process for `train_config`; returns the job id."""
     train_config.validate()
+    payload = {"config": asdict(train_config), "activate": activate}
+    return _start_job(TRAINING, payload, directory)
+
+
+def start_evaluation(request: EvaluationRequest, directory: Path | None = None) -> str:
+    """Start an evaluation process that scores and stores each run in turn; the job id."""
+    request.validate(directory)
+    return _start_job(EVALUATION, {"request": asdict(request)}, directory)
+
+
+def _start_job(kind: str, payload: dict, directory: Path | None) -> str:
     current = latest_job(directory)
     if current is not None and not current.finished:
-        raise TrainingBusyError(f"training {current.job_id} is still running; wait or cancel it")
+        raise TrainingBusyError(
+            f"{current.kind} {current.job_id} is still running; wait for it or cancel it"
+        )
     job_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 10000:04d}"
     folder = jobs_dir(directory) / job_id
     folder.mkdir(parents=True)
-    payload = {"config": asdict(train_config), "activate": activate}
-    (folder / "config.json").write_text(json.dumps(payload, indent=2))
+    (folder / "config.json").write_text(json.dumps({"kind": kind, **payload}, indent=2))
     command = [sys.executable, "-m", "core", "worker", str(folder)]
     environment = {**os.environ, "DERMO_MODELS_DIR": str(runs.models_dir(directory))}
     with open(folder / "log.txt", "ab") as log:
@@ -162,7 +222,7 @@ def start_training(
             start_new_session=True,  # A Streamlit rerun or stop must not kill the job.
             env=environment,
         )
-    write_status(JobStatus(job_id=job_id, pid=process.pid), directory)
+    write_status(JobStatus(job_id=job_id, kind=kind, pid=process.pid), directory)
     return job_id
 
 
@@ -192,12 +252,12 @@ def wait(
         if status.finished or (until is not None and until(status)):
             return status
         if time.monotonic() > deadline:
-            raise TimeoutError(f"training {job_id} still running after {timeout} s")
+            raise TimeoutError(f"job {job_id} still running after {timeout} s")
         time.sleep(0.5)
 
 
 class _JobReporter:
-    """Turns training progress into status.json updates and honours cancellation."""
+    """Turns a job's progress into status.json updates and honours cancellation."""
 
     def __init__(self, status: JobStatus, folder: Path):
         self.status, self.folder = status, folder
@@ -215,7 +275,7 @@ class _JobReporter:
         from core.training import Cancelled
 
         if self.should_stop():
-            raise Cancelled("training was cancelled")
+            raise Cancelled(f"{self.status.kind} was cancelled")
         status = self.status
         if progress.stage != status.stage:
             status.phase_started_at = time.time()
@@ -241,29 +301,75 @@ def _started_at(folder: Path) -> float:
         return time.time()
 
 
+def _train(payload: dict, reporter: _JobReporter, directory: Path) -> str:
+    from core.training import train
+
+    train_config = TrainConfig.from_dict(payload["config"])
+    result = train(
+        train_config, reporter, reporter.should_stop, directory, bool(payload.get("activate"))
+    )
+    reporter.status.run_id = result.run_id
+    return f"Finished: run {result.run_id}"
+
+
+def _evaluate(payload: dict, reporter: _JobReporter, directory: Path) -> str:
+    from core import evaluation
+    from core.training import Progress
+
+    request = EvaluationRequest.from_dict(payload["request"])
+    reporter(Progress("data", "Checking the images"))
+    dataset = evaluation.load_evaluation_dataset(request.data_dir, request.csv, request.sites)
+    for number, run_id in enumerate(request.run_ids, start=1):
+        run = runs.load_run(runs.models_dir(directory) / run_id)
+        on_batch = _batch_reporter(reporter, run_id, number, len(request.run_ids))
+        on_batch(0, len(dataset.frame))
+        record, predictions = evaluation.evaluate_run(run, dataset, request.tta, on_batch=on_batch)
+        evaluation.save_evaluation(run, record, predictions)
+        reporter.status.evaluation_ids.append(record["evaluation_id"])
+    return f"Finished: {len(request.run_ids)} of {len(request.run_ids)} runs evaluated and saved"
+
+
+def _batch_reporter(reporter: _JobReporter, run_id: str, number: int, total_runs: int):
+    from core.training import Progress
+
+    def report(done: int, total: int) -> None:
+        message = f"Run {run_id}: {done} of {total} images scored"
+        reporter(Progress("scoring", message, number, total_runs, done, total))
+
+    return report
+
+
+_JOB_BODIES = {TRAINING: _train, EVALUATION: _evaluate}
+
+
+def _cancelled_message(status: JobStatus) -> str:
+    if status.kind == TRAINING or not status.evaluation_ids:
+        return "Cancelled; nothing was changed"
+    return f"Cancelled; the {len(status.evaluation_ids)} evaluations finished before are kept"
+
+
 def run_job(folder: Path) -> int:
-    """The body of the training process started by `start_training`."""
-    from core.training import Cancelled, train
+    """The body of the process started by `start_training` or `start_evaluation`."""
+    from core.training import Cancelled
 
     folder = Path(folder)
     directory = folder.parent.parent
     payload = json.loads((folder / "config.json").read_text())
-    # One clock from the click: keep the start time that start_training recorded.
-    status = JobStatus(job_id=folder.name, pid=os.getpid(), started_at=_started_at(folder))
+    kind = payload.get("kind", TRAINING)
+    # One clock from the click: keep the start time that _start_job recorded.
+    status = JobStatus(
+        job_id=folder.name, kind=kind, pid=os.getpid(), started_at=_started_at(folder)
+    )
     reporter = _JobReporter(status, folder)
     try:
-        train_config = TrainConfig.from_dict(payload["config"])
-        result = train(
-            train_config, reporter, reporter.should_stop, directory, payload.get("activate")
-        )
+        message = _JOB_BODIES[kind](payload, reporter, directory)
     except Cancelled:
-        status.state, status.message = "cancelled", "Cancelled; nothing was changed"
+        status.state, status.message = "cancelled", _cancelled_message(status)
     except Exception as error:  # noqa: BLE001 - any failure must end as a recorded state.
         traceback.print_exc()
         status.state, status.error = "failed", f"{type(error).__name__}: {error}"
         status.message = f"Failed: {status.error}"
     else:
-        status.state, status.run_id = "succeeded", result.run_id
-        status.message = f"Finished: run {result.run_id}"
+        status.state, status.message = "succeeded", message
     write_status(status, directory)
     return 0 if status.state == "succeeded" else 1
