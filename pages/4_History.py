@@ -24,6 +24,12 @@ with st.expander("Filters", expanded=True):
     chosen_models = left.multiselect("Models", models, key="history_model")
     labels = middle.multiselect("Predicted label", db.LABELS, key="history_label")
     low, high = middle.slider("Probability", 0.0, 1.0, (0.0, 1.0), 0.01, key="history_probability")
+    confirmed_choice = middle.radio(
+        "Confirmed outcome",
+        list(ui.history.CONFIRMED_CHOICES),
+        horizontal=True,
+        key="history_confirmed",
+    )
     file_name = right.text_input("File name contains", key="history_file")
     ood = right.radio(
         "Out of distribution",
@@ -42,8 +48,14 @@ history_filter = db.HistoryFilter(
     file_name_contains=file_name or None,
     session_id=scope,
     ood_flag=ui.history.OOD_CHOICES[ood],
+    confirmed=ui.history.CONFIRMED_CHOICES[confirmed_choice],
 )
 ui.history.notice()
+with st.expander("Import confirmed outcomes (CSV)"):
+    if ui.require_admin("Outcome imports"):
+        ui.history.import_outcomes(database)
+        st.subheader("Past imports")
+        ui.history.past_imports(database)
 total = database.count_predictions(history_filter)
 if total == 0:
     st.info("No stored predictions match. Predictions made on the Predict page appear here.")
@@ -81,12 +93,18 @@ with same_image:
 
 with outcomes:
     confirmed = database.confirmed_outcomes(history_filter)
-    if confirmed.empty:
-        st.info("No confirmed diagnoses yet: add them on the Predict page or below the table.")
+    if confirmed.empty and history_filter.confirmed is False:
+        st.info("The filter shows unconfirmed predictions only.")
+    elif confirmed.empty:
+        st.info(
+            "No confirmed diagnoses yet: add them on the Predict page, below the table, or "
+            "import a CSV of outcomes."
+        )
     else:
         st.caption(
             "Stored predictions against confirmed outcomes, at each model's threshold. A metric "
             f"needs {reports.MIN_CONFIRMED_CASES} confirmed cases of the class it depends on "
-            "(both classes for ROC AUC, PPV and NPV)."
+            "(both classes for ROC AUC, PPV and NPV). An image predicted more than once by a "
+            "model counts once, its latest prediction."
         )
         st.table(reports.real_world_metrics(confirmed), hide_index=True)

@@ -7,10 +7,29 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core import db
+from core import db, outcomes
 
 PAGE_SIZE = 50
 OOD_CHOICES = {"All": None, "Flagged": True, "Not flagged": False}
+CONFIRMED_CHOICES = {"All": None, "Confirmed": True, "Unconfirmed": False}
+IMPORT_FORMAT = (
+    "A CSV with a header row: `file` (the name the image was uploaded under) or `sha256` (of "
+    "the image, as the export has it), and `outcome` (benign or malignant; 0 and 1 are read "
+    "as in the ISIC `target` column, 1 is malignant). Optional: `diagnosis` and "
+    "`confirmed_on` (a date such as 2024-03-12). A sha256 reaches every prediction of that "
+    "image, a file name every prediction stored under it."
+)
+_PREVIEW = (
+    (outcomes.MATCHED, "Matched", "imported"),
+    (outcomes.UNCHANGED, "Unchanged", "already stored so"),
+    (outcomes.UNMATCHED, "Unmatched", "no stored prediction of that image"),
+    (
+        outcomes.CONFLICT,
+        "Conflicting",
+        "not imported, but a stored outcome can be overwritten on request",
+    ),
+)
+_IMPORT_VERSION = "history_import_version"
 _TABLE_VERSION = "history_table_version"
 _NOTICE = "history_notice"
 
@@ -125,6 +144,150 @@ def notice() -> None:
     if _NOTICE in st.session_state:
         done, message = st.session_state.pop(_NOTICE)
         (st.success if done else st.error)(message)
+
+
+def import_outcomes(database: db.Database) -> None:
+    """Upload a CSV of confirmed outcomes, preview what it would change, import on request."""
+    st.caption(IMPORT_FORMAT)
+    # A new key after each import empties the uploader, so one click cannot import twice.
+    version = st.session_state.get(_IMPORT_VERSION, 0)
+    upload = st.file_uploader("Outcomes CSV", type="csv", key=f"history_import_file_{version}")
+    if upload is None:
+        return
+    try:
+        plan = outcomes.plan_import(database, upload.getvalue(), upload.name)
+    except ValueError as error:
+        st.error(f"{upload.name}: {error}. Nothing imported.")
+        return
+    _import_preview(plan)
+    overwrite = bool(plan.overwritable) and st.checkbox(
+        f"Also overwrite the stored outcomes of {ui.plural(len(plan.overwritable), 'row')} "
+        "in conflict with this file",
+        key="history_import_overwrite",
+    )
+    changes = plan.changes(overwrite)
+    st.text_input("Imported by", placeholder=_default_importer(), key="history_import_by")
+    st.button(
+        f"Import: change {ui.plural(len(changes), 'prediction')}",
+        key="history_import",
+        type="primary",
+        disabled=not changes,
+        on_click=_import,
+        args=(database, upload.getvalue(), upload.name, overwrite),
+    )
+
+
+def _import_preview(plan: outcomes.ImportPlan) -> None:
+    """Counts of each kind of row, and a table of each kind that occurs."""
+    for column, (status, title, _) in zip(st.columns(len(_PREVIEW)), _PREVIEW, strict=True):
+        column.metric(title, len(plan.with_status(status)))
+    for status, title, meaning in _PREVIEW:
+        rows = plan.table(status)
+        if rows.empty:
+            continue
+        st.markdown(f"**{title}** ({meaning})")
+        shown = rows if status == outcomes.CONFLICT else rows.drop(columns="reason")
+        st.dataframe(shown, hide_index=True, placeholder="-", key=f"history_import_{status}")
+
+
+def _default_importer() -> str:
+    return "admin" if ui.access_rule().public else "local user"
+
+
+def _import(database: db.Database, data: bytes, file_name: str, overwrite: bool) -> None:
+    # Planned again at the click, so that outcomes saved since the preview are not overwritten.
+    plan = outcomes.plan_import(database, data, file_name)
+    imported_by = (st.session_state.get("history_import_by") or "").strip()
+    try:
+        import_id = database.apply_outcome_import(
+            plan.changes(overwrite), imported_by or _default_importer(), file_name, len(plan.rows)
+        )
+    except ValueError as error:
+        st.session_state[_NOTICE] = (False, f"Not imported: {error}.")
+        return
+    _start_over()
+    st.session_state[_IMPORT_VERSION] = st.session_state.get(_IMPORT_VERSION, 0) + 1
+    st.session_state["history_import_overwrite"] = False
+    st.session_state[_NOTICE] = (True, _import_message(database, import_id, plan, overwrite))
+
+
+def _import_message(
+    database: db.Database, import_id: int, plan: outcomes.ImportPlan, overwrite: bool
+) -> str:
+    record = database.outcome_imports().set_index("import_id").loc[import_id]
+    left_out = len(plan.with_status(outcomes.CONFLICT)) - len(plan.overwritable) * overwrite
+    return (
+        f"Import {import_id} from {record['file_name']}: "
+        f"{ui.plural(int(record['n_changed']), 'prediction')} changed, "
+        f"{ui.plural(left_out, 'conflicting row')} left out. It can be undone below."
+    )
+
+
+def past_imports(database: db.Database) -> None:
+    """The recorded imports, newest first, and the undo of one (after confirmation)."""
+    imports = database.outcome_imports()
+    if imports.empty:
+        st.caption("No outcomes imported yet.")
+        return
+    st.dataframe(
+        imports,
+        hide_index=True,
+        placeholder="-",
+        column_config={
+            "import_id": st.column_config.NumberColumn("Import", format="%d"),
+            "imported_at": st.column_config.DatetimeColumn(
+                "When (UTC)", format="YYYY-MM-DD HH:mm"
+            ),
+            "imported_by": st.column_config.TextColumn("By"),
+            "file_name": st.column_config.TextColumn("File"),
+            "n_rows": st.column_config.NumberColumn("Rows"),
+            "n_changed": st.column_config.NumberColumn("Changed"),
+            "undone_at": st.column_config.DatetimeColumn(
+                "Undone (UTC)", format="YYYY-MM-DD HH:mm"
+            ),
+        },
+        key="history_imports",
+    )
+    undoable = [
+        int(import_id) for import_id in imports.loc[imports["undone_at"].isna(), "import_id"]
+    ]
+    chosen = st.selectbox(
+        "Import to undo",
+        undoable,
+        index=None,
+        placeholder="Choose an import",
+        format_func=lambda import_id: f"Import {import_id}",
+        key="history_undo_choice",
+    )
+    if chosen is None:
+        return
+    # The confirmation belongs to one import: choosing another starts unticked.
+    sure = st.checkbox(
+        f"Yes, put back the outcomes that import {chosen} replaced",
+        key=f"history_undo_confirm_{chosen}",
+    )
+    st.button(
+        "Undo import",
+        key="history_undo",
+        disabled=not sure,
+        on_click=_undo,
+        args=(database, chosen),
+    )
+
+
+def _undo(database: db.Database, import_id: int) -> None:
+    try:
+        restored = database.undo_outcome_import(import_id)
+    except ValueError as error:
+        st.session_state[_NOTICE] = (False, f"Not undone: {error}.")
+        return
+    _start_over()
+    st.session_state["history_undo_choice"] = None
+    st.session_state[f"history_undo_confirm_{import_id}"] = False
+    st.session_state[_NOTICE] = (
+        True,
+        f"Import {import_id} undone: {ui.plural(restored, 'prediction')} restored.",
+    )
 
 
 def export_button(database: db.Database, history_filter: db.HistoryFilter) -> None:
