@@ -30,6 +30,15 @@ _PREVIEW = (
     ),
 )
 _IMPORT_VERSION = "history_import_version"
+_IMPORT_COLUMNS = {
+    "import_id": st.column_config.NumberColumn("Import", format="%d"),
+    "imported_at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
+    "imported_by": st.column_config.TextColumn("By"),
+    "file_name": st.column_config.TextColumn("File"),
+    "n_rows": st.column_config.NumberColumn("Rows"),
+    "n_changed": st.column_config.NumberColumn("Changed"),
+    "undone_at": st.column_config.DatetimeColumn("Undone (UTC)", format="YYYY-MM-DD HH:mm"),
+}
 _TABLE_VERSION = "history_table_version"
 _NOTICE = "history_notice"
 
@@ -229,25 +238,7 @@ def past_imports(database: db.Database) -> None:
     if imports.empty:
         st.caption("No outcomes imported yet.")
         return
-    st.dataframe(
-        imports,
-        hide_index=True,
-        placeholder="-",
-        column_config={
-            "import_id": st.column_config.NumberColumn("Import", format="%d"),
-            "imported_at": st.column_config.DatetimeColumn(
-                "When (UTC)", format="YYYY-MM-DD HH:mm"
-            ),
-            "imported_by": st.column_config.TextColumn("By"),
-            "file_name": st.column_config.TextColumn("File"),
-            "n_rows": st.column_config.NumberColumn("Rows"),
-            "n_changed": st.column_config.NumberColumn("Changed"),
-            "undone_at": st.column_config.DatetimeColumn(
-                "Undone (UTC)", format="YYYY-MM-DD HH:mm"
-            ),
-        },
-        key="history_imports",
-    )
+    st.dataframe(imports, hide_index=True, placeholder="-", column_config=_IMPORT_COLUMNS)
     undoable = [
         int(import_id) for import_id in imports.loc[imports["undone_at"].isna(), "import_id"]
     ]
