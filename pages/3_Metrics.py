@@ -64,5 +64,8 @@ with compare:
         st.info("Choose two or more runs.")
     else:
         picked = {run_id: cards[run_id] for run_id in chosen}
-        ui.metrics.comparison_table(picked)
-        st.plotly_chart(charts.roc_figure(reports.roc_curves(picked)))
+        splits = {run_id: database.run_test_predictions(run_id) for run_id in chosen}
+        ui.metrics.comparison_table(picked, splits)
+        paired = ui.metrics.paired_images(database, splits)
+        if paired is not None:
+            ui.metrics.paired_comparison(paired, picked)

@@ -76,6 +76,7 @@ with table:
     ui.history.export_button(database, history_filter)
     if selected_ids:
         ui.history.history_actions(database, selected_ids, scope)
+    ui.history.report_section(database, rows, selected_ids, scope)
 
 with charts_tab:
     st.plotly_chart(

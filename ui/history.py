@@ -292,3 +292,74 @@ def export_button(database: db.Database, history_filter: db.HistoryFilter) -> No
     st.download_button(
         "Export filtered rows (CSV)", export, "predictions.csv", "text/csv", key="history_export"
     )
+
+
+def report_section(
+    database: db.Database, rows: pd.DataFrame, selected_ids: list[int], scope: str | None
+) -> None:
+    """The case report of one prediction of this page (a selected one when any are selected).
+
+    Its Grad-CAM overlay is computed from the stored thumbnail only when asked for, since it
+    loads TensorFlow and the model, which History otherwise never imports.
+    """
+    if rows.empty:
+        return
+    st.markdown("**Case report**")
+    names = dict(zip(rows["id"].astype(int), rows["file_name"], strict=True))
+    options = [prediction_id for prediction_id in selected_ids if prediction_id in names]
+    chosen = st.selectbox(
+        "Prediction",
+        options or list(names),
+        format_func=lambda prediction_id: f"{prediction_id}: {names[prediction_id]}",
+        key="history_report_id",
+    )
+    row = rows.loc[rows["id"] == chosen].iloc[0]
+    stored = ui.data_url(row["thumbnail"]) is not None
+    with_cam = st.toggle(
+        "Add the Grad-CAM overlay (loads the model)",
+        key="history_report_gradcam",
+        disabled=not stored,
+        help="Computed from the stored thumbnail, which is smaller than the image predicted."
+        if stored
+        else "No thumbnail is stored for this prediction (see DERMO_STORE_THUMBNAILS).",
+    )
+    overlay, caption = _thumbnail_overlay(row) if with_cam else (None, "")
+    _report_downloads(database, chosen, scope, overlay, caption)
+
+
+def _thumbnail_overlay(row: pd.Series):
+    """(overlay, caption) of a row's thumbnail toward its predicted label; (None, "") when its
+    model cannot be loaded."""
+    # Imported here: the Predict helpers and the model are needed only once this is asked for.
+    import ui.predict
+    from core import config, datasets, images, runs
+
+    run_id, thumbnail = str(row["run_id"]), bytes(row["thumbnail"])
+    try:
+        predictor = ui.predict.predictor(runs.load_run(config.MODELS_DIR / run_id))
+    except Exception as error:  # noqa: BLE001 - a gone or broken run only costs the overlay
+        reason = datasets.without_paths(f"{type(error).__name__}: {error}")[:300]
+        st.warning(f"No Grad-CAM: the model of run {run_id} cannot be loaded ({reason}).")
+        return None, ""
+    # Toward the stored label, as Predict shows it; keyed by the thumbnail's own hash, so that
+    # it never reuses the full image's Grad-CAM.
+    toward = str(row["label"])
+    cam = ui.predict.explanation(
+        predictor, run_id, images.sha256_bytes(thumbnail), thumbnail, toward
+    )
+    return cam.overlay, f"Grad-CAM toward {toward}, from the stored thumbnail"
+
+
+def _report_downloads(database: db.Database, prediction_id: int, scope, overlay, caption) -> None:
+    # Imported here: fpdf takes most of a second to import, paid only where a report is shown.
+    import ui.predict
+    from core import case_report
+
+    try:
+        report = case_report.build_report(
+            database, prediction_id, scope, overlay=overlay, overlay_caption=caption
+        )
+    except ValueError as error:
+        st.warning(f"No case report: {error}.")
+        return
+    ui.predict.report_downloads(report, "history_report")

@@ -90,10 +90,19 @@ def _set_state(key: str, value) -> None:
     st.session_state[key] = value
 
 
-def comparison_table(cards: dict[str, dict]) -> None:
-    """Runs side by side, every row and every label shown in full."""
-    from core import reports
+def comparison_table(
+    cards: dict[str, dict], test_predictions: dict[str, pd.DataFrame] | None = None
+) -> None:
+    """Runs side by side, every row and every label shown in full.
 
+    Given the runs' test predictions, a warning naming each test split's size comes first
+    when the splits differ: their test metrics are then not on the same images.
+    """
+    from core import compare, reports
+
+    warning = compare.test_split_warning(test_predictions) if test_predictions else None
+    if warning:
+        st.warning(warning, icon=":material/compare_arrows:")
     table = reports.comparison_table(cards)
     st.table(table.rename_axis("Setting or test metric").reset_index(), hide_index=True)
 
@@ -120,3 +129,56 @@ def crossval_section(run, in_source_auc: float | None) -> None:
     curves.plotly_chart(
         charts.roc_figure(reports.crossval_roc_curves(crossval), title="ROC on held-out sources")
     )
+
+
+def paired_images(database, test_predictions: dict[str, pd.DataFrame]):
+    """The images to compare the runs on, chosen by the user; None when they share none.
+
+    A shared evaluation set, where every run was evaluated on the same dataset, is offered
+    first; the images the runs' test splits have in common are always offered.
+    """
+    from core import compare
+
+    run_ids = list(test_predictions)
+    shared = compare.shared_evaluations(database.list_evaluations(), run_ids)
+    names = {key: f"Evaluation set {found['dataset']}" for key, found in shared.items()}
+    names[compare.TEST_SPLIT] = "Test splits: the images they have in common"
+    basis = st.radio("Compare on", list(names), format_func=names.get, key="metrics_compare_basis")
+    if basis == compare.TEST_SPLIT:
+        paired = compare.pair_test_splits(test_predictions)
+    else:
+        evaluations = shared[basis]["evaluations"]
+        predictions = {
+            run_id: database.evaluation_predictions(evaluations[run_id]) for run_id in run_ids
+        }
+        paired = compare.pair_evaluations(predictions, shared[basis]["dataset"])
+    st.caption(paired.description + ".")
+    if paired.n_images == 0:
+        st.warning(
+            "The chosen runs have no image in common here, so they cannot be compared on the "
+            "same images. Evaluate them on the same dataset under “Evaluate on your data”.",
+            icon=":material/compare_arrows:",
+        )
+        return None
+    return paired
+
+
+def paired_comparison(paired, cards: dict[str, dict]) -> None:
+    """The paired tests of each run against the first chosen one, and their ROC curves."""
+    from core import charts, compare, reports
+
+    thresholds = {run_id: float(cards[run_id]["threshold"]["value"]) for run_id in cards}
+    reference = next(iter(paired.probabilities))
+    st.markdown(f"**Paired comparison on the same images, against {reference}**")
+    st.caption(
+        "The first run chosen is the reference. ROC AUCs are compared with DeLong's test for "
+        "correlated ROC curves; sensitivity (on malignant images) and specificity (on benign "
+        "ones) at each run's own threshold with McNemar's test. Differences are the compared "
+        f"run minus the reference. With fewer than {reports.MIN_CONFIRMED_CASES} images of a "
+        f"class, the results that depend on it read “{reports.TOO_FEW_CASES}”."
+    )
+    table = compare.paired_table(paired, thresholds)
+    st.table(table.rename_axis("Paired result").reset_index(), hide_index=True)
+    curves, points = compare.roc_curves(paired, thresholds)
+    marks = {f"{run_id} at its threshold": point for run_id, point in points.items()}
+    st.plotly_chart(charts.roc_figure(curves, marks, title="ROC on the paired images"))
