@@ -23,7 +23,6 @@ from core import config, db, images, runs
 
 # Longest side of the report's pictures: enough for print, small enough for a download.
 PICTURE_PIXELS = 512
-DIAGNOSES_SHOWN = 3
 # Typographic characters that the PDF core fonts lack, written as their plain equivalents.
 _PLAIN_PUNCTUATION = str.maketrans(
     {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
@@ -89,8 +88,9 @@ def build_report(
     """The report of a stored prediction (only `session_id`'s when given).
 
     `image` is the uploaded file, re-encoded small and without metadata; without it the stored
-    thumbnail is shown, if any. `overlay` is a Grad-CAM overlay as uint8 RGB. ValueError when
-    the prediction is unknown (or another session's) or the image cannot be decoded.
+    thumbnail is shown, if any. `overlay` is a Grad-CAM overlay as uint8 RGB; `diagnoses` are
+    the most likely ones, as many as the report should list. ValueError when the prediction is
+    unknown (or another session's) or the image cannot be decoded.
     """
     row = database.prediction(prediction_id, session_id)
     if row is None:
@@ -121,7 +121,7 @@ def build_report(
         picture_caption=caption,
         overlay=None if overlay is None else _jpeg(Image.fromarray(overlay)),
         overlay_caption=overlay_caption,
-        diagnoses=tuple(diagnoses[:DIAGNOSES_SHOWN]),
+        diagnoses=tuple(diagnoses),
     )
 
 

@@ -55,11 +55,13 @@ index = st.selectbox(
     "Image", good, format_func=lambda i: results[i].prediction.file, key="predict_detail"
 )
 result = results[index]
+data = ui.predict.image_bytes(result, files)
 picture, facts = st.columns(2)
 with facts:
     ui.predict.prediction_summary(result, predictor.ood.threshold if predictor.ood else None)
+    ui.predict.report_buttons(database, predictor, run.run_id, result, data)
 with picture:
-    ui.predict.explanation_view(predictor, run.run_id, result, files)
+    ui.predict.explanation_view(predictor, run.run_id, result, data)
 
 batch_ids = [r.prediction_id for r in results if r.prediction_id is not None]
 earlier = predict_service.earlier_predictions(database, result, batch_ids, ui.history_scope())

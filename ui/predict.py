@@ -81,30 +81,93 @@ def explanation(_predictor, run_id: str, sha256: str, _data: bytes, toward: str)
     return predict_service.explain(_predictor, _data, toward)
 
 
-def explanation_view(_predictor, run_id: str, result, files) -> None:
+def image_bytes(result, files) -> bytes | None:
+    """The uploaded bytes of a result's image, read again from the uploader's files."""
+    from core import predict_service
+
+    pairs = ((file.name, file.getvalue()) for file in files)
+    return predict_service.upload_bytes(pairs, result.prediction.file, result.prediction.sha256)
+
+
+def toward(result) -> str:
+    """The class that the Grad-CAM shows evidence for: the predicted one."""
+    return "malignant" if result.prediction.label == "malignant" else "benign"
+
+
+def explanation_view(_predictor, run_id: str, result, data: bytes | None) -> None:
     """The image, its Grad-CAM heat map toward the predicted class, or their overlay."""
     from core import predict_service
 
-    prediction = result.prediction
-    pairs = ((file.name, file.getvalue()) for file in files)
-    data = predict_service.upload_bytes(pairs, prediction.file, prediction.sha256)
     if data is None:
-        st.info(f"{prediction.file} is no longer among the uploaded files.")
+        st.info(f"{result.prediction.file} is no longer among the uploaded files.")
         return
     view = st.segmented_control(
         "Show", ["Image", "Heat map", "Overlay"], default="Overlay", key="predict_view"
     )
-    toward = "malignant" if result.prediction.label == "malignant" else "benign"
-    cam = explanation(_predictor, run_id, result.prediction.sha256, data, toward)
+    cam = explanation(_predictor, run_id, result.prediction.sha256, data, toward(result))
     if view == "Image":
         st.image(cam.image, caption=result.prediction.file)
         return
     shown = cam.heatmap if view == "Heat map" else cam.overlay
-    st.image(shown, caption=f"Grad-CAM toward {toward}")
+    st.image(shown, caption=f"Grad-CAM toward {toward(result)}")
     st.image(
         predict_service.colour_scale(),
         caption="Colour scale: blue, little influence on the score; red, the most.",
         width=shown.shape[1],
+    )
+
+
+def report_buttons(
+    database: db.Database, _predictor, run_id: str, result, data: bytes | None
+) -> None:
+    """The case report of this stored prediction, with its image and Grad-CAM overlay."""
+    from core import case_report
+
+    if result.prediction_id is None:
+        return
+    overlay = None
+    if data is not None:
+        cam = explanation(_predictor, run_id, result.prediction.sha256, data, toward(result))
+        overlay = cam.overlay
+    try:
+        report = case_report.build_report(
+            database,
+            result.prediction_id,
+            ui.history_scope(),
+            image=data,
+            overlay=overlay,
+            overlay_caption=f"Grad-CAM toward {toward(result)}",
+            diagnoses=result.prediction.diagnoses[:DIAGNOSES_SHOWN],
+        )
+    except ValueError as error:
+        st.warning(f"No case report: {error}.")
+        return
+    report_downloads(report, "predict_report")
+
+
+def report_downloads(report, key: str) -> None:
+    """The report as PDF and as printable HTML, each written only when its button is clicked."""
+    from core import case_report
+
+    stem = case_report.file_stem(report)
+    pdf, page = st.columns(2)
+    pdf.download_button(
+        "Case report (PDF)",
+        lambda: case_report.to_pdf(report),
+        f"{stem}.pdf",
+        "application/pdf",
+        key=f"{key}_pdf",
+        on_click="ignore",
+        icon=":material/picture_as_pdf:",
+    )
+    page.download_button(
+        "Case report (HTML, printable)",
+        lambda: case_report.to_html(report),
+        f"{stem}.html",
+        "text/html",
+        key=f"{key}_html",
+        on_click="ignore",
+        icon=":material/print:",
     )
 
 
