@@ -11,9 +11,13 @@ import pandas as pd
 import pytest
 from app_fixtures import app, fresh_app, texts  # noqa: F401
 
-from core import compare, metrics, runs
+from core import compare, evaluation, metrics, runs
 
-FIRST, SECOND = "20991201-000000-first", "20991202-000000-second"
+FIRST, SECOND, THIRD = (
+    "20991201-000000-first",
+    "20991202-000000-second",
+    "20991204-000000-third",
+)
 
 
 def image_names(start: int, stop: int) -> list[str]:
@@ -50,8 +54,8 @@ def write_run(models_dir, run_id: str, threshold: float, tests: pd.DataFrame) ->
     runs.write_tables(folder, history, tables, tests[["image_name"]])
 
 
-def write_evaluation(models_dir, run_id: str, evaluation_id: str, frame: pd.DataFrame) -> None:
-    """An evaluation of the run on the dataset "clinic", its images known by content hash."""
+def write_evaluation(models_dir, run_id: str, frame: pd.DataFrame) -> str:
+    """An evaluation of the run on the dataset "clinic", as the app stores one; its key."""
     predictions = frame.assign(
         image_name=[f"upload/{name}.jpg" for name in frame["image_name"]],
         sha256=[f"hash-{name}" for name in frame["image_name"]],
@@ -63,16 +67,12 @@ def write_evaluation(models_dir, run_id: str, evaluation_id: str, frame: pd.Data
         source=None,
         diagnosis=None,
     )
-    scored_here = metrics.evaluate(frame["label"], frame["probability"], 0.5, n_bootstrap=0)
-    record = {
-        "evaluation_id": evaluation_id,
-        "run_id": run_id,
-        "created_at": "2099-12-03T00:00:00+00:00",
-        "dataset": "clinic",
-        "dataset_key": "clinic-key",
-        "metrics": scored_here,
-    }
-    runs.write_evaluation(models_dir / run_id, record, predictions)
+    run = runs.load_run(models_dir / run_id)
+    record = evaluation.evaluation_record(
+        run, predictions, dataset="clinic", tta=False, unreadable=[], n_bootstrap=20
+    )
+    evaluation.save_evaluation(run, record, predictions)
+    return record["dataset_key"]
 
 
 @pytest.fixture
@@ -131,13 +131,13 @@ def test_a_shared_evaluation_set_is_offered_first_and_matched_by_content(
     fresh_app,  # noqa: F811
 ):
     clinic = scored(image_names(100, 124), 2)
-    write_evaluation(fresh_app.models_dir, FIRST, "20991203-000000-a", clinic)
+    clinic_key = write_evaluation(fresh_app.models_dir, FIRST, clinic)
     # The second run scored the same images, one of them twice: it still counts once.
     again = pd.concat([clinic, clinic.iloc[:1]]).assign(probability=lambda f: f["probability"] / 2)
-    write_evaluation(fresh_app.models_dir, SECOND, "20991203-000000-b", again)
+    assert write_evaluation(fresh_app.models_dir, SECOND, again) == clinic_key
     at = compare_tab(FIRST, SECOND)
     basis = at.radio(key="metrics_compare_basis")
-    assert basis.value == "clinic-key"
+    assert basis.value == clinic_key
     assert "Evaluation set clinic" in basis.options[0]
     assert "shared evaluation set clinic, matched by content (SHA-256): 24 images" in texts(
         at.caption
@@ -146,6 +146,15 @@ def test_a_shared_evaluation_set_is_offered_first_and_matched_by_content(
     basis.set_value(compare.TEST_SPLIT).run()
     assert not at.exception
     assert paired_table(at).iloc[0, 0] == "30 (15)"
+    basis.set_value(clinic_key).run()
+    # A third run that was never evaluated on the clinic's images leaves only the test splits.
+    write_run(fresh_app.models_dir, THIRD, 0.5, two_test_splits[FIRST])
+    at.multiselect(key="metrics_compare").set_value([FIRST, SECOND, THIRD]).run()
+    assert not at.exception
+    assert at.radio(key="metrics_compare_basis").options == [
+        "Test splits: the images they have in common"
+    ]
+    assert paired_table(at).columns.tolist() == [f"{SECOND} vs {FIRST}", f"{THIRD} vs {FIRST}"]
 
 
 def test_runs_without_shared_images_are_not_compared(fresh_app):  # noqa: F811
