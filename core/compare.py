@@ -20,8 +20,8 @@ from scipy import stats
 from core import metrics, reports
 
 Z_95 = float(stats.norm.ppf(0.975))
-# Discordant pairs below which McNemar's chi-square approximation is poor and the exact
-# binomial test is used instead (the usual rule, e.g. Rosner, Fundamentals of Biostatistics).
+# Discordant images below which McNemar's chi-square approximation is poor, so the exact
+# binomial test is used instead (the common rule of thumb).
 EXACT_BELOW = 25
 EXACT = "exact binomial"
 CHI_SQUARE = "chi-square with continuity correction"

@@ -101,11 +101,11 @@ def paired_outcomes(both: int, only_a: int, only_b: int, neither: int):
     return first, second
 
 
-def test_mcnemar_chi_square_on_agresti_presidential_approval():
-    # Agresti, Categorical Data Analysis (2nd ed., 2002), Table 10.1: 1600 people asked twice
-    # whether they approved of the President's performance: 794 approve both times, 150 only
-    # the first time, 86 only the second, 570 neither. Agresti reports the difference in
-    # approval, 0.590 - 0.550 = 0.040, with 95% interval (0.021, 0.059).
+def test_mcnemar_chi_square_on_agrestis_approval_ratings():
+    # Agresti, Categorical Data Analysis (2nd ed., 2002), section 10.1 and Table 10.1: 1600
+    # people rated a leader's performance twice, a month apart: 794 approved both times, 150
+    # only the first time, 86 only the second, 570 neither. Agresti gives the difference in
+    # approval, 0.590 - 0.550 = 0.040, with the 95% interval (0.021, 0.059).
     result = compare.mcnemar_test(*paired_outcomes(794, 150, 86, 570))
     assert (result.n, result.only_a, result.only_b) == (1600, 150, 86)
     assert (result.correct_a, result.correct_b) == pytest.approx((0.59, 0.55))
