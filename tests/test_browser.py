@@ -374,3 +374,26 @@ def test_another_run_is_activated_on_the_train_page(served_app, browser_page):
 
 def test_no_page_fetched_anything_from_outside_the_app(served_app, browser_page):
     assert EXTERNAL_REQUESTS == []
+
+
+def test_the_case_report_downloads_from_predict_as_a_pdf(served_app, browser_page):
+    # Imported here: only this test reads PDFs (pypdf is in requirements-dev.txt).
+    pypdf = pytest.importorskip("pypdf", reason="needs pypdf (requirements-dev.txt)")
+    url, _ = served_app
+    page, expect = browser_page, sync_api.expect
+    page.goto(url)
+    open_page(page, "Predict")
+    page.locator("input[type=file]").set_input_files(SAMPLE_IMAGE)
+    button = page.get_by_test_id("stDownloadButton").filter(has_text="Case report (PDF)")
+    expect(button).to_be_visible(timeout=PREDICTION_TIMEOUT_MS)
+    settle(page)
+    probability = page.get_by_test_id("stMetricValue").first.inner_text().strip()
+    caption = page.get_by_text(re.compile(r"^Model \S+, \d+x\d+ px")).inner_text()
+    model = caption.split()[1].rstrip(",")
+    with page.expect_download(timeout=PAGE_TIMEOUT_MS) as download:
+        button.locator("button").click()
+    reader = pypdf.PdfReader(download.value.path())
+    text = "\n".join(pdf_page.extract_text() for pdf_page in reader.pages)
+    assert len(reader.pages) == 1
+    for expected in (SAMPLE_IMAGE.name, probability, model, "not a diagnostic device"):
+        assert expected in text, f"{expected!r} is not in the report"
