@@ -121,7 +121,8 @@ def plan_import(database: db.Database, data: bytes | str, file_name: str) -> Imp
         sorted({row.sha256 for row in rows if row.sha256}),
         sorted({row.file_name for row in rows if row.file_name and not row.sha256}),
     )
-    reached = {row.number: _reached(row, stored) for row in rows}
+    groups = _group(stored)
+    reached = {row.number: _reached(row, groups) for row in rows}
     duplicates = _duplicates(rows, reached)
     planned = tuple(
         _plan_row(row, reached[row.number], duplicates.get(row.number)) for row in rows
@@ -175,22 +176,48 @@ def _date(text: str) -> tuple[datetime.date | None, str | None]:
     return day, None
 
 
-def _reached(row: OutcomeRow, stored: pandas.DataFrame) -> pandas.DataFrame:
+@dataclasses.dataclass(frozen=True)
+class _Stored:
+    """A stored prediction a row may reach, with its confirmed outcome (None when unknown)."""
+
+    id: int
+    sha256: str
+    label: str | None
+    diagnosis: str | None
+
+
+def _group(stored: pandas.DataFrame) -> dict[str, dict[str, list[_Stored]]]:
+    """The stored predictions by sha256 and by file name, so each row is one dict look-up."""
+    groups: dict[str, dict[str, list[_Stored]]] = {"sha256": {}, "file_name": {}}
+    columns = ["id", "file_name", "sha256", "confirmed_label", "confirmed_diagnosis"]
+    for id_, file_name, sha256, label, diagnosis in stored[columns].itertuples(index=False):
+        found = _Stored(int(id_), str(sha256), _text(label), _text(diagnosis))
+        groups["sha256"].setdefault(found.sha256, []).append(found)
+        groups["file_name"].setdefault(str(file_name), []).append(found)
+    return groups
+
+
+def _text(value) -> str | None:
+    return None if pandas.isna(value) else str(value)
+
+
+def _reached(row: OutcomeRow, groups: dict[str, dict[str, list[_Stored]]]) -> list[_Stored]:
+    """The stored predictions of the row's image: by sha256 when given, else by file name."""
     if row.problem is not None:
-        return stored.iloc[:0]
+        return []
     if row.sha256 is not None:
-        return stored[stored["sha256"] == row.sha256]
-    return stored[stored["file_name"] == row.file_name]
+        return groups["sha256"].get(row.sha256, [])
+    return groups["file_name"].get(str(row.file_name), [])
 
 
-def _duplicates(rows: list[OutcomeRow], reached: dict[int, pandas.DataFrame]) -> dict[int, str]:
+def _duplicates(rows: list[OutcomeRow], reached: dict[int, list[_Stored]]) -> dict[int, str]:
     """Why each row that gives an image a different outcome than another row conflicts."""
     by_image: dict[str, dict[int, tuple]] = {}
     for row in rows:
         if row.problem is not None:
             continue
         # An unmatched sha256 still names one image: two outcomes for it are a conflict.
-        images = {str(image) for image in reached[row.number]["sha256"]}
+        images = {stored.sha256 for stored in reached[row.number]}
         images = images or ({row.sha256} if row.sha256 else set())
         for image in images:
             by_image.setdefault(image, {})[row.number] = (row.outcome, row.diagnosis)
@@ -203,11 +230,11 @@ def _duplicates(rows: list[OutcomeRow], reached: dict[int, pandas.DataFrame]) ->
     return reasons
 
 
-def _plan_row(row: OutcomeRow, reached: pandas.DataFrame, duplicate: str | None) -> PlannedRow:
+def _plan_row(row: OutcomeRow, reached: list[_Stored], duplicate: str | None) -> PlannedRow:
     if row.problem is not None:
         return PlannedRow(row, CONFLICT, kind=BAD_VALUE, reason=row.problem)
-    ids = tuple(int(prediction_id) for prediction_id in reached["id"])
-    n_images = reached["sha256"].nunique()
+    ids = tuple(stored.id for stored in reached)
+    n_images = len({stored.sha256 for stored in reached})
     if problem := diagnoses.contradiction(str(row.outcome), row.diagnosis):
         return PlannedRow(row, CONFLICT, ids, n_images, CONTRADICTION, problem)
     if duplicate is not None:
@@ -220,20 +247,18 @@ def _plan_row(row: OutcomeRow, reached: pandas.DataFrame, duplicate: str | None)
     return _compare_stored(row, reached, ids)
 
 
-def _compare_stored(
-    row: OutcomeRow, reached: pandas.DataFrame, ids: tuple[int, ...]
-) -> PlannedRow:
+def _compare_stored(row: OutcomeRow, reached: list[_Stored], ids: tuple[int, ...]) -> PlannedRow:
     """Matched, unchanged or a stored conflict, by what the reached predictions hold now."""
     changes, differing = [], []
-    for stored in reached.itertuples(index=False):
-        label, diagnosis = _stored_values(stored)
+    for stored in reached:
+        label, diagnosis = stored.label, stored.diagnosis
         if label == row.outcome and row.diagnosis in (None, diagnosis):
             continue
         # Adding a diagnosis to an outcome that agrees overwrites nothing.
         if label is not None and (label != row.outcome or diagnosis not in (None, row.diagnosis)):
             differing.append(f"{label} ({diagnosis})" if diagnosis else label)
         kept = diagnosis if label == row.outcome else None
-        changes.append(_change(int(stored.id), row, row.diagnosis or kept))
+        changes.append(_change(stored.id, row, row.diagnosis or kept))
     if differing:
         reason = (
             f"stored outcome {', '.join(sorted(set(differing)))} on {len(differing)} of "
@@ -242,13 +267,6 @@ def _compare_stored(
         return PlannedRow(row, CONFLICT, ids, 1, STORED, reason, tuple(changes))
     status = MATCHED if changes else UNCHANGED
     return PlannedRow(row, status, ids, 1, changes=tuple(changes))
-
-
-def _stored_values(stored) -> tuple[str | None, str | None]:
-    def text(value) -> str | None:
-        return None if pandas.isna(value) else str(value)
-
-    return text(stored.confirmed_label), text(stored.confirmed_diagnosis)
 
 
 def _change(prediction_id: int, row: OutcomeRow, diagnosis: str | None) -> db.OutcomeChange:
