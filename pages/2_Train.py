@@ -4,7 +4,6 @@ import streamlit as st
 
 import ui
 import ui.train
-from core import config, datasets
 from core.train_config import TrainConfig
 
 st.set_page_config(page_title="Train", page_icon=ui.page_icon("model_training"), layout="wide")
@@ -13,26 +12,10 @@ ui.admin_sidebar()
 ui.database()
 if not ui.require_admin("Training, dataset uploads and managing runs"):
     st.stop()
-source = st.radio(
-    "Data",
-    ["Bundled sample", "A dataset in the data folder", "Upload a ZIP"],
-    horizontal=True,
-    key="train_source",
-)
-if source == "Upload a ZIP":
-    ui.train.dataset_upload()
-if source == "Bundled sample":
-    data_dir, csv = config.SAMPLE_DIR, config.SAMPLE_DIR / "metadata.csv"
-else:
-    choices = datasets.discover_datasets()
-    if not choices:
-        st.info(
-            "No dataset found in the data folder (DERMO_DATA_ROOT): copy one there or "
-            "upload a ZIP."
-        )
-        st.stop()
-    choice = st.selectbox("Dataset", choices, format_func=lambda c: c.label, key="train_dataset")
-    data_dir, csv = choice.data_dir, choice.csv
+picked = ui.dataset_picker("train")
+if picked is None:
+    st.stop()
+data_dir, csv = picked
 sites = ui.train.site_picker()
 report = ui.train.validation_report(str(data_dir), str(csv) if csv else None, sites)
 if not report.ok:

@@ -8,13 +8,14 @@ stay light; the Predictor loads TensorFlow inside the function that builds it.
 
 import base64
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from core import access, config, db, diagnoses, runs
+from core import access, config, datasets, db, diagnoses, runs, worker
 
 ADMIN_FLAG = "is_admin"
 ICONS_DIR = Path(__file__).parent / "icons"
@@ -312,3 +313,117 @@ def predictions_for_display(rows: pd.DataFrame) -> pd.DataFrame:
     if "thumbnail" in shown:
         shown["thumbnail"] = shown["thumbnail"].map(data_url)
     return shown
+
+
+DATA_SOURCES = ("Bundled sample", "A dataset in the data folder", "Upload a ZIP")
+
+
+def dataset_picker(prefix: str) -> tuple[Path, Path | None] | None:
+    """Choose a dataset: the bundled sample, one in the data root, or an uploaded ZIP.
+
+    Returns (data folder, ground-truth CSV or None), or None after saying there is none.
+    Widget keys `<prefix>_source`, `<prefix>_zip`, `<prefix>_unpack` and `<prefix>_dataset`.
+    """
+    source = st.radio("Data", DATA_SOURCES, horizontal=True, key=f"{prefix}_source")
+    if source == "Upload a ZIP":
+        dataset_upload(prefix)
+    if source == "Bundled sample":
+        return config.SAMPLE_DIR, config.SAMPLE_DIR / "metadata.csv"
+    choices = datasets.discover_datasets()
+    if not choices:
+        st.info(
+            "No dataset found in the data folder (DERMO_DATA_ROOT): copy one there or "
+            "upload a ZIP."
+        )
+        return None
+    choice = st.selectbox(
+        "Dataset", choices, format_func=lambda c: c.label, key=f"{prefix}_dataset"
+    )
+    return choice.data_dir, choice.csv
+
+
+def dataset_upload(prefix: str) -> None:
+    """The ZIP upload: unpacked into the data root and chosen, or refused with nothing kept."""
+    from core import images
+
+    archive = st.file_uploader(
+        "ZIP with images and a ground-truth CSV, or benign/ and malignant/ folders",
+        type=["zip"],
+        key=f"{prefix}_zip",
+    )
+    if archive is None or not st.button("Unpack into the data folder", key=f"{prefix}_unpack"):
+        return
+    try:
+        unpacked, found = datasets.unpack_dataset(archive.name, archive.getvalue())
+    except (images.ArchiveError, datasets.DatasetPathError, datasets.DatasetLayoutError) as error:
+        st.error(f"{archive.name}: {datasets.without_paths(str(error))}")
+        return
+    where = datasets.describe_location(unpacked.folder)
+    st.success(f"Unpacked {unpacked.extracted} files into {where}.")
+    show_problems([f"{name}: skipped ({why})" for name, why in unpacked.skipped[:20]])
+    # Set before the dataset selectbox is drawn, so it opens on the new dataset.
+    st.session_state[f"{prefix}_dataset"] = found
+
+
+def job_monitor(
+    kind: str,
+    show_finished: Callable[[worker.JobStatus], None],
+    prefix: str,
+    on_done: Callable[[worker.JobStatus], None] | None = None,
+) -> None:
+    """The latest background job of `kind`, refreshed every 2 s while it runs (only then).
+
+    When a job seen running finishes, `on_done` runs and the page reruns in full (so that
+    Start buttons are enabled again); a finished job is drawn by `show_finished`.
+    """
+    first = worker.latest_job(kind=kind)
+    running = first is not None and not first.finished
+
+    @st.fragment(run_every=2 if running else None)
+    def monitor() -> None:
+        status = worker.latest_job(kind=kind)
+        if status is None:
+            return
+        st.subheader(f"{status.kind.capitalize()} {status.job_id}")
+        if not status.finished:
+            _show_running(status, prefix)
+        elif running:
+            if on_done is not None:
+                on_done(status)
+            st.rerun()
+        else:
+            show_finished(status)
+
+    monitor()
+
+
+def _progress_text(status: worker.JobStatus) -> str:
+    """What the job is doing, in plain words."""
+    step = "run" if status.kind == worker.EVALUATION else "epoch"
+    if status.fraction is not None:
+        return f"{status.stage_name}: {step} {status.epoch} of {status.epochs}"
+    if status.epochs:
+        # A phase's last step is done; what follows until the next report has no progress.
+        return f"{status.stage_name}: done, preparing the next step"
+    if status.message and status.message.lower() not in (status.stage, status.stage_name.lower()):
+        return f"{status.stage_name}: {status.message}"
+    return status.stage_name
+
+
+def _show_running(status: worker.JobStatus, prefix: str) -> None:
+    from core import charts
+
+    if status.fraction is None:
+        st.status(_progress_text(status), state="running")
+    else:
+        st.progress(status.fraction, text=_progress_text(status))
+    remaining = status.remaining_seconds
+    st.caption(
+        f"{status.elapsed_seconds:.0f} s since Start"
+        + ("" if remaining is None else f"; about {remaining:.0f} s left in this phase")
+    )
+    if status.history:
+        st.plotly_chart(charts.learning_curves_figure(pd.DataFrame(status.history)))
+    if st.button(f"Cancel {status.kind}", key=f"{prefix}_cancel"):
+        worker.cancel(status.job_id)
+        st.info("Cancelling: the job stops after the current batch.")

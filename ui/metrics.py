@@ -1,9 +1,11 @@
-"""Helpers of the Metrics page: headline tables and the threshold explorer's cards."""
+"""Helpers of the Metrics page: headline tables, the threshold explorer's cards, the charts
+of an evaluation (the test split's or one on the user's data) and the evaluation job."""
 
 import pandas as pd
 import streamlit as st
 
 import ui
+from core import runs
 
 
 def change(value: float | None, reference: float | None, digits: int = 3) -> str | None:
@@ -29,7 +31,9 @@ def headline_table(evaluation: dict) -> None:
     st.table(table.style.format("{:.3f}", subset=numbers, na_rep="n/a").hide(axis="index"))
 
 
-def classification_report(predictions: pd.DataFrame, threshold: float) -> None:
+def classification_report(
+    predictions: pd.DataFrame, threshold: float, key: str | None = None
+) -> None:
     from core import reports
 
     st.dataframe(
@@ -43,6 +47,7 @@ def classification_report(predictions: pd.DataFrame, threshold: float) -> None:
             "support": st.column_config.NumberColumn("Support", format="%d"),
         },
         placeholder="n/a",
+        key=key,
     )
 
 
@@ -88,6 +93,200 @@ def threshold_slider(run_id: str, card_threshold: float) -> float:
 
 def _set_state(key: str, value) -> None:
     st.session_state[key] = value
+
+
+def test_split(run: runs.Run, predictions: pd.DataFrame, epochs: pd.DataFrame) -> None:
+    """The One run tab: a run's held-out test split, explored at any threshold."""
+    from core import charts, reports
+
+    test = run.card["metrics"]["test"]
+    st.caption(f"Held-out test split: {test['n']} images, {test['n_positive']} malignant.")
+    headline_table(test)
+    card_threshold = float(run.card["threshold"]["value"])
+    threshold = threshold_slider(run.run_id, card_threshold)
+    point = reports.operating_point(predictions, threshold)
+    threshold_cards(point, reports.operating_point(predictions, card_threshold))
+    evaluation_charts(run.run_id, test, predictions, point, "metrics_test")
+    if not epochs.empty:
+        st.plotly_chart(charts.learning_curves_figure(epochs))
+    site, origin = st.columns(2)
+    for column, key in ((site, "site"), (origin, "source")):
+        if test["subgroups"].get(key):
+            column.plotly_chart(charts.subgroup_auc_figure(test["subgroups"], key))
+    crossval_section(run, test.get("roc_auc"))
+
+
+def evaluation_charts(
+    run_id: str, evaluation: dict, predictions: pd.DataFrame, point, key: str
+) -> None:
+    """Confusion matrices, ROC and PR with the operating point, calibration and the report.
+
+    `evaluation` is a `metrics.evaluate` result and `predictions` its labels and
+    probabilities; `key` keeps the charts of two evaluations on one page apart.
+    """
+    from core import charts
+
+    counts, normalised = st.columns(2)
+    counts.plotly_chart(charts.confusion_matrix_figure(point.counts), key=f"{key}_counts")
+    normalised.plotly_chart(
+        charts.confusion_matrix_figure(point.counts, normalize=True), key=f"{key}_normalised"
+    )
+    mark = f"threshold {point.threshold:.3f}"
+    roc, pr = st.columns(2)
+    roc_curve = {run_id: {**evaluation["roc"], "auc": evaluation["roc_auc"]}}
+    roc_marks = {mark: point.roc_point} if point.roc_point else {}
+    roc.plotly_chart(charts.roc_figure(roc_curve, roc_marks), key=f"{key}_roc")
+    pr_curve = {run_id: {**evaluation["pr"], "ap": evaluation["pr_auc"]}}
+    pr_marks = {mark: point.pr_point} if point.pr_point else {}
+    prevalence = evaluation["n_positive"] / evaluation["n"]
+    pr.plotly_chart(charts.pr_figure(pr_curve, pr_marks, prevalence), key=f"{key}_pr")
+    calibration, report = st.columns(2)
+    calibration.plotly_chart(
+        charts.calibration_figure(evaluation["calibration"]), key=f"{key}_calibration"
+    )
+    report.markdown(f"**Classification report at {point.threshold:.3f}**")
+    with report:
+        classification_report(predictions, point.threshold, key=f"{key}_report")
+
+
+def evaluate_on_your_data(database, cards: dict[str, dict]) -> None:
+    """The "Evaluate on your data" tab: start an evaluation, follow it, see the stored ones."""
+    from core import worker
+
+    evaluation_form(cards)
+    ui.job_monitor(worker.EVALUATION, _show_evaluation_finished, "metrics_eval")
+    st.subheader("Stored evaluations")
+    run = ui.run_picker("metrics_eval_run", "Run")
+    if run is not None:
+        stored_evaluations(database, run)
+
+
+def evaluation_form(cards: dict[str, dict]) -> None:
+    """Dataset and runs, then Start: disabled while any background job runs."""
+    from core import datasets, worker
+
+    picked = ui.dataset_picker("metrics_eval")
+    if picked is None:
+        return
+    data_dir, csv = picked
+    active = runs.active_run_id()
+    run_ids = st.multiselect(
+        "Runs to evaluate",
+        list(cards),
+        default=[active] if active in cards else list(cards)[:1],
+        key="metrics_eval_runs",
+        help="Each run scores every image at its own threshold, chosen on its validation "
+        "split: it is never re-tuned on your images.",
+    )
+    latest = worker.latest_job()
+    running = latest is not None and not latest.finished
+    clicked = st.button(
+        "Start evaluation",
+        type="primary",
+        key="metrics_eval_start",
+        disabled=running or not run_ids,
+        help="One background job runs at a time: wait for it or cancel it." if running else None,
+    )
+    if not clicked:
+        return
+    request = worker.EvaluationRequest(
+        str(data_dir), str(csv) if csv else None, ("all",), tuple(run_ids)
+    )
+    try:
+        worker.start_evaluation(request)
+    except (worker.TrainingBusyError, ValueError) as error:
+        st.error(datasets.without_paths(str(error)))
+        return
+    st.rerun()  # Drawn again at once, Start shows as disabled while the job runs.
+
+
+def _show_evaluation_finished(status) -> None:
+    from core import datasets
+
+    if status.state == "cancelled":
+        st.warning(f"Evaluation {status.job_id}: {status.message}.")
+    elif status.state == "failed":
+        error = datasets.without_paths(status.error or "")
+        st.error(f"Evaluation {status.job_id} failed: {error}")
+    else:
+        saved = ui.plural(len(status.evaluation_ids), "evaluation")
+        st.success(
+            f"Evaluation finished {status.elapsed_seconds:.0f} s after Start: {saved} stored "
+            "with the runs. Choose a run below to see its results."
+        )
+
+
+EVALUATION_LIST_COLUMNS = {
+    "created_at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
+    "dataset": st.column_config.TextColumn("Dataset"),
+    "n_images": st.column_config.NumberColumn("Images", format="%d"),
+    "n_malignant": st.column_config.NumberColumn("Malignant", format="%d"),
+    "roc_auc": st.column_config.NumberColumn("ROC AUC", format="%.3f"),
+    "sensitivity": st.column_config.NumberColumn("Sensitivity", format="%.3f"),
+    "specificity": st.column_config.NumberColumn("Specificity", format="%.3f"),
+    "ood_flagged": st.column_config.NumberColumn("OOD flagged", format="percent"),
+}
+
+
+def stored_evaluations(database, run: runs.Run) -> None:
+    """The run's stored evaluations, newest first, and the one chosen in full."""
+    from core import datasets
+
+    listed = database.list_evaluations(run.run_id)
+    if listed.empty:
+        st.caption(f"Run {run.run_id} has no stored evaluations yet.")
+        return
+    st.dataframe(
+        listed[list(EVALUATION_LIST_COLUMNS)],
+        hide_index=True,
+        column_config=EVALUATION_LIST_COLUMNS,
+        key="metrics_eval_list",
+    )
+    names = {
+        row.evaluation_id: f"{row.dataset}, {row.n_images} images, {row.created_at:%Y-%m-%d %H:%M}"
+        for row in listed.itertuples()
+    }
+    chosen = st.selectbox(
+        "Evaluation", list(names), format_func=names.get, key=f"metrics_eval_id_{run.run_id}"
+    )
+    predictions = database.evaluation_predictions(chosen)
+    try:
+        record = runs.read_evaluation(run.folder, chosen)
+    except runs.RunError as error:
+        st.error(datasets.without_paths(str(error)))
+        return
+    show_evaluation(run.run_id, record, predictions)
+
+
+def show_evaluation(run_id: str, record: dict, predictions: pd.DataFrame) -> None:
+    """One stored evaluation: what One run shows for the test split, then the subgroups."""
+    from core import reports
+
+    scored = record["metrics"]
+    tta = "with" if record["tta"] else "without"
+    st.caption(
+        f"{record['dataset']}: {scored['n']} images, {scored['n_positive']} malignant, scored "
+        f"{ui.utc_time(record['created_at'])} {tta} test-time augmentation, at the run's own "
+        f"threshold {record['threshold']:.3f} (never re-tuned on these images)."
+    )
+    st.info(reports.ood_summary(record), icon=":material/travel_explore:")
+    unreadable = record.get("unreadable") or []
+    if unreadable:
+        listed = ", ".join(unreadable[:10]) + (", ..." if len(unreadable) > 10 else "")
+        ui.show_problems([f"{ui.plural(len(unreadable), 'file')} could not be read: {listed}"])
+    headline_table(scored)
+    point = reports.operating_point(predictions, record["threshold"])
+    evaluation_charts(run_id, scored, predictions, point, "metrics_eval")
+    st.markdown("**Subgroups**")
+    table = reports.subgroup_table(scored)
+    if table.empty:
+        st.caption("No site, sex, age or source is known for these images: no subgroups.")
+        return
+    st.caption(
+        f"With fewer than {reports.MIN_CONFIRMED_CASES} malignant (or benign) images in a "
+        f"subgroup, the metrics that depend on them read “{reports.TOO_FEW_CASES}”."
+    )
+    st.table(table, hide_index=True)
 
 
 def comparison_table(

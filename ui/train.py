@@ -3,7 +3,6 @@
 Widget keys here carry the page's prefix, `train_`.
 """
 
-import pandas as pd
 import streamlit as st
 
 import ui
@@ -12,29 +11,6 @@ from core import datasets, runs
 
 _NOTICE = "train_notice"
 _RUN_NOTICE = "train_run_notice"
-
-
-def dataset_upload() -> None:
-    """The ZIP upload: unpacked into the data root and chosen, or refused with nothing kept."""
-    from core import images
-
-    archive = st.file_uploader(
-        "ZIP with images and a ground-truth CSV, or benign/ and malignant/ folders",
-        type=["zip"],
-        key="train_zip",
-    )
-    if archive is None or not st.button("Unpack into the data folder", key="train_unpack"):
-        return
-    try:
-        unpacked, found = datasets.unpack_dataset(archive.name, archive.getvalue())
-    except (images.ArchiveError, datasets.DatasetPathError, datasets.DatasetLayoutError) as error:
-        st.error(f"{archive.name}: {datasets.without_paths(str(error))}")
-        st.stop()
-    where = datasets.describe_location(unpacked.folder)
-    st.success(f"Unpacked {unpacked.extracted} files into {where}.")
-    ui.show_problems([f"{name}: skipped ({why})" for name, why in unpacked.skipped[:20]])
-    # Set before the dataset selectbox is drawn, so it opens on the new dataset.
-    st.session_state["train_dataset"] = found
 
 
 def site_picker() -> tuple[str, ...]:
@@ -202,37 +178,6 @@ def start_button(train_config) -> None:
     st.rerun()  # Drawn again at once, Start shows as disabled while the job runs.
 
 
-def _progress_text(status) -> str:
-    """What the job is doing, in plain words."""
-    if status.fraction is not None:
-        return f"{status.stage_name}: epoch {status.epoch} of {status.epochs}"
-    if status.epochs:
-        # A phase's last epoch is done; what follows until the next report has no progress.
-        return f"{status.stage_name}: done, preparing the next step"
-    if status.message and status.message.lower() not in (status.stage, status.stage_name.lower()):
-        return f"{status.stage_name}: {status.message}"
-    return status.stage_name
-
-
-def _show_running(status) -> None:
-    from core import charts, worker
-
-    if status.fraction is None:
-        st.status(_progress_text(status), state="running")
-    else:
-        st.progress(status.fraction, text=_progress_text(status))
-    remaining = status.remaining_seconds
-    st.caption(
-        f"{status.elapsed_seconds:.0f} s since Start"
-        + ("" if remaining is None else f"; about {remaining:.0f} s left in this phase")
-    )
-    if status.history:
-        st.plotly_chart(charts.learning_curves_figure(pd.DataFrame(status.history)))
-    if st.button("Cancel training", key="train_cancel"):
-        worker.cancel(status.job_id)
-        st.info("Cancelling: the job stops after the current batch.")
-
-
 def _show_finished(status) -> None:
     from core import worker
 
@@ -265,29 +210,15 @@ def _compare_with_active(run_id: str) -> None:
 
 
 def training_monitor() -> None:
-    """The latest training job, refreshed every 2 s while it runs (and only then)."""
+    """The latest training job, live while it runs; the run manager opens on its new run."""
     from core import worker
 
-    first = worker.latest_job()
-    running = first is not None and not first.finished
+    ui.job_monitor(worker.TRAINING, _show_finished, "train", on_done=_open_new_run)
 
-    @st.fragment(run_every=2 if running else None)
-    def monitor() -> None:
-        status = worker.latest_job()
-        if status is None:
-            return
-        st.subheader(f"Training {status.job_id}")
-        if not status.finished:
-            _show_running(status)
-        elif running:
-            # The run manager opens on the new run; a full rerun also re-enables Start.
-            if status.run_id:
-                st.session_state["train_run"] = status.run_id
-            st.rerun()
-        else:
-            _show_finished(status)
 
-    monitor()
+def _open_new_run(status) -> None:
+    if status.run_id:
+        st.session_state["train_run"] = status.run_id
 
 
 def run_manager() -> None:
