@@ -1,13 +1,16 @@
 """AppTest of the History page's case report: its downloads, its choices, its scope."""
 
+import dataclasses
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from app_fixtures import app, fresh_app, texts  # noqa: F401
+from app_fixtures import app, app_paths, fresh_app, texts, trained_run  # noqa: F401
 from PIL import Image
 
-from core import access, config, db
+from core import access, case_report, config, db
 
 REPORT_KEYS = {"history_report_pdf", "history_report_html"}
 
@@ -75,4 +78,53 @@ def test_a_public_visitor_gets_reports_of_their_own_predictions_only(fresh_app, 
     at.run()
     assert not at.exception
     assert at.selectbox(key="history_report_id").options == [f"{mine}: mine.jpg"]
+    assert download_keys(at) >= REPORT_KEYS
+
+
+def test_the_history_report_loads_no_tensorflow_until_grad_cam_is_asked_for(fresh_app):  # noqa: F811
+    # A fresh interpreter: this one may have imported TensorFlow for other tests already.
+    database = db.open_database(config.DB_PATH)
+    database.insert_predictions([record("me", "a.jpg", thumbnail())])
+    # One process owns the database file: the child opens it once this one lets go.
+    database.close()
+    script = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "at = AppTest.from_file('pages/4_History.py', default_timeout=60).run()\n"
+        "assert not at.exception, at.exception\n"
+        "assert {button.key for button in at.get('download_button')} >= "
+        f"{REPORT_KEYS!r}\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=config.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert finished.stdout.split()[-1] == "False", "History imported TensorFlow"
+
+
+def test_grad_cam_from_the_thumbnail_goes_into_the_report(trained_run, monkeypatch):  # noqa: F811
+    built = []
+    build = case_report.build_report
+
+    def recorded(*args, **kwargs):
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(case_report, "build_report", recorded)
+    db.open_database(config.DB_PATH).insert_predictions(
+        [dataclasses.replace(record("me", "cam.jpg", thumbnail()), run_id=trained_run)]
+    )
+    at = app("pages/4_History.py").run()
+    at.selectbox(key="history_report_id").select_index(0).run()
+    assert built[-1].overlay is None
+    at.toggle(key="history_report_gradcam").set_value(True).run()
+    assert not at.exception
+    assert built[-1].file_name == "cam.jpg" and built[-1].overlay is not None
+    assert built[-1].overlay_caption == "Grad-CAM toward malignant, from the stored thumbnail"
     assert download_keys(at) >= REPORT_KEYS
