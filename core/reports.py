@@ -302,7 +302,7 @@ def subgroup_table(evaluation: dict) -> pd.DataFrame:
     `real_world_metrics`, a metric needing more cases of a class than the subgroup has reads
     TOO_FEW_CASES: an interval from three images would look precise and mean nothing.
     """
-    rows = []
+    rows: list[dict] = []
     for key, name in SUBGROUP_NAMES.items():
         groups = (evaluation.get("subgroups") or {}).get(key) or {}
         if set(groups) <= {metrics.UNKNOWN_SUBGROUP}:

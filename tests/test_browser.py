@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -397,3 +398,35 @@ def test_the_case_report_downloads_from_predict_as_a_pdf(served_app, browser_pag
     assert len(reader.pages) == 1
     for expected in (SAMPLE_IMAGE.name, probability, model, "not a diagnostic device"):
         assert expected in text, f"{expected!r} is not in the report"
+
+
+def test_an_uploaded_dataset_is_evaluated_on_the_metrics_page(served_app, browser_page, tmp_path):
+    url, _ = served_app
+    page, expect = browser_page, sync_api.expect
+    archive = tmp_path / "own-images.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for index, image in enumerate(sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))[:6]):
+            zipped.write(image, f"{'malignant' if index % 2 else 'benign'}/{image.name}")
+    page.goto(url)
+    open_page(page, "Metrics")
+    page.get_by_role("tab", name="Evaluate on your data").click()
+    settle(page)
+    page.get_by_text("Upload a ZIP", exact=True).click()
+    settle(page)
+    page.locator("input[type=file]").set_input_files(archive)
+    settle(page)
+    page.get_by_role("button", name="Unpack into the data folder").click()
+    settle(page)
+    expect(page.get_by_text("Unpacked 6 files")).to_be_visible()
+    page.get_by_role("button", name="Start evaluation").click()
+    finished = page.get_by_text(re.compile(r"Evaluation finished \d+ s after Start"))
+    expect(finished).to_be_visible(timeout=PREDICTION_TIMEOUT_MS)
+    settle(page)
+    # The stored evaluation of the active run opens below: its caption and headline table.
+    described = "uploads/own-images in the data folder: 6 images, 3 malignant"
+    expect(page.get_by_text(described, exact=False)).to_be_visible()
+    headline = page.locator('[data-testid="stTable"]:visible').filter(has_text="95% CI low")
+    expect(headline).to_have_count(1)
+    expect(headline).to_contain_text("Sensitivity")
+    expect(page.get_by_text("Out of distribution:", exact=False)).to_be_visible()
+    screenshot(page, "metrics-evaluate")
