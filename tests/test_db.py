@@ -372,7 +372,9 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     connection.close()
     with pytest.raises(db.DatabaseVersionError, match="newer"):
         db.open_database(path)
-    assert db.open_database(tmp_path / "fresh.duckdb").status()["schema_version"] == db.SCHEMA_VERSION
+    assert (
+        db.open_database(tmp_path / "fresh.duckdb").status()["schema_version"] == db.SCHEMA_VERSION
+    )
     db.open_database(tmp_path / "fresh.duckdb").close()
 
 
