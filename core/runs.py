@@ -255,13 +255,19 @@ def delete_run(run_id: str, directory: Path | None = None) -> None:
 
 
 def zip_run(run_id: str, directory: Path | None = None) -> bytes:
-    """Model, card, history and predictions of a run as one ZIP, for download."""
+    """Model, card, history, predictions and stored evaluations of a run as one ZIP."""
     run = load_run(models_dir(directory) / run_id)
+    names = [name for name in RUN_FILES if (run.folder / name).is_file()]
+    for evaluation_id in evaluation_ids(run.folder):
+        names += [
+            path.relative_to(run.folder).as_posix()
+            for path in evaluation_files(run.folder, evaluation_id)
+            if path.is_file()
+        ]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in RUN_FILES:
-            if (run.folder / name).is_file():
-                archive.write(run.folder / name, f"{run_id}/{name}")
+        for name in names:
+            archive.write(run.folder / name, f"{run_id}/{name}")
     return buffer.getvalue()
 
 

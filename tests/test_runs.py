@@ -4,6 +4,7 @@ import io
 import json
 import zipfile
 
+import pandas
 import pytest
 
 from core import runs
@@ -75,6 +76,17 @@ def test_zip_run_holds_the_run_files(tmp_path):
         "20260101-000000-a/card.json",
         "20260101-000000-a/model.keras",
     ]
+
+
+def test_zip_run_holds_the_stored_evaluations(tmp_path):
+    folder = make_run(tmp_path, "20260101-000000-a")
+    predictions = pandas.DataFrame(
+        [dict.fromkeys(runs.EVALUATION_PREDICTION_COLUMNS, "x") | {"label": 1, "probability": 0.5}]
+    )
+    runs.write_evaluation(folder, {"evaluation_id": "20260102-000000-e"}, predictions)
+    archive = zipfile.ZipFile(io.BytesIO(runs.zip_run("20260101-000000-a", tmp_path)))
+    assert "20260101-000000-a/evaluations/20260102-000000-e.json" in archive.namelist()
+    assert "20260101-000000-a/evaluations/20260102-000000-e.csv" in archive.namelist()
 
 
 def test_activating_a_run_leaves_the_committed_default_file_alone(tmp_path):
