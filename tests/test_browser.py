@@ -4,9 +4,11 @@ The server runs as a subprocess on a free local port with its own models folder,
 data root and feature cache. The journey uploads a sample image on Predict, waits for the
 probability and the Grad-CAM heat map, finds the stored row on History and checks that no page
 shows a Streamlit exception; then it deletes and confirms History rows (selected by clicking
-their checkbox cells on the table's canvas), activates another run on Train, and checks that
-no page fetched anything from outside the app. Full-page screenshots, 1280 and 400 px wide, go
-to test-artifacts/; with UPDATE_SCREENSHOTS=1 they also replace the images in docs/screenshots/.
+their checkbox cells on the table's canvas), activates another run on Train, downloads a case
+report from Predict and reads the PDF's text, evaluates an uploaded ZIP of labelled images on
+Metrics, and checks that no page fetched anything from outside the app. Full-page screenshots,
+1280 and 400 px wide, go to test-artifacts/; with UPDATE_SCREENSHOTS=1 they also replace the
+images in docs/screenshots/.
 """
 
 import contextlib
@@ -373,10 +375,6 @@ def test_another_run_is_activated_on_the_train_page(served_app, browser_page):
     expect(page.get_by_text(SECOND_RUN, exact=True)).to_be_visible()
 
 
-def test_no_page_fetched_anything_from_outside_the_app(served_app, browser_page):
-    assert EXTERNAL_REQUESTS == []
-
-
 def test_the_case_report_downloads_from_predict_as_a_pdf(served_app, browser_page):
     # Imported here: only this test reads PDFs (pypdf is in requirements-dev.txt).
     pypdf = pytest.importorskip("pypdf", reason="needs pypdf (requirements-dev.txt)")
@@ -430,3 +428,8 @@ def test_an_uploaded_dataset_is_evaluated_on_the_metrics_page(served_app, browse
     expect(headline).to_contain_text("Sensitivity")
     expect(page.get_by_text("Out of distribution:", exact=False)).to_be_visible()
     screenshot(page, "metrics-evaluate")
+
+
+# Last, so that it covers the requests of every test before it.
+def test_no_page_fetched_anything_from_outside_the_app(served_app, browser_page):
+    assert EXTERNAL_REQUESTS == []
