@@ -10,7 +10,13 @@ import csv
 import json
 import sys
 
-from core.train_config import PRESETS, THRESHOLD_RULES, TrainConfig, preset_config
+from core.train_config import (
+    INPUT_PIPELINES,
+    PRESETS,
+    THRESHOLD_RULES,
+    TrainConfig,
+    preset_config,
+)
 
 DEFAULTS = TrainConfig(data_dir="")
 
@@ -36,6 +42,7 @@ TRAIN_OPTIONS = {
     "seed": "seed",
     "threshold_rule": "threshold_rule",
     "tta_views": "tta_views",
+    "input_pipeline": "input_pipeline",
     "strategy": "strategy",
 }
 
@@ -141,6 +148,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold-rule", choices=THRESHOLD_RULES)
     parser.add_argument("--tta-views", choices=("flips", "dihedral"))
     parser.add_argument("--no-tta", action="store_true", help="no test-time augmentation")
+    parser.add_argument(
+        "--input-pipeline",
+        choices=INPUT_PIPELINES,
+        help="memory: decode every image into RAM; stream: read them from the decoded-image "
+        "cache, for datasets larger than memory; auto (default): memory for small datasets",
+    )
     parser.add_argument("--strategy", choices=("default", "mirrored"))
 
 

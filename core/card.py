@@ -114,6 +114,8 @@ def build_card(run_id, train_config, prepared, scores, timings, weights, crossva
             "sizes": prepared.split.sizes(),
         },
         "config": asdict(train_config),
+        # What `config.input_pipeline` resolved to: "memory" or "stream".
+        "input_pipeline": prepared.input_pipeline,
         "metrics": {"test": scores.test_metrics, "val": scores.val_metrics},
         "ood": ood_card(scores.detector),
         "crossval": None if crossval is None else crossval.to_json(scores.threshold)["summary"],

@@ -9,6 +9,7 @@ from core import config
 
 AUGMENTATION_STRENGTHS = {"none": 0.0, "light": 0.5, "medium": 1.0, "strong": 1.5}
 THRESHOLD_RULES = ("sensitivity", "youden", "held_out_sources")
+INPUT_PIPELINES = ("auto", "memory", "stream")
 # Settings a preset changes; anything given explicitly on top still wins.
 PRESETS = {
     "default": {},
@@ -49,6 +50,9 @@ class TrainConfig:
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
     strategy: str = "default"
     resample: str = "bilinear"
+    # "memory" decodes every image into RAM, "stream" reads them from the decoded-image
+    # cache through tf.data; "auto" picks by size (see `core.pipeline.choose_pipeline`).
+    input_pipeline: str = "auto"
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -75,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"tta_views must be 'flips' or 'dihedral', got {self.tta_views!r}")
         if self.threshold_rule not in THRESHOLD_RULES:
             raise ValueError(f"threshold_rule must be one of {THRESHOLD_RULES}")
+        if self.input_pipeline not in INPUT_PIPELINES:
+            raise ValueError(f"input_pipeline must be one of {INPUT_PIPELINES}")
 
 
 def preset_config(preset: str, **settings) -> TrainConfig:

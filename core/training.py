@@ -18,9 +18,8 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from keras import layers
 
-from core import data, diagnoses, features, images, runs, splits
+from core import data, diagnoses, features, images, pipeline, runs, splits
 from core.calibration import choose_threshold, fit_calibration
 from core.card import build_card
 from core.inference import forward_in_batches, make_forward
@@ -148,75 +147,17 @@ def compile_named(model: keras.Model, optimizer, fit_targets_: Targets) -> None:
     )
 
 
-def augmenter(strength: float, seed: int) -> Callable[[tf.Tensor], tf.Tensor]:
-    """Geometry, scale and the colour differences between dermatoscopes, scaled by `strength`.
-
-    Zoom in or out by up to a quarter with its own factor per axis (lesion size and aspect in
-    the frame), brightness, contrast, saturation and hue, and a random gain per colour
-    channel: other cameras and light sources mostly differ in white balance.
-    """
-    layers_in_order = keras.Sequential(
-        [
-            layers.RandomFlip("horizontal_and_vertical", seed=seed),
-            layers.RandomRotation(0.5 * strength, fill_mode="reflect", seed=seed),
-            layers.RandomZoom(
-                (-0.25 * strength, 0.15 * strength),
-                (-0.25 * strength, 0.15 * strength),
-                fill_mode="reflect",
-                seed=seed,
-            ),
-            layers.RandomBrightness(0.15 * strength, value_range=(0, 255), seed=seed),
-            layers.RandomContrast(0.2 * strength, value_range=(0, 255), seed=seed),
-            layers.RandomSaturation(
-                (0.5 - 0.15 * strength, 0.5 + 0.15 * strength), value_range=(0, 255), seed=seed
-            ),
-            layers.RandomHue(0.03 * strength, value_range=(0, 255), seed=seed),
-        ],
-        name="augmentation",
-    )
-    generator = tf.random.Generator.from_seed(seed)
-
-    def augment(batch: tf.Tensor) -> tf.Tensor:
-        x = layers_in_order(batch, training=True)
-        gains = generator.uniform(
-            [tf.shape(x)[0], 1, 1, 3], 1 - 0.1 * strength, 1 + 0.1 * strength
-        )
-        return tf.clip_by_value(x * gains, 0.0, 255.0)
-
-    return augment
-
-
-def training_dataset(arrays, fit_targets_: Targets, batch_size, augmentation, seed):
-    """Shuffled batches of the in-memory decoded images, augmented in parallel."""
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (arrays, fit_targets_.targets, fit_targets_.weights)
-    )
-    dataset = dataset.shuffle(len(arrays), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    dataset = dataset.map(
-        lambda x, y, w: (tf.cast(x, tf.float32), y, w), num_parallel_calls=tf.data.AUTOTUNE
-    )
-    if augmentation is not None:
-        dataset = dataset.map(
-            lambda x, y, w: (augmentation(x), y, w), num_parallel_calls=tf.data.AUTOTUNE
-        )
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def validation_dataset(arrays, fit_targets_: Targets, batch_size) -> tf.data.Dataset:
-    dataset = tf.data.Dataset.from_tensor_slices((arrays, fit_targets_.targets))
-    return dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
-
-
 @dataclass
 class PreparedData:
     dataset: data.Dataset
     split: splits.SplitResult
-    arrays: np.ndarray
+    # Decoded uint8 images: an array, or `pipeline.StoredImages` read from the cache.
+    arrays: np.ndarray | pipeline.StoredImages
     keys: list[str]
     labels: np.ndarray
     # Class index per row in `core.diagnoses.DIAGNOSIS_NAMES`.
     classes: np.ndarray
+    input_pipeline: str = "memory"
 
     def indices(self, name: str) -> np.ndarray:
         return np.flatnonzero(self.split.split == name)
@@ -235,21 +176,15 @@ def prepare_data(train_config: TrainConfig, report: ProgressCallback) -> Prepare
     split = splits.split_dataset(
         dataset.frame, seed=train_config.seed, fractions=train_config.fractions, hashes=hashes
     )
-    report(Progress("data", f"Decoding {len(paths)} images at {train_config.image_size} px"))
-    decoded = images.decode_many(paths, train_config.image_size, train_config.resample)
-    failures = [
-        f"{path}: {item}"
-        for path, item in zip(paths, decoded, strict=True)
-        if isinstance(item, Exception)
-    ]
-    if failures:
-        raise data.DatasetError("unreadable images: " + "; ".join(failures[:10]))
-    # Validation already hashed every file's bytes: those digests key the feature cache.
+    size, resample = train_config.image_size, train_config.resample
+    input_pipeline = pipeline.choose_pipeline(train_config.input_pipeline, len(paths), size)
+    report(Progress("data", f"Decoding {len(paths)} images at {size} px ({input_pipeline})"))
+    # Validation already hashed every file's bytes: those digests key both caches.
     keys = dataset.frame["sha256"].tolist()
+    arrays = pipeline.load_images(input_pipeline, paths, keys, size, resample)
     labels = dataset.frame["label"].to_numpy(dtype="int64")
-    arrays = np.stack([array for array in decoded if isinstance(array, np.ndarray)])
     classes = diagnoses.class_indices(dataset.frame["diagnosis"], labels)
-    return PreparedData(dataset, split, arrays, keys, labels, classes)
+    return PreparedData(dataset, split, arrays, keys, labels, classes, input_pipeline)
 
 
 def uint8_function(model: keras.Model, image_size: int):
@@ -346,26 +281,27 @@ def fine_tune(model, train_config, prepared, report, should_stop, history) -> fl
     set_fine_tune_layers(model, train_config.fine_tune_layers)
     batches = int(np.ceil(len(train_rows) / train_config.batch_size))
     targets = prepared_targets(prepared, train_config)
-    trainable = named_outputs(model)
+    strength = AUGMENTATION_STRENGTHS[train_config.augmentation]
+    trainable = pipeline.augmented(named_outputs(model), strength, train_config.seed)
     schedule = fine_tune_schedule(
         train_config.fine_tune_learning_rate, train_config.fine_tune_epochs, batches
     )
     compile_named(trainable, keras.optimizers.Adam(schedule), targets)
-    strength = AUGMENTATION_STRENGTHS[train_config.augmentation]
-    augmentation = augmenter(strength, train_config.seed) if strength > 0 else None
-    train_data = training_dataset(
+    train_targets, val_targets = targets.rows(train_rows), targets.rows(val_rows)
+    train_data = pipeline.training_dataset(
         prepared.arrays[train_rows],
-        targets.rows(train_rows),
+        train_targets.targets,
+        train_targets.weights,
         train_config.batch_size,
-        augmentation,
         train_config.seed,
     )
+    val_data = pipeline.validation_dataset(prepared.arrays[val_rows], val_targets.targets, 64)
     reporter = ProgressReporter(
         "fine_tune", train_config.fine_tune_epochs, batches, report, should_stop, history
     )
     fit = trainable.fit(
         train_data,
-        validation_data=validation_dataset(prepared.arrays[val_rows], targets.rows(val_rows), 64),
+        validation_data=val_data,
         epochs=train_config.fine_tune_epochs,
         shuffle=False,  # The tf.data pipeline shuffles each epoch itself.
         callbacks=[early_stopping(train_config.patience, auc_key(targets)), reporter],
