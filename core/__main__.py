@@ -8,7 +8,9 @@ import argparse
 import contextlib
 import csv
 import json
+import os
 import sys
+import time
 
 from core.train_config import (
     INPUT_PIPELINES,
@@ -112,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--model", help="run id or path (default: the active run)")
     predict.add_argument("--out", help="CSV file to write (default: standard output)")
+    predict.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --out: skip the files already in it (after an interruption), append the rest",
+    )
     add_tta_arguments(predict)
 
     refit = commands.add_parser(
@@ -295,34 +302,192 @@ def command_evaluate(arguments) -> int:
 
 
 def command_predict(arguments) -> int:
-    from core.inference import Predictor, find_images
     from core.runs import resolve_run
 
-    predictor = Predictor(resolve_run(arguments.model))
-    files = find_images(arguments.paths)
-    with contextlib.ExitStack() as stack:
-        handle = (
-            stack.enter_context(open(arguments.out, "w", newline=""))
-            if arguments.out
-            else sys.stdout
+    if arguments.resume and not arguments.out:
+        raise ValueError(
+            "--resume needs --out FILE: the CSV to skip done files from and append to"
         )
-        writer = csv.writer(handle)
-        writer.writerow(PREDICT_COLUMNS)
-        for prediction in predictor.predict_many(((f, f) for f in files), tta=arguments.tta):
-            probability = "" if prediction.probability is None else f"{prediction.probability:.6f}"
-            writer.writerow(
-                [
-                    prediction.file,
-                    probability,
-                    prediction.label or "",
-                    f"{prediction.threshold:.6f}",
-                    prediction.model,
-                    prediction.error,
-                    "" if prediction.ood_score is None else f"{prediction.ood_score:.4f}",
-                    "" if prediction.ood_flag is None else str(prediction.ood_flag).lower(),
-                ]
-            )
+    run = resolve_run(arguments.model)
+    # Read before TensorFlow loads, so a refused resume says so in a second.
+    done, kept_bytes = (
+        read_done_files(arguments.out, run.run_id) if arguments.resume else (set(), 0)
+    )
+    from core.inference import Predictor, find_images
+
+    files = find_images(arguments.paths)
+    todo = [file for file in files if file not in done]
+    if done and files and len(todo) == len(files):
+        raise ValueError(
+            f"{arguments.out} holds {len(done):,} predictions, none of them for these "
+            f"{len(files):,} files: give the paths as in the first run, or write to a new file"
+        )
+    announce(len(todo), len(files) - len(todo), arguments.out)
+    # Nothing left to do needs no model, but still cuts a half-written last row.
+    predictions = (
+        Predictor(run).predict_many(((f, f) for f in todo), arguments.tta) if todo else ()
+    )
+    with open_output(arguments.out, kept_bytes) as handle:
+        if not kept_bytes:
+            csv.writer(handle).writerow(PREDICT_COLUMNS)
+        write_predictions(predictions, len(todo), handle, to_stdout=arguments.out is None)
     return 0
+
+
+def write_predictions(predictions, total: int, handle, to_stdout: bool) -> None:
+    """CSV rows as the predictions come, with progress on standard error."""
+    writer = csv.writer(handle)
+    # Live redrawing only where it cannot tear the CSV rows printed to the same terminal.
+    terminal = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
+    progress = Progress(total, sys.stderr, terminal)
+    for prediction in predictions:
+        writer.writerow(prediction_row(prediction))
+        # Row by row, so an interrupted run leaves every finished row for --resume.
+        handle.flush()
+        progress.advance()
+    progress.finish()
+
+
+def prediction_row(prediction) -> list[str]:
+    """One `Prediction` as the CSV row of PREDICT_COLUMNS."""
+    probability = "" if prediction.probability is None else f"{prediction.probability:.6f}"
+    return [
+        prediction.file,
+        probability,
+        prediction.label or "",
+        f"{prediction.threshold:.6f}",
+        prediction.model,
+        prediction.error,
+        "" if prediction.ood_score is None else f"{prediction.ood_score:.4f}",
+        "" if prediction.ood_flag is None else str(prediction.ood_flag).lower(),
+    ]
+
+
+def announce(todo: int, skipped: int, out: str | None) -> None:
+    already = f" ({skipped:,} already in {out})" if skipped else ""
+    print(f"predicting {todo:,} images{already}", file=sys.stderr, flush=True)
+
+
+class CompleteLines:
+    """The newline-terminated lines of a binary file, decoded; `length` counts their bytes.
+
+    A run killed mid-write leaves part of a row after the last newline: it is not yielded.
+    """
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.length = 0
+
+    def __iter__(self):
+        for line in self.handle:
+            if not line.endswith(b"\n"):
+                return
+            self.length += len(line)
+            yield line.decode("utf-8", "surrogateescape")
+
+
+def read_done_files(path: str, model: str) -> tuple[set[str], int]:
+    """The files a predict CSV already holds and the bytes of its complete rows.
+
+    A missing or empty file holds none. A CSV with other columns, or rows from another model,
+    is refused rather than appended to.
+    """
+    if not os.path.exists(path):
+        return set(), 0
+    done: set[str] = set()
+    with open(path, "rb") as handle:
+        lines = CompleteLines(handle)
+        rows = csv.reader(lines)
+        try:
+            header = next(rows, None)
+            if header is not None and tuple(header) != PREDICT_COLUMNS:
+                raise ValueError(
+                    f"{path} does not have the columns python -m core predict writes "
+                    f"({', '.join(PREDICT_COLUMNS)}): write to a new file"
+                )
+            for row in rows:
+                done.add(checked_file(row, path, rows.line_num, model))
+        except csv.Error as error:
+            raise ValueError(f"{path}, line {rows.line_num}: {error}") from error
+    return done, lines.length
+
+
+def checked_file(row: list[str], path: str, line: int, model: str) -> str:
+    """The file of one row of an earlier predict CSV, once the row is known to fit."""
+    if len(row) != len(PREDICT_COLUMNS):
+        raise ValueError(
+            f"{path}, line {line}: {len(row)} fields, not {len(PREDICT_COLUMNS)}: "
+            "not a predict CSV, or damaged there"
+        )
+    if row[4] != model:
+        raise ValueError(
+            f"{path} holds predictions of model {row[4]}, not {model}: resume with "
+            f"--model {row[4]}, or write to a new file"
+        )
+    return row[0]
+
+
+def open_output(path: str | None, kept_bytes: int):
+    """Standard output, a new CSV, or (resuming) the old one cut to its complete rows."""
+    if path is None:
+        return contextlib.nullcontext(sys.stdout)
+    if not kept_bytes:
+        return open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
+    # Whatever follows the complete rows is half a row from an interrupted run.
+    os.truncate(path, kept_bytes)
+    return open(path, "a", newline="", encoding="utf-8", errors="surrogateescape")
+
+
+class Progress:
+    """Images done of the total, images/s and time left, on standard error.
+
+    On a terminal the line is redrawn in place twice a second; elsewhere (a log file, a job
+    scheduler's output) one line every 10 seconds, so a day-long run logs a few lines a
+    minute, not one per image. `finish` always writes the final count and rate.
+    """
+
+    def __init__(self, total: int, stream, terminal: bool, clock=time.monotonic):
+        self.total = total
+        self.stream = stream
+        self.terminal = terminal
+        self.interval = 0.5 if terminal else 10.0
+        self.clock = clock
+        self.started = self.shown = clock()
+        self.done = 0
+
+    def advance(self) -> None:
+        self.done += 1
+        now = self.clock()
+        if now - self.shown >= self.interval:
+            self.shown = now
+            self.write(self.line(now), end="" if self.terminal else "\n")
+
+    def finish(self) -> None:
+        self.write(self.line(self.clock()), end="\n")
+
+    def line(self, now: float) -> str:
+        seconds = now - self.started
+        rate = self.done / seconds if seconds > 0 else 0.0
+        share = self.done / self.total if self.total else 1.0
+        if self.done == self.total:
+            timing = f"in {format_duration(seconds)}"
+        else:
+            timing = f"{format_duration((self.total - self.done) / rate)} left" if rate else ""
+        return f"predicted {self.done:,} of {self.total:,} ({share:.1%}), {rate:.1f} images/s, {timing}"
+
+    def write(self, text: str, end: str) -> None:
+        # Carriage return and clear-to-end-of-line redraw the same terminal line.
+        prefix = "\r\x1b[K" if self.terminal else ""
+        print(prefix + text, end=end, file=self.stream, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """4h02m, 15m38s or 42s."""
+    whole = round(seconds)
+    hours, minutes, rest = whole // 3600, whole // 60 % 60, whole % 60
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
 
 
 def command_refit_ood(arguments) -> int:
