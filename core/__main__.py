@@ -453,11 +453,14 @@ class Progress:
         self.interval = 0.5 if terminal else 10.0
         self.clock = clock
         self.started = self.shown = clock()
+        self.first: float | None = None
         self.done = 0
 
     def advance(self) -> None:
-        self.done += 1
         now = self.clock()
+        if self.first is None:
+            self.first = now
+        self.done += 1
         if now - self.shown >= self.interval:
             self.shown = now
             self.write(self.line(now), end="" if self.terminal else "\n")
@@ -465,15 +468,24 @@ class Progress:
     def finish(self) -> None:
         self.write(self.line(self.clock()), end="\n")
 
+    def rate(self, now: float) -> float:
+        """Images/s since the first image: loading and tracing would skew the time left."""
+        if self.first is None or now <= self.first:
+            return 0.0
+        return (self.done - 1) / (now - self.first)
+
     def line(self, now: float) -> str:
-        seconds = now - self.started
-        rate = self.done / seconds if seconds > 0 else 0.0
+        rate = self.rate(now)
         share = self.done / self.total if self.total else 1.0
+        parts = [
+            f"predicted {self.done:,} of {self.total:,} ({share:.1%})",
+            f"{rate:.1f} images/s",
+        ]
         if self.done == self.total:
-            timing = f"in {format_duration(seconds)}"
-        else:
-            timing = f"{format_duration((self.total - self.done) / rate)} left" if rate else ""
-        return f"predicted {self.done:,} of {self.total:,} ({share:.1%}), {rate:.1f} images/s, {timing}"
+            parts.append(f"in {format_duration(now - self.started)}")
+        elif rate:
+            parts.append(f"{format_duration((self.total - self.done) / rate)} left")
+        return ", ".join(parts)
 
     def write(self, text: str, end: str) -> None:
         # Carriage return and clear-to-end-of-line redraw the same terminal line.
