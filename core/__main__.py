@@ -15,6 +15,7 @@ import time
 from core.train_config import (
     INPUT_PIPELINES,
     PRESETS,
+    STRATEGIES,
     THRESHOLD_RULES,
     TrainConfig,
     preset_config,
@@ -161,7 +162,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="memory: decode every image into RAM; stream: read them from the decoded-image "
         "cache, for datasets larger than memory; auto (default): memory for small datasets",
     )
-    parser.add_argument("--strategy", choices=("default", "mirrored"))
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="multiworker: one run across machines, set up by TF_CONFIG (docs/scaling.md)",
+    )
 
 
 def training_config(arguments, **settings) -> TrainConfig:

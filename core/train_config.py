@@ -10,6 +10,8 @@ from core import config
 AUGMENTATION_STRENGTHS = {"none": 0.0, "light": 0.5, "medium": 1.0, "strong": 1.5}
 THRESHOLD_RULES = ("sensitivity", "youden", "held_out_sources")
 INPUT_PIPELINES = ("auto", "memory", "stream")
+# multiworker: TensorFlow's MultiWorkerMirroredStrategy across machines (core.distributed).
+STRATEGIES = ("default", "mirrored", "multiworker")
 # Settings a preset changes; anything given explicitly on top still wins.
 PRESETS = {
     "default": {},
@@ -71,8 +73,8 @@ class TrainConfig:
             raise ValueError(f"augmentation must be one of {sorted(AUGMENTATION_STRENGTHS)}")
         if self.head_epochs < 1 or self.fine_tune_epochs < 0:
             raise ValueError("head epochs must be at least 1 and fine-tune epochs at least 0")
-        if self.strategy not in ("default", "mirrored"):
-            raise ValueError(f"strategy must be 'default' or 'mirrored', got {self.strategy!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.target not in ("diagnosis", "binary"):
             raise ValueError(f"target must be 'diagnosis' or 'binary', got {self.target!r}")
         if self.tta_views not in ("flips", "dihedral"):

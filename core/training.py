@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from core import data, diagnoses, features, images, pipeline, runs, splits
+from core import data, diagnoses, distributed, features, images, pipeline, runs, splits
 from core.calibration import choose_threshold, fit_calibration
 from core.card import build_card
 from core.inference import forward_in_batches, make_forward
@@ -66,9 +66,14 @@ class ProgressReporter(keras.callbacks.Callback):
         self.stage, self.epochs, self.batches = stage, epochs, batches
         self.report, self.should_stop, self.history_rows = report, should_stop, history_rows
         self.epoch, self.epoch_start = 0, time.perf_counter()
+        self.counts: dict[str, int] = {}
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.epoch_start = epoch + 1, time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        # Validation is about to reset the metrics that counted this epoch's examples.
+        self.counts = distributed.example_counts(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.should_stop():
@@ -86,7 +91,7 @@ class ProgressReporter(keras.callbacks.Callback):
             key.replace(f"{HEAD_LAYER}_auc", "auc"): float(value)
             for key, value in (logs or {}).items()
         }
-        row = {"phase": self.stage, "epoch": epoch + 1, "seconds": 0.0, **logs}
+        row = {"phase": self.stage, "epoch": epoch + 1, "seconds": 0.0, **logs, **self.counts}
         row["seconds"] = round(time.perf_counter() - self.epoch_start, 2)
         self.history_rows.append(row)
         message = (
@@ -296,6 +301,7 @@ def fine_tune(model, train_config, prepared, report, should_stop, history) -> fl
         train_config.seed,
     )
     val_data = pipeline.validation_dataset(prepared.arrays[val_rows], val_targets.targets, 64)
+    train_data, val_data = map(distributed.shard_by_data, (train_data, val_data))
     reporter = ProgressReporter(
         "fine_tune", train_config.fine_tune_epochs, batches, report, should_stop, history
     )
@@ -477,6 +483,8 @@ def distribution_strategy(name: str) -> tf.distribute.Strategy:
         if tf.config.list_physical_devices("GPU"):
             keras.mixed_precision.set_global_policy("mixed_float16")
         return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return distributed.strategy()
     return tf.distribute.get_strategy()
 
 
@@ -485,7 +493,9 @@ def fit_model(train_config, prepared, weights: ResolvedWeights, report, should_s
     keras.utils.set_random_seed(train_config.seed)
     history: list[dict] = []
     timings: dict[str, float] = {}
-    with distribution_strategy(train_config.strategy).scope():
+    strategy = distribution_strategy(train_config.strategy)
+    distributed.check_same_split(strategy, prepared.keys, prepared.split.split)
+    with strategy.scope():
         model = build_model(
             train_config.backbone,
             train_config.image_size,
@@ -539,6 +549,9 @@ def train(
     held-out predictions set the threshold.
     """
     train_config.validate()
+    if train_config.strategy == "multiworker":
+        # Before any other TensorFlow op: the strategy configures the collectives.
+        models_directory, activate = distributed.worker_output(models_directory, activate)
     report = report or (lambda progress: None)
     should_stop = should_stop or (lambda: False)
     started = time.perf_counter()
