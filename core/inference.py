@@ -297,8 +297,8 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 def find_images(paths: Sequence[str]) -> list[str]:
     """Files as given and image files under folders (recursively), in a stable order.
 
-    Only the image paths are kept, as strings: an archive of 100,000 files costs about 10 MB
-    here, whatever else its folders hold.
+    Only the image paths are kept, as strings, whatever else the folders hold: 100,000 paths
+    of 40 characters take about 17 MiB.
     """
     found: list[str] = []
     for path in paths:
