@@ -1,8 +1,8 @@
 """Prediction at archive scale: `python -m core predict` over many files, and --resume.
 
 Each count runs the whole command in a fresh process, so its peak resident memory (the
-kernel's maximum RSS of that process) is the figure: flat means the same at 10,000 files as at
-1,000, and the same again when --resume skips 99,000 finished files of 100,000.
+kernel's maximum RSS of that process) is the figure: flat means the same at 20,000 files as at
+2,000, and the same again when --resume skips 98,000 finished files of 100,000.
 """
 
 import csv
