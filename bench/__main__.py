@@ -36,6 +36,7 @@ BENCHMARKS = {
     "archive": ("bench.archive", "archive"),
     "cache": ("bench.training", "training_cache"),
     "fine_tune": ("bench.training", "fine_tune_pipeline"),
+    "stream_scale": ("bench.streaming", "stream_scale"),
     "app": ("bench.app", "app"),
     "history": ("bench.history", "history"),
     "metrics": ("bench.history", "metrics"),

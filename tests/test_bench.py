@@ -6,12 +6,23 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bench.report import Figure, Goal, finite, machine, table
 from core import config
 
-EXPECTED_GROUPS = {"single", "many", "cli", "memory", "cache", "fine_tune", "history", "metrics"}
+EXPECTED_GROUPS = {
+    "single",
+    "many",
+    "cli",
+    "memory",
+    "cache",
+    "fine_tune",
+    "stream_scale",
+    "history",
+    "metrics",
+}
 
 
 def test_ratio_reads_as_a_speedup_for_times():
@@ -54,6 +65,32 @@ def test_machine_names_cpu_cores_and_versions():
     assert description["cpu"]
     assert description["cores"] >= 1
     assert "python" in description["versions"]
+
+
+def test_epoch_probe_reports_speed_and_peak_memory_of_a_streamed_epoch(tmp_path):
+    from core import pipeline
+
+    folder = pipeline.cache_folder(32, "bilinear", tmp_path)
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    paths = [pipeline.image_path(folder, f"{index:064x}") for index in range(40)]
+    for path in paths:
+        pipeline.write_image(path, image)
+    file_list = tmp_path / "files.txt"
+    file_list.write_text("\n".join(str(path) for path in paths))
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.epoch_probe", "stream", str(file_list), "32", "8"],
+        cwd=config.REPO_ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["images"] == 40
+    assert result["images_per_second"] > 0 and result["seconds"] > 0
+    assert result["peak_rss"] > 100 * 1024**2  # TensorFlow alone takes more than this.
 
 
 @pytest.mark.slow
