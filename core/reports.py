@@ -354,3 +354,20 @@ def ood_summary(record: dict) -> str:
         f"Out of distribution: {ood['flagged']} of {ood['n_scored']} images "
         f"({ood['share']:.1%}) flagged as unlike the run's training images."
     )
+
+
+def few_cases_warning(evaluation: dict) -> str | None:
+    """Why an evaluation's headline figures are too uncertain to judge a run by, or None.
+
+    With a handful of images an AUC of 1.000 and an interval of 1.000-1.000 look precise
+    and mean little: the same minimum as the subgroup table applies to the whole set.
+    """
+    malignant = evaluation["n_positive"]
+    benign = evaluation["n"] - malignant
+    if min(malignant, benign) >= MIN_CONFIRMED_CASES:
+        return None
+    return (
+        f"Only {malignant} malignant and {benign} benign images: with fewer than "
+        f"{MIN_CONFIRMED_CASES} of a class these figures and their intervals are too "
+        "uncertain to judge the run by. Evaluate on more images."
+    )

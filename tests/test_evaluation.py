@@ -126,6 +126,13 @@ def test_the_subgroup_table_says_too_few_cases_instead_of_a_number(tmp_path):
     assert torso["Sensitivity (95% CI)"] != reports.TOO_FEW_CASES
 
 
+def test_a_small_evaluation_is_called_too_uncertain_to_judge_a_run_by():
+    warning = reports.few_cases_warning({"n": 6, "n_positive": 3})
+    assert warning is not None and warning.startswith("Only 3 malignant and 3 benign images")
+    assert reports.few_cases_warning({"n": 200, "n_positive": 9}) is not None
+    assert reports.few_cases_warning({"n": 20, "n_positive": 10}) is None
+
+
 def test_records_are_stored_with_the_run_and_read_back(tmp_path):
     folder = tmp_path / "run-1"
     predictions = scored_images()

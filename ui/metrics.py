@@ -274,6 +274,9 @@ def show_evaluation(run_id: str, record: dict, predictions: pd.DataFrame) -> Non
     if unreadable:
         listed = ", ".join(unreadable[:10]) + (", ..." if len(unreadable) > 10 else "")
         ui.show_problems([f"{ui.plural(len(unreadable), 'file')} could not be read: {listed}"])
+    few_cases = reports.few_cases_warning(scored)
+    if few_cases:
+        st.warning(few_cases, icon=":material/warning:")
     headline_table(scored)
     point = reports.operating_point(predictions, record["threshold"])
     evaluation_charts(run_id, scored, predictions, point, "metrics_eval")
