@@ -25,9 +25,9 @@ from core.train_config import INPUT_PIPELINES
 
 DEFAULT_LIMIT_BYTES = 32 * 1024**3
 # "auto" keeps the images in memory up to this many decoded bytes (the bundled 9,419 images
-# at 160 px are 0.72 GB). Measured on 2 cores, streaming from the cache ran at the in-memory
-# path's speed (docs/benchmarks.md), so the rule is about memory, not speed: above it, the
-# arrays (plus tf.data's copy of the training split) would crowd a 16-24 GB machine.
+# at 160 px are 0.72 GB). Measured on 2 cores, a streamed epoch ran at 0.92-1.08x of the
+# in-memory one (docs/benchmarks.md): about the same speed, so the rule is about memory. Above
+# it the arrays, plus tf.data's copy of the training split, would crowd a 16-24 GB machine.
 AUTO_MEMORY_LIMIT_BYTES = 2 * 1024**3
 # Decoding in chunks bounds the memory of a first, cold pass over a large dataset.
 DECODE_CHUNK = 256
