@@ -11,7 +11,7 @@ import sys
 
 from bench.common import Settings, image_files
 from bench.report import Figure, Goal
-from core import config, pipeline
+from core import config, image_cache, pipeline
 
 IMAGE_SIZE = 64
 BATCH_SIZE = 32
@@ -24,11 +24,11 @@ def stored_files(settings: Settings, count: int) -> list[str]:
     if not sources:
         raise ValueError(f"no .jpg images in {settings.images_dir}")
     arrays = pipeline.decode_all(sources, IMAGE_SIZE, "bilinear")
-    folder = pipeline.cache_folder(IMAGE_SIZE, "bilinear", settings.work_dir / "scale-cache")
-    paths = [pipeline.image_path(folder, f"{index:064x}") for index in range(count)]
+    folder = image_cache.cache_folder(IMAGE_SIZE, "bilinear", settings.work_dir / "scale-cache")
+    paths = [image_cache.image_path(folder, f"{index:064x}") for index in range(count)]
     for index, path in enumerate(paths):
         if not path.is_file():
-            pipeline.write_image(path, arrays[index % len(arrays)])
+            image_cache.write_image(path, arrays[index % len(arrays)])
     return [str(path) for path in paths]
 
 

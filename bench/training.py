@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from bench.common import Settings, predictor_for, timed
 from bench.report import Figure, Goal
-from core import config, pipeline
+from core import config, image_cache, pipeline
 from core.inference import forward_in_batches, make_forward
 from core.model import (
     BACKBONE_LAYER,
@@ -223,10 +223,10 @@ def fine_tune_model(settings: Settings, train: TrainConfig, targets: Targets) ->
 
 def stored_copy(arrays: np.ndarray, root: Path) -> pipeline.StoredImages:
     """The decoded images written to a decoded-image cache, as `store_images` leaves them."""
-    folder = pipeline.cache_folder(arrays.shape[1], "bilinear", root)
-    paths = [pipeline.image_path(folder, f"{index:064x}") for index in range(len(arrays))]
+    folder = image_cache.cache_folder(arrays.shape[1], "bilinear", root)
+    paths = [image_cache.image_path(folder, f"{index:064x}") for index in range(len(arrays))]
     for path, array in zip(paths, arrays, strict=True):
-        pipeline.write_image(path, array)
+        image_cache.write_image(path, array)
     return pipeline.StoredImages([str(path) for path in paths], arrays.shape[1])
 
 

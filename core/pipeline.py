@@ -2,16 +2,15 @@
 
 The streaming path decodes each image once, at the training size, into its own file of raw
 uint8 pixels under the cache folder, keyed (like the feature cache) by the SHA-256 of the
-image bytes inside a folder per (input size, resampling filter). Training then reads those
-files through `tf.data` in parallel, so peak memory holds a few batches, not the dataset,
-and a second run on the same images decodes nothing.
+image bytes inside a folder per (input size, resampling filter; see `core.image_cache`).
+Training then reads those files through `tf.data` in parallel, so peak memory holds a few
+batches, not the dataset, and a second run on the same images decodes nothing.
 
 Both paths keep uint8 until the train step and shuffle the same way (a seeded shuffle of
 every row: images in memory, file names when streaming), so for one seed they feed the
 same batches in the same order. Augmentation runs inside the training model, on the batch.
 """
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,10 +19,9 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from core import config, data, images
+from core import data, image_cache, images
 from core.train_config import INPUT_PIPELINES
 
-DEFAULT_LIMIT_BYTES = 32 * 1024**3
 # "auto" keeps the images in memory up to this many decoded bytes (the bundled 9,419 images
 # at 160 px are 0.72 GB). Measured on 2 cores, a streamed epoch ran at 0.92-1.08x of the
 # in-memory one (docs/benchmarks.md): about the same speed, so the rule is about memory. Above
@@ -31,15 +29,6 @@ DEFAULT_LIMIT_BYTES = 32 * 1024**3
 AUTO_MEMORY_LIMIT_BYTES = 2 * 1024**3
 # Decoding in chunks bounds the memory of a first, cold pass over a large dataset.
 DECODE_CHUNK = 256
-SUFFIX = ".u8"
-
-
-def cache_root(directory: Path | None = None) -> Path:
-    return (Path(directory) if directory else config.CACHE_DIR) / "images"
-
-
-def cache_folder(image_size: int, resample: str, root: Path | None = None) -> Path:
-    return cache_root(root) / f"{image_size}-{resample}"
 
 
 def choose_pipeline(requested: str, count: int, image_size: int) -> str:
@@ -78,18 +67,6 @@ class StoredImages:
         return stacked if dtype is None else stacked.astype(dtype)
 
 
-def image_path(folder: Path, key: str) -> Path:
-    return folder / key[:2] / f"{key}{SUFFIX}"
-
-
-def write_image(path: Path, array: np.ndarray) -> None:
-    """Write through a temporary name, so a reader never sees half an image."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    array.astype(np.uint8).tofile(temporary)
-    os.replace(temporary, path)
-
-
 def unreadable(paths: Sequence[str], decoded: list) -> list[str]:
     return [
         f"{path}: {item}"
@@ -112,14 +89,14 @@ def store_images(
     image_size: int,
     resample: str,
     root: Path | None = None,
-    limit_bytes: int = DEFAULT_LIMIT_BYTES,
+    limit_bytes: int = image_cache.DEFAULT_LIMIT_BYTES,
 ) -> StoredImages:
     """Decode into the cache the images it lacks, and return all of them as `StoredImages`.
 
     Raises `DatasetError` naming the unreadable files (after caching the readable ones).
     """
-    folder = cache_folder(image_size, resample, root)
-    targets = [image_path(folder, key) for key in keys]
+    folder = image_cache.cache_folder(image_size, resample, root)
+    targets = [image_cache.image_path(folder, key) for key in keys]
     missing = [index for index, target in enumerate(targets) if not target.is_file()]
     failures = []
     for start in range(0, len(missing), DECODE_CHUNK):
@@ -128,12 +105,12 @@ def store_images(
         failures += unreadable(chunk, decoded)
         for index, item in zip(missing[start : start + DECODE_CHUNK], decoded, strict=True):
             if isinstance(item, np.ndarray):
-                write_image(targets[index], item)
+                image_cache.write_image(targets[index], item)
     if failures:
         raise data.DatasetError("unreadable images: " + "; ".join(failures[:10]))
     for target in targets:
         target.touch()  # Marks the image as recently used for the size limit.
-    enforce_limit(cache_root(root), limit_bytes, keep=set(targets))
+    image_cache.enforce_limit(image_cache.cache_root(root), limit_bytes, keep=set(targets))
     return StoredImages([str(target) for target in targets], image_size)
 
 
@@ -142,41 +119,6 @@ def load_images(input_pipeline: str, paths, keys, image_size: int, resample: str
     if input_pipeline == "stream":
         return store_images(paths, keys, image_size, resample)
     return decode_all(paths, image_size, resample)
-
-
-def cached_files(root: Path | None = None) -> list[Path]:
-    folder = cache_root(root)
-    return list(folder.rglob(f"*{SUFFIX}")) if folder.is_dir() else []
-
-
-def cache_size(root: Path | None = None) -> int:
-    return sum(path.stat().st_size for path in cached_files(root))
-
-
-def enforce_limit(images_root: Path, limit_bytes: int, keep: set[Path]) -> None:
-    """Delete least recently used images until the cache fits, never those in `keep`.
-
-    The images of the run in progress stay even when they alone exceed the limit: deleting
-    them would only make it decode them again.
-    """
-    files = sorted(
-        (path for path in images_root.rglob(f"*{SUFFIX}") if path not in keep),
-        key=lambda path: path.stat().st_mtime,
-    )
-    total = cache_size(images_root.parent)
-    for path in files:
-        if total <= limit_bytes:
-            break
-        total -= path.stat().st_size
-        path.unlink()
-
-
-def clear_cache(root: Path | None = None) -> int:
-    """Remove every cached decoded image; returns the bytes freed."""
-    freed = cache_size(root)
-    for path in cached_files(root):
-        path.unlink()
-    return freed
 
 
 def read_stored(path: tf.Tensor, image_size: int) -> tf.Tensor:

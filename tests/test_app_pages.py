@@ -6,6 +6,7 @@ import json
 import shutil
 import zipfile
 
+import numpy as np
 import pytest
 from app_fixtures import (  # noqa: F401
     SAMPLE_IMAGES,
@@ -433,3 +434,19 @@ def test_display_helpers_format_for_people():
     assert ui.metrics.change(0.5, 0.4999) is None
     assert ui.metrics.change(0.6, 0.5) == "+0.100"
     assert ui.metrics.change(None, 0.5) is None
+
+
+def test_train_page_clears_both_caches(fresh_app):  # noqa: F811
+    from core import features, image_cache
+
+    shard = features.cache_root() / "shard.npz"
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(b"\0" * 1024**2)
+    image = image_cache.image_path(image_cache.cache_folder(512, "bilinear"), "ab" * 32)
+    image_cache.write_image(image, np.zeros((512, 512, 3), dtype=np.uint8))
+    at = app("pages/2_Train.py").run()
+    assert "1.0 MB of backbone features, 0.8 MB of decoded images" in texts(at.caption)
+    at.button(key="train_clear_cache").click().run()
+    assert not shard.exists() and not image.exists()
+    assert "Freed 1.8 MB." in texts(at.success)
+    assert at.run().button(key="train_clear_cache").disabled

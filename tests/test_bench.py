@@ -68,13 +68,13 @@ def test_machine_names_cpu_cores_and_versions():
 
 
 def test_epoch_probe_reports_speed_and_peak_memory_of_a_streamed_epoch(tmp_path):
-    from core import pipeline
+    from core import image_cache
 
-    folder = pipeline.cache_folder(32, "bilinear", tmp_path)
+    folder = image_cache.cache_folder(32, "bilinear", tmp_path)
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    paths = [pipeline.image_path(folder, f"{index:064x}") for index in range(40)]
+    paths = [image_cache.image_path(folder, f"{index:064x}") for index in range(40)]
     for path in paths:
-        pipeline.write_image(path, image)
+        image_cache.write_image(path, image)
     file_list = tmp_path / "files.txt"
     file_list.write_text("\n".join(str(path) for path in paths))
     completed = subprocess.run(

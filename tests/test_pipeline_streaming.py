@@ -9,7 +9,7 @@ import pytest
 from app_fixtures import tiny_train_config
 from conftest import synthetic_image, write_image
 
-from core import config, data, images, pipeline, runs
+from core import config, data, image_cache, images, pipeline, runs
 from core.__main__ import build_parser, training_config
 from core.training import train
 
@@ -70,7 +70,7 @@ def test_cached_images_are_reused_and_keyed_by_size(image_files, tmp_path, monke
     paths, keys = image_files
     root = tmp_path / "cache"
     pipeline.store_images(paths, keys, SIZE, "bilinear", root=root)
-    size_one = pipeline.cache_size(root)
+    size_one = image_cache.cache_size(root)
     assert size_one == len(paths) * SIZE * SIZE * 3
 
     def no_decoding(*arguments, **options):
@@ -81,7 +81,7 @@ def test_cached_images_are_reused_and_keyed_by_size(image_files, tmp_path, monke
     assert len(again) == len(paths)
     monkeypatch.undo()
     pipeline.store_images(paths, keys, SIZE * 2, "bilinear", root=root)
-    assert pipeline.cache_size(root) == size_one * 5  # 32 px images beside the 16 px ones.
+    assert image_cache.cache_size(root) == size_one * 5  # 32 px images beside the 16 px ones.
 
 
 def test_size_limit_evicts_other_images_never_the_current_ones(image_files, tmp_path):
@@ -92,20 +92,20 @@ def test_size_limit_evicts_other_images_never_the_current_ones(image_files, tmp_
     second = pipeline.store_images(
         paths[5:], keys[5:], SIZE, "bilinear", root=root, limit_bytes=6 * one_image
     )
-    kept = {str(path) for path in pipeline.cached_files(root)}
+    kept = {str(path) for path in image_cache.cached_files(root)}
     assert set(second.files) <= kept
     assert len(kept) == 6 and len(set(first.files) & kept) == 1
     # The images of the current call stay even when they alone exceed the limit.
     pipeline.store_images(paths, keys, SIZE, "bilinear", root=root, limit_bytes=one_image)
-    assert len(pipeline.cached_files(root)) == len(paths)
+    assert len(image_cache.cached_files(root)) == len(paths)
 
 
 def test_clear_cache_frees_every_image(image_files, tmp_path):
     paths, keys = image_files
     root = tmp_path / "cache"
     pipeline.store_images(paths, keys, SIZE, "bilinear", root=root)
-    assert pipeline.clear_cache(root) == len(paths) * SIZE * SIZE * 3
-    assert pipeline.cache_size(root) == 0 and pipeline.cached_files(root) == []
+    assert image_cache.clear_cache(root) == len(paths) * SIZE * SIZE * 3
+    assert image_cache.cache_size(root) == 0 and image_cache.cached_files(root) == []
 
 
 def test_unreadable_image_is_named_and_the_others_are_kept(image_files, tmp_path):
@@ -115,7 +115,7 @@ def test_unreadable_image_is_named_and_the_others_are_kept(image_files, tmp_path
     root = tmp_path / "cache"
     with pytest.raises(data.DatasetError, match="broken.jpg"):
         pipeline.store_images([*paths, str(broken)], [*keys, "f" * 64], SIZE, "bilinear", root)
-    assert len(pipeline.cached_files(root)) == len(paths)
+    assert len(image_cache.cached_files(root)) == len(paths)
 
 
 def test_auto_keeps_small_datasets_in_memory_and_streams_large_ones():
@@ -153,6 +153,6 @@ def test_tiny_streamed_training_completes_and_its_card_says_so(tmp_path, monkeyp
     card = json.loads((Path(result.folder) / runs.CARD_FILE).read_text())
     assert card["input_pipeline"] == "stream"
     assert card["config"]["input_pipeline"] == "stream"
-    assert card["data"]["n_images"] == len(pipeline.cached_files(tmp_path / "cache"))
+    assert card["data"]["n_images"] == len(image_cache.cached_files(tmp_path / "cache"))
     history = (Path(result.folder) / runs.HISTORY_FILE).read_text()
     assert "fine_tune" in history

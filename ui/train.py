@@ -223,7 +223,7 @@ def _open_new_run(status) -> None:
 
 def run_manager() -> None:
     """Every finished run, the committed default included: activate, download, delete."""
-    from core import features
+    from core import features, image_cache
 
     st.subheader("Runs")
     found, problems = runs.list_runs()
@@ -242,10 +242,16 @@ def run_manager() -> None:
         _run_actions(by_id[run_id], active_id)
     else:
         st.caption("No runs yet.")
-    size = features.cache_size()
-    st.caption(f"Feature cache: {size / 1024**2:.1f} MB of cached backbone features")
-    if st.button("Clear the feature cache", key="train_clear_cache", disabled=size == 0):
-        st.success(f"Freed {features.clear_cache() / 1024**2:.1f} MB.")
+    feature_bytes, image_bytes = features.cache_size(), image_cache.cache_size()
+    st.caption(
+        f"Caches: {feature_bytes / 1024**2:.1f} MB of backbone features, "
+        f"{image_bytes / 1024**2:.1f} MB of decoded images for streamed training"
+    )
+    if st.button(
+        "Clear the caches", key="train_clear_cache", disabled=feature_bytes + image_bytes == 0
+    ):
+        freed = features.clear_cache() + image_cache.clear_cache()
+        st.success(f"Freed {freed / 1024**2:.1f} MB.")
 
 
 def _run_actions(run: runs.Run, active_id: str | None) -> None:
