@@ -286,6 +286,9 @@ def run_crossval(
 
     report = report or (lambda progress: None)
     train_config.validate()
+    if train_config.strategy == "multiworker":
+        # Every worker would run every fold and write the same JSON: one machine does it.
+        raise ValueError("crossval runs on one machine: use --strategy default or mirrored")
     if quick:
         train_config = fold_config(train_config)
     elif train_config.threshold_rule == "held_out_sources":

@@ -1,6 +1,7 @@
 """Cross-validation by source on tiny synthetic data: folds, grouping, JSON and the CLI."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -86,6 +87,13 @@ def test_one_source_is_a_clear_error(make_dataset, tmp_path, monkeypatch):
     prepared = prepare_data(settings, lambda progress: None)
     with pytest.raises(ValueError, match="two or more sources"):
         crossval.crossval_by_source(settings, prepared, None, lambda p: None, lambda: False)
+
+
+def test_crossval_refuses_several_machines(make_dataset):
+    settings = tiny_train_config(data_dir=str(make_dataset("csv")), csv=None)
+    settings = dataclasses.replace(settings, strategy="multiworker")
+    with pytest.raises(ValueError, match="one machine"):
+        crossval.run_crossval(settings)
 
 
 @pytest.mark.slow
