@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from core.train_config import (
     INPUT_PIPELINES,
@@ -190,13 +191,20 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command_train(arguments) -> int:
+    from core import runs
     from core.training import train
 
     train_config = training_config(arguments, data_dir=arguments.data, csv=arguments.csv)
     result = train(
         train_config, report=lambda p: print(p.message, flush=True), activate=arguments.activate
     )
-    print(f"run {result.run_id} saved in {result.folder}")
+    if Path(result.folder).parent == runs.models_dir():
+        print(f"run {result.run_id} saved in {result.folder}")
+    else:  # Another worker than the chief of a multi-worker run.
+        print(
+            f"run {result.run_id} trained; the chief saves it (this worker's copy in "
+            f"{result.folder} is temporary)"
+        )
     print(format_metrics(result.test_metrics, "test split"))
     return 0
 

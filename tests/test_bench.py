@@ -17,6 +17,7 @@ EXPECTED_GROUPS = {
     "many",
     "cli",
     "memory",
+    "archive",
     "cache",
     "fine_tune",
     "stream_scale",

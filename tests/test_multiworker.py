@@ -180,7 +180,7 @@ def test_two_workers_make_one_run_both_trained(make_dataset, workers_folder):
     assert epoch_lines(outputs[1]) == epoch_lines(outputs[0])
     assert len(epoch_lines(outputs[0])) == len(history) == 3
     # Its own copy of the run went to a temporary folder, gone now.
-    saved_in = outputs[1].read_text().split(" saved in ")[1].splitlines()[0]
+    saved_in = outputs[1].read_text().split(" copy in ")[1].split(" is temporary")[0]
     assert Path(saved_in).is_relative_to(workers_folder) and not Path(saved_in).exists()
 
 
