@@ -7,7 +7,7 @@ so `weights="none"` with another seed, or another weights file, never reuses sta
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,13 +83,24 @@ def cache_size(root: Path | None = None) -> int:
 
 def enforce_limit(features_root: Path, limit_bytes: int) -> None:
     """Delete least recently used shards until the cache fits its size limit."""
-    shards = sorted(features_root.rglob("*.npz"), key=lambda path: path.stat().st_mtime)
-    total = sum(path.stat().st_size for path in shards)
-    for shard in shards:
+    evict_least_recent(features_root.rglob("*.npz"), limit_bytes)
+
+
+def evict_least_recent(
+    files: Iterable[Path], limit_bytes: int, keep: Collection[Path] = ()
+) -> None:
+    """Delete the least recently used `files` until they fit in `limit_bytes`, never `keep`.
+
+    The feature cache and the decoded-image cache share this rule.
+    """
+    ordered = sorted(files, key=lambda path: path.stat().st_mtime)
+    total = sum(path.stat().st_size for path in ordered)
+    for path in ordered:
         if total <= limit_bytes:
             break
-        total -= shard.stat().st_size
-        shard.unlink()
+        if path not in keep:
+            total -= path.stat().st_size
+            path.unlink()
 
 
 def clear_cache(root: Path | None = None) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import config
+from core import config, features
 
 DEFAULT_LIMIT_BYTES = 32 * 1024**3
 SUFFIX = ".u8"
@@ -52,16 +52,7 @@ def enforce_limit(images_root: Path, limit_bytes: int, keep: set[Path]) -> None:
     The images of the run in progress stay even when they alone exceed the limit: deleting
     them would only make it decode them again.
     """
-    files = sorted(
-        (path for path in images_root.rglob(f"*{SUFFIX}") if path not in keep),
-        key=lambda path: path.stat().st_mtime,
-    )
-    total = cache_size(images_root.parent)
-    for path in files:
-        if total <= limit_bytes:
-            break
-        total -= path.stat().st_size
-        path.unlink()
+    features.evict_least_recent(images_root.rglob(f"*{SUFFIX}"), limit_bytes, keep)
 
 
 def clear_cache(root: Path | None = None) -> int:
