@@ -19,7 +19,7 @@ import numpy as np
 from fpdf import FPDF
 from PIL import Image
 
-from core import config, db, images, runs
+from core import config, db, images, reports, runs
 
 # Longest side of the report's pictures: enough for print, small enough for a download.
 PICTURE_PIXELS = 512
@@ -166,23 +166,19 @@ def _model_figures(run: runs.Run) -> ModelFigures:
 
 
 def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
-def _number(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    return reports.MISSING if value is None else f"{value:.1%}"
 
 
 def _with_interval(evaluation: dict, key: str) -> str:
     """ "0.871 (95% CI 0.820-0.915)", or the value alone when no interval was computed."""
     interval = (evaluation.get("intervals") or {}).get(key)
-    text = _number(evaluation.get(key))
+    text = reports.format_number(evaluation.get(key))
     return f"{text} (95% CI {interval[0]:.3f}-{interval[1]:.3f})" if interval else text
 
 
 def _utc(moment: datetime.datetime | None) -> str:
     # Timestamps in the database are naive UTC.
-    return "n/a" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC"
+    return reports.MISSING if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def _ood_text(report: CaseReport) -> str:
@@ -230,13 +226,16 @@ def _held_out_rows(model: ModelFigures) -> list[tuple[str, str]]:
         return [("Held-out sources", "not cross-validated by source")]
     mean = model.crossval_summary.get("mean") or {}
     worst = model.crossval_summary.get("worst") or {}
-    source = worst.get("roc_auc_source") or "n/a"
+    source = worst.get("roc_auc_source") or reports.MISSING
     return [
         (
             f"Held-out-source ROC AUC, mean of {model.n_sources}",
-            _number(mean.get("roc_auc")),
+            reports.format_number(mean.get("roc_auc")),
         ),
-        ("Held-out-source ROC AUC, worst", f"{_number(worst.get('roc_auc'))} ({source})"),
+        (
+            "Held-out-source ROC AUC, worst",
+            f"{reports.format_number(worst.get('roc_auc'))} ({source})",
+        ),
     ]
 
 

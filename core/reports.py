@@ -101,14 +101,14 @@ def classification_report(test_predictions: pd.DataFrame, threshold: float) -> p
     return _floats(pd.DataFrame(rows), ("precision", "recall", "f1"))
 
 
-def _format_number(value: float | None, digits: int = 3) -> str:
+def format_number(value: float | None, digits: int = 3) -> str:
     return MISSING if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
 def _format_interval(value: float | None, interval) -> str:
     """ "0.871 (0.820–0.915)": a value with its 95% interval, or the value alone."""
     if not interval or value is None:
-        return _format_number(value)
+        return format_number(value)
     return f"{value:.3f} ({interval[0]:.3f}–{interval[1]:.3f})"
 
 
@@ -172,7 +172,7 @@ def real_world_metrics(confirmed: pd.DataFrame) -> pd.DataFrame:
                 "Model": run_id,
                 "Confirmed": evaluation["n"],
                 "Malignant": evaluation["n_positive"],
-                "Threshold": _format_number(threshold),
+                "Threshold": format_number(threshold),
                 **_real_world_cells(evaluation),
             }
         )
@@ -197,8 +197,8 @@ def _real_world_cells(evaluation: dict) -> dict[str, str]:
             "specificity",
             _format_interval(evaluation["specificity"], intervals["specificity"]),
         ),
-        "PPV": ("both", _format_number(evaluation["ppv"])),
-        "NPV": ("both", _format_number(evaluation["npv"])),
+        "PPV": ("both", format_number(evaluation["ppv"])),
+        "NPV": ("both", format_number(evaluation["npv"])),
     }
     return {name: text if enough[need] else TOO_FEW_CASES for name, (need, text) in cells.items()}
 
@@ -232,9 +232,9 @@ def _crossval_summary_rows(summary: dict, columns: list[str]) -> list[dict]:
     rows = (
         {
             "Held-out source": "Mean over sources",
-            "ROC AUC (95% CI)": _format_number(mean.get("roc_auc")),
-            "Sensitivity (95% CI)": _format_number(mean.get("sensitivity")),
-            "Specificity (95% CI)": _format_number(mean.get("specificity")),
+            "ROC AUC (95% CI)": format_number(mean.get("roc_auc")),
+            "Sensitivity (95% CI)": format_number(mean.get("sensitivity")),
+            "Specificity (95% CI)": format_number(mean.get("specificity")),
         },
         {
             "Held-out source": "Worst source",
@@ -253,7 +253,7 @@ def _crossval_row(fold: dict, shifts: list[tuple[str, str]]) -> dict:
         "Images": _text(scored.get("n")),
         "Malignant": _text(scored.get("n_positive")),
         "ROC AUC (95% CI)": _format_interval(scored.get("roc_auc"), intervals.get("roc_auc")),
-        "Threshold": _format_number(fold.get("threshold")),
+        "Threshold": format_number(fold.get("threshold")),
         "Sensitivity (95% CI)": _format_interval(
             scored.get("sensitivity"), intervals.get("sensitivity")
         ),
@@ -273,7 +273,7 @@ def _crossval_row(fold: dict, shifts: list[tuple[str, str]]) -> dict:
 
 def _worst(worst: dict, key: str) -> str:
     value, source = worst.get(key), worst.get(f"{key}_source")
-    return f"{_format_number(value)} ({source})" if source else _format_number(value)
+    return f"{format_number(value)} ({source})" if source else format_number(value)
 
 
 def crossval_roc_curves(crossval: dict) -> dict[str, dict]:
