@@ -161,13 +161,14 @@ def report_downloads(report, key: str) -> None:
         icon=":material/picture_as_pdf:",
     )
     page.download_button(
-        "Case report (HTML, printable)",
+        "Case report (HTML)",
         lambda: case_report.to_html(report),
         f"{stem}.html",
         "text/html",
         key=f"{key}_html",
         on_click="ignore",
         icon=":material/print:",
+        help="A printable page: open it in a browser and print it.",
     )
 
 
