@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold out only this source (repeatable; default every source with enough cases)",
     )
     crossval.add_argument("--json", help="also write the result to this JSON file")
+    crossval.add_argument(
+        "--predictions", help="write each held-out image's probability to this CSV file"
+    )
     add_training_arguments(crossval)
 
     evaluate = commands.add_parser("evaluate", help="metrics of a run on a labelled dataset")
@@ -219,6 +222,7 @@ def command_crossval(arguments) -> int:
         report=lambda p: print(p.message, flush=True),
         min_cases=arguments.min_cases,
         only=tuple(arguments.only_sources or ()),
+        predictions_path=arguments.predictions,
     )
     print(format_crossval(payload))
     if arguments.json:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+import pandas as pd
 
 from core.calibration import choose_threshold
 from core.metrics import evaluate
@@ -40,6 +41,7 @@ class Fold:
     seconds: float
     labels: np.ndarray = field(repr=False)
     probabilities: np.ndarray = field(repr=False)
+    image_names: np.ndarray = field(repr=False)
 
     def at_threshold(self, threshold: float) -> dict:
         """Sensitivity and specificity of this fold's predictions at another threshold."""
@@ -80,6 +82,20 @@ class CrossvalResult:
         probabilities = np.concatenate([other.probabilities for other in others])
         target = float(self.config.get("target_sensitivity", 0.92))
         return min(fold.threshold, choose_threshold(labels, probabilities, "sensitivity", target))
+
+    def write_predictions(self, path) -> None:
+        """Every held-out image's calibrated probability, one CSV row each, so that folds of
+        different recipes (ensemble members, say) can be paired and combined later."""
+        rows = [
+            {"held_out": fold.held_out, "image_name": name, "label": int(label), "probability": p}
+            for fold in self.folds
+            for name, label, p in zip(
+                fold.image_names, fold.labels, fold.probabilities, strict=True
+            )
+        ]
+        pd.DataFrame(rows, columns=["held_out", "image_name", "label", "probability"]).to_csv(
+            path, index=False
+        )
 
     def to_json(self, run_threshold: float | None = None) -> dict:
         folds = []
@@ -236,6 +252,7 @@ def run_fold(train_config, prepared, weights, source, report, should_stop) -> Fo
         seconds=round(time.perf_counter() - started, 1),
         labels=fold.labels[test_rows],
         probabilities=np.asarray(scores.test_probabilities),
+        image_names=frame["image_name"].to_numpy()[test_rows],
     )
 
 
@@ -275,8 +292,10 @@ def run_crossval(
     should_stop=None,
     min_cases: int = MIN_CASES,
     only: tuple[str, ...] = (),
+    predictions_path=None,
 ):
-    """`python -m core crossval`: the JSON record, saved in the run's folder with a run.
+    """`python -m core crossval`: the JSON record, saved in the run's folder with a run;
+    with `predictions_path`, the held-out images' probabilities as CSV too.
 
     With a run, each fold is also scored at the run's own threshold (`at_run_threshold`).
     """
@@ -308,6 +327,8 @@ def run_crossval(
         preset="quick" if quick else "full",
         only=only,
     )
+    if predictions_path is not None:
+        result.write_predictions(predictions_path)
     if run_reference is None:
         return result.to_json()
     run = runs.resolve_run(run_reference)
