@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.common import Settings, image_files
 from bench.report import Figure, Goal
 from core import config
-from core.__main__ import PREDICT_COLUMNS
+from core.__main__ import predict_columns
 
 MEBIBYTE = 1024**2
 # Files per subfolder, as archives are usually split; the walk crosses many folders.
@@ -100,7 +100,7 @@ def resume_run(settings: Settings, count: int, left: int) -> dict:
     folder = archive_folder(settings, count)
     files = find_images([str(folder)])
     out = settings.work_dir / f"resumed-{count}.csv"
-    finished_rows(out, files[:-left], settings.run.run_id)
+    finished_rows(out, files[:-left], settings.run)
     result = run_predict(settings, folder, out.name, "--resume")
     if result["rows"] != count:
         raise RuntimeError(f"--resume left {result['rows']} rows, expected {count}")
@@ -139,9 +139,11 @@ def csv_rows(path: Path) -> int:
         return sum(1 for _ in csv.reader(handle)) - 1
 
 
-def finished_rows(path: Path, files: list[str], model: str) -> None:
+def finished_rows(path: Path, files: list[str], run) -> None:
     """A CSV as an interrupted run over `files` would have left it, without the model's work."""
+    columns = predict_columns(run)
+    cells = [run.run_id if name == "model" else "" for name in columns]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(PREDICT_COLUMNS)
-        writer.writerows([file, "0.5", "benign", "0.5", model, "", "", ""] for file in files)
+        writer.writerow(columns)
+        writer.writerows([file, *cells[1:]] for file in files)

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from core import diagnoses
+from core.operating_point import DEFAULT_SENSITIVITY
 from core.train_config import (
     INPUT_PIPELINES,
     PRESETS,
@@ -33,7 +35,9 @@ PREDICT_COLUMNS = (
     "error",
     "ood_score",
     "out_of_distribution",
+    "threshold_source",
 )
+MODEL_COLUMN = PREDICT_COLUMNS.index("model")
 # Training options and the TrainConfig field each sets; unset options keep the preset's value.
 TRAIN_OPTIONS = {
     "backbone": "backbone",
@@ -62,6 +66,25 @@ def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -
         dest="sites",
         help="anatomical site to keep, e.g. 'upper extremity' (repeatable; default all)",
     )
+
+
+def add_operating_point_parser(commands) -> None:
+    """`operating-point adopt|show|clear`: this installation's own threshold for a run."""
+    parser = commands.add_parser(
+        "operating-point", help="set a run's threshold from your own labelled images"
+    )
+    actions = parser.add_subparsers(dest="action", required=True)
+    adopt = actions.add_parser("adopt", help="choose and adopt a threshold from labelled data")
+    add_data_arguments(adopt)
+    adopt.add_argument(
+        "--sensitivity",
+        type=float,
+        default=DEFAULT_SENSITIVITY,
+        help=f"target sensitivity on that data (default {DEFAULT_SENSITIVITY})",
+    )
+    add_tta_arguments(adopt)
+    for action in (adopt, actions.add_parser("show"), actions.add_parser("clear")):
+        action.add_argument("--model", help="run id or path (default: the active run)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="store the evaluation in the run's folder, where the Metrics page shows it",
     )
     add_tta_arguments(evaluate)
+
+    add_operating_point_parser(commands)
 
     predict = commands.add_parser("predict", help="predict images; CSV to stdout or --out")
     predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
@@ -306,6 +331,8 @@ def command_evaluate(arguments) -> int:
         print(f"  out of distribution: {ood['flagged']} of {ood['n_scored']} ({ood['share']:.1%})")
     if record["unreadable"]:
         print(f"skipped {len(record['unreadable'])} unreadable images", file=sys.stderr)
+    if warning := evaluation.overlap_warning(record):
+        print(f"warning: {warning}", file=sys.stderr)
     if arguments.save:
         evaluation.save_evaluation(run, record, predictions)
         print(f"saved evaluation {record['evaluation_id']} with run {run.run_id}")
@@ -318,6 +345,60 @@ def command_evaluate(arguments) -> int:
     return 0
 
 
+def command_operating_point(arguments) -> int:
+    from core import operating_point
+    from core.runs import resolve_run
+
+    run = resolve_run(arguments.model)
+    if arguments.action == "adopt":
+        point = operating_point.adopt(choose_operating_point(run, arguments))
+        print(f"adopted for run {run.run_id}:")
+    elif arguments.action == "clear" and operating_point.clear(run.run_id):
+        print(f"run {run.run_id}: local threshold removed")
+    point = operating_point.operating_point(run.run_id)
+    if point is None:
+        print(f"run {run.run_id} labels with its {operating_point.threshold_for(run).note}")
+        return 0
+    print(format_operating_point(point))
+    return 0
+
+
+def choose_operating_point(run, arguments) -> dict:
+    """Check the set, then score it with the run and choose the threshold on the scores."""
+    from core import evaluation, operating_point
+
+    dataset = evaluation.load_evaluation_dataset(
+        arguments.data, arguments.csv, tuple(arguments.sites or ("all",))
+    )
+    # Counts and overlap first: a set that cannot be used is refused before the model loads.
+    operating_point.check_set(run, dataset.frame)
+    record, predictions = evaluation.evaluate_run(run, dataset, arguments.tta, n_bootstrap=0)
+    return operating_point.choose(
+        run,
+        predictions,
+        arguments.sensitivity,
+        dataset=record["dataset"],
+        tta=record["tta"],
+    )
+
+
+def format_operating_point(point: dict) -> str:
+    def figure(name: str) -> str:
+        low, high = point["intervals"][name] or (float("nan"),) * 2
+        return f"{name} {point[name]:.3f} (95% CI {low:.3f}-{high:.3f})"
+
+    threshold = f"{point['threshold']:.4f} (card's {point['card_threshold']:.4f})"
+    images = f"{point['n_malignant']} malignant, {point['n_benign']} benign"
+    return "\n".join(
+        [
+            f"  local threshold {threshold}, target sensitivity {point['target_sensitivity']}",
+            f"  chosen on {point['n']} images ({images}) of {point['dataset']}",
+            f"  {figure('sensitivity')}, {figure('specificity')} on that set",
+            f"  adopted {point.get('adopted_at', '')}",
+        ]
+    )
+
+
 def command_predict(arguments) -> int:
     from core.runs import resolve_run
 
@@ -327,9 +408,7 @@ def command_predict(arguments) -> int:
         )
     run = resolve_run(arguments.model)
     # Read before TensorFlow loads, so a refused resume says so in a second.
-    done, kept_bytes = (
-        read_done_files(arguments.out, run.run_id) if arguments.resume else (set(), 0)
-    )
+    done, kept_bytes = read_done_files(arguments.out, run) if arguments.resume else (set(), 0)
     from core.inference import Predictor, find_images
 
     files = find_images(arguments.paths)
@@ -346,27 +425,40 @@ def command_predict(arguments) -> int:
     )
     with open_output(arguments.out, kept_bytes) as handle:
         if not kept_bytes:
-            csv.writer(handle).writerow(PREDICT_COLUMNS)
-        write_predictions(predictions, len(todo), handle, to_stdout=arguments.out is None)
+            csv.writer(handle).writerow(predict_columns(run))
+        write_predictions(
+            predictions, len(todo), handle, arguments.out is None, run_diagnoses(run)
+        )
     return 0
 
 
-def write_predictions(predictions, total: int, handle, to_stdout: bool) -> None:
+def run_diagnoses(run) -> tuple[str, ...]:
+    return tuple(run.card.get("diagnoses") or ())
+
+
+def predict_columns(run) -> tuple[str, ...]:
+    """PREDICT_COLUMNS, then one `dx_` column per diagnosis class of a diagnosis model."""
+    return PREDICT_COLUMNS + tuple(diagnoses.column_name(name) for name in run_diagnoses(run))
+
+
+def write_predictions(
+    predictions, total: int, handle, to_stdout: bool, diagnosis_names: tuple[str, ...] = ()
+) -> None:
     """CSV rows as the predictions come, with progress on standard error."""
     writer = csv.writer(handle)
     # Live redrawing only where it cannot tear the CSV rows printed to the same terminal.
     terminal = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
     progress = Progress(total, sys.stderr, terminal)
     for prediction in predictions:
-        writer.writerow(prediction_row(prediction))
+        writer.writerow(prediction_row(prediction, diagnosis_names))
         # Row by row, so an interrupted run leaves every finished row for --resume.
         handle.flush()
         progress.advance()
     progress.finish()
 
 
-def prediction_row(prediction) -> list[str]:
-    """One `Prediction` as the CSV row of PREDICT_COLUMNS."""
+def prediction_row(prediction, diagnosis_names: tuple[str, ...] = ()) -> list[str]:
+    """One `Prediction` as the CSV row of `predict_columns`."""
     probability = "" if prediction.probability is None else f"{prediction.probability:.6f}"
     return [
         prediction.file,
@@ -377,7 +469,16 @@ def prediction_row(prediction) -> list[str]:
         prediction.error,
         "" if prediction.ood_score is None else f"{prediction.ood_score:.4f}",
         "" if prediction.ood_flag is None else str(prediction.ood_flag).lower(),
+        prediction.threshold_source,
+        *diagnosis_cells(prediction, diagnosis_names),
     ]
+
+
+def diagnosis_cells(prediction, names: tuple[str, ...]) -> list[str]:
+    """The class probabilities in the card's order (the prediction ranks them); empty
+    cells for an image that could not be read."""
+    by_name = dict(prediction.diagnoses)
+    return [f"{by_name[name]:.6f}" if name in by_name else "" for name in names]
 
 
 def announce(todo: int, skipped: int, out: str | None) -> None:
@@ -403,7 +504,7 @@ class CompleteLines:
             yield line.decode("utf-8", "surrogateescape")
 
 
-def read_done_files(path: str, model: str) -> tuple[set[str], int]:
+def read_done_files(path: str, run) -> tuple[set[str], int]:
     """The files a predict CSV already holds and the bytes of its complete rows.
 
     A missing or empty file holds none. A CSV with other columns, or rows from another model,
@@ -417,29 +518,30 @@ def read_done_files(path: str, model: str) -> tuple[set[str], int]:
         rows = csv.reader(lines)
         try:
             header = next(rows, None)
-            if header is not None and tuple(header) != PREDICT_COLUMNS:
+            columns = predict_columns(run)
+            if header is not None and tuple(header) != columns:
                 raise ValueError(
                     f"{path} does not have the columns python -m core predict writes "
-                    f"({', '.join(PREDICT_COLUMNS)}): write to a new file"
+                    f"({', '.join(columns)}): write to a new file"
                 )
             for row in rows:
-                done.add(checked_file(row, path, rows.line_num, model))
+                done.add(checked_file(row, path, rows.line_num, run.run_id, len(columns)))
         except csv.Error as error:
             raise ValueError(f"{path}, line {rows.line_num}: {error}") from error
     return done, lines.length
 
 
-def checked_file(row: list[str], path: str, line: int, model: str) -> str:
+def checked_file(row: list[str], path: str, line: int, model: str, width: int) -> str:
     """The file of one row of an earlier predict CSV, once the row is known to fit."""
-    if len(row) != len(PREDICT_COLUMNS):
+    if len(row) != width:
         raise ValueError(
-            f"{path}, line {line}: {len(row)} fields, not {len(PREDICT_COLUMNS)}: "
+            f"{path}, line {line}: {len(row)} fields, not {width}: "
             "not a predict CSV, or damaged there"
         )
-    if row[4] != model:
+    if row[MODEL_COLUMN] != model:
         raise ValueError(
-            f"{path} holds predictions of model {row[4]}, not {model}: resume with "
-            f"--model {row[4]}, or write to a new file"
+            f"{path} holds predictions of model {row[MODEL_COLUMN]}, not {model}: resume with "
+            f"--model {row[MODEL_COLUMN]}, or write to a new file"
         )
     return row[0]
 
@@ -572,6 +674,7 @@ COMMANDS = {
     "refit-ood": command_refit_ood,
     "evaluate": command_evaluate,
     "predict": command_predict,
+    "operating-point": command_operating_point,
     "runs": command_runs,
     "activate": command_activate,
     "worker": command_worker,

@@ -6,6 +6,7 @@ binary label and the diagnosis can never disagree. Rows whose diagnosis is missi
 fall into "other benign" or "other malignant" by their benign/malignant label.
 """
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +126,34 @@ def class_indices(raw_diagnoses, labels) -> np.ndarray:
 def malignant_mask() -> np.ndarray:
     """1.0 for the malignant classes, 0.0 otherwise: the malignant probability's weights."""
     return np.array([float(diagnosis.malignant) for diagnosis in DIAGNOSES], dtype=np.float32)
+
+
+def coherent_distribution(
+    class_probabilities: np.ndarray, malignant_probability: np.ndarray, names=DIAGNOSIS_NAMES
+) -> np.ndarray:
+    """Class probabilities (N, C) rescaled to agree with the calibrated malignant probability.
+
+    Calibration moves the malignant probability only; the model's raw class probabilities
+    would then contradict it (melanoma alone above every malignant class together). The
+    malignant classes are scaled to sum to the calibrated probability and the benign ones to
+    its complement, keeping each side's proportions; a side the model gave nothing is shared
+    equally. The rows then sum to 1.
+    """
+    rows = np.asarray(class_probabilities, dtype=np.float64)
+    malignant = np.asarray(malignant_probability, dtype=np.float64)[:, None]
+    is_malignant = np.array([name in MALIGNANT_NAMES for name in names])
+    result = np.empty_like(rows)
+    for side, total in ((is_malignant, malignant), (~is_malignant, 1.0 - malignant)):
+        part = rows[:, side]
+        sums = part.sum(axis=1, keepdims=True)
+        shares = np.where(sums > 0, part / np.where(sums > 0, sums, 1.0), 1.0 / side.sum())
+        result[:, side] = shares * total
+    return result
+
+
+def column_name(name: str) -> str:
+    """The CSV column of one class: `dx_` + the name lower-cased, non-alphanumerics as `_`."""
+    return "dx_" + re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
 
 
 def contradiction(outcome: str, diagnosis: str | None) -> str | None:

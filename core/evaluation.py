@@ -149,7 +149,21 @@ def evaluation_record(
         "metrics": scored,
         "ood": ood_share(predictions),
         "unreadable": unreadable,
+        "overlap": runs.split_overlap(run, predictions["sha256"], predictions["image_name"]),
     }
+
+
+def overlap_warning(record: dict) -> str | None:
+    """What to tell people when the evaluated images include ones the run learned from."""
+    overlap = record.get("overlap") or {}
+    seen = overlap.get("train", 0) + overlap.get("val", 0)
+    if not seen:
+        return None
+    return (
+        f"{seen} of the {record['metrics']['n']} images were in the run's training "
+        f"({overlap['train']}) or validation ({overlap['val']}) split (matched by "
+        f"{overlap['by']}): these figures flatter the run; evaluate on images it never saw"
+    )
 
 
 def evaluate_run(

@@ -19,8 +19,9 @@ import numpy as np
 import tensorflow as tf
 from threadpoolctl import ThreadpoolController
 
-from core import images
+from core import images, operating_point
 from core.calibration import Calibration
+from core.diagnoses import coherent_distribution
 from core.model import POOLED_LAYER
 from core.ood import load_ood
 from core.runs import Run
@@ -44,6 +45,8 @@ class Prediction:
     latency_ms: float | None = None
     # (diagnosis, probability) for every class, most likely first; empty for binary models.
     diagnoses: tuple[tuple[str, float], ...] = ()
+    # "card", or "local" when the installation adopted its own (core.operating_point).
+    threshold_source: str = operating_point.CARD
 
 
 def label_for(probability: float, threshold: float) -> str:
@@ -143,7 +146,6 @@ class Predictor:
         self.card = run.card
         self.image_size = int(run.card["image_size"])
         self.resample = run.card.get("resample", "bilinear")
-        self.threshold = float(run.card["threshold"]["value"])
         self.default_tta = bool(run.card.get("tta", False))
         # Cards from before dihedral TTA averaged the image and its two mirror images.
         self.tta_views = run.card.get("tta_views", "flips")
@@ -180,26 +182,44 @@ class Predictor:
                 if self.ood is not None and len(raw)
                 else None
             )
-        return np.asarray(probabilities, dtype=np.float64), scores, outputs.diagnoses
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        return probabilities, scores, self._coherent(outputs.diagnoses, probabilities)
+
+    def _coherent(self, class_probabilities: np.ndarray, probabilities: np.ndarray):
+        """The class probabilities made to agree with the calibrated malignant probability."""
+        if not self.diagnosis_names or class_probabilities.shape[-1] != len(self.diagnosis_names):
+            return class_probabilities
+        return coherent_distribution(class_probabilities, probabilities, self.diagnosis_names)
 
     def ranked_diagnoses(self, row: np.ndarray) -> tuple[tuple[str, float], ...]:
         """(name, probability) of every class, most likely first; () for a binary model.
 
-        These are the model's raw class probabilities: calibration applies to the malignant
-        probability only.
+        The malignant classes sum to the calibrated malignant probability, all to 1.
         """
         if not self.diagnosis_names or len(row) != len(self.diagnosis_names):
             return ()
         order = np.argsort(row)[::-1]
         return tuple((self.diagnosis_names[i], float(row[i])) for i in order)
 
-    def _result(self, name, probability, score, decoded, latency_ms, diagnoses=()) -> Prediction:
+    def current_threshold(self) -> operating_point.Threshold:
+        """The threshold labels use now: read at each call, so that adopting a local one (or
+        going back to the card's) takes effect without reloading the model."""
+        return operating_point.threshold_for(self.run)
+
+    @property
+    def threshold(self) -> float:
+        return self.current_threshold().value
+
+    def _result(
+        self, name, probability, score, decoded, latency_ms, threshold, diagnoses=()
+    ) -> Prediction:
         flag = None if score is None or self.ood is None else bool(score > self.ood.threshold)
         return Prediction(
             file=name,
             probability=float(probability),
-            label=label_for(float(probability), self.threshold),
-            threshold=self.threshold,
+            label=label_for(float(probability), threshold.value),
+            threshold=threshold.value,
+            threshold_source=threshold.source,
             model=self.run.run_id,
             width=decoded.width,
             height=decoded.height,
@@ -210,8 +230,17 @@ class Predictor:
             diagnoses=diagnoses,
         )
 
-    def error_result(self, name: str, message: str) -> Prediction:
-        return Prediction(name, None, None, self.threshold, self.run.run_id, error=message)
+    def error_result(self, name: str, message: str, threshold=None) -> Prediction:
+        threshold = threshold or self.current_threshold()
+        return Prediction(
+            name,
+            None,
+            None,
+            threshold.value,
+            self.run.run_id,
+            error=message,
+            threshold_source=threshold.source,
+        )
 
     def predict_bytes(self, name: str, data: bytes, tta: bool | None = None) -> Prediction:
         """One image: the path the Predict page takes for each upload."""
@@ -224,21 +253,27 @@ class Predictor:
         latency_ms = (time.perf_counter() - start) * 1000
         score = None if scores is None else scores[0]
         ranked = self.ranked_diagnoses(diagnoses[0])
-        return self._result(name, probabilities[0], score, decoded, latency_ms, ranked)
+        return self._result(
+            name, probabilities[0], score, decoded, latency_ms, self.current_threshold(), ranked
+        )
 
     def predict_many(
         self, items: Iterable[tuple[str, bytes | Path | str]], tta: bool | None = None
     ) -> Iterator[Prediction]:
-        """Many images in input order, decoded in parallel while the previous batch runs."""
+        """Many images in input order, decoded in parallel while the previous batch runs.
+
+        Every image is labelled at the threshold in force when the first one is.
+        """
+        threshold = self.current_threshold()
         with ThreadPoolExecutor() as pool:
             pending = None
             for chunk in _chunks(items, BATCH_SIZE):
                 submitted = pool.map(self._decode_item, chunk)
                 if pending is not None:
-                    yield from self._predict_chunk(*pending, tta)
+                    yield from self._predict_chunk(*pending, tta, threshold)
                 pending = (chunk, submitted)
             if pending is not None:
-                yield from self._predict_chunk(*pending, tta)
+                yield from self._predict_chunk(*pending, tta, threshold)
 
     def _decode_item(self, item: tuple[str, bytes | Path | str]):
         _, source = item
@@ -248,7 +283,7 @@ class Predictor:
         except (images.ImageError, OSError) as error:
             return images.ImageError(str(error))
 
-    def _predict_chunk(self, chunk, decoded_iterator, tta) -> Iterator[Prediction]:
+    def _predict_chunk(self, chunk, decoded_iterator, tta, threshold) -> Iterator[Prediction]:
         start = time.perf_counter()
         decoded = list(decoded_iterator)
         good = [item for item in decoded if not isinstance(item, Exception)]
@@ -261,11 +296,13 @@ class Predictor:
         index = 0
         for (name, _), item in zip(chunk, decoded, strict=True):
             if isinstance(item, Exception):
-                yield self.error_result(name, str(item))
+                yield self.error_result(name, str(item), threshold)
                 continue
             score = None if scores is None else scores[index]
             ranked = self.ranked_diagnoses(diagnoses[index])
-            yield self._result(name, probabilities[index], score, item, latency_ms, ranked)
+            yield self._result(
+                name, probabilities[index], score, item, latency_ms, threshold, ranked
+            )
             index += 1
 
 

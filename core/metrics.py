@@ -209,6 +209,36 @@ def _bootstrap_intervals(
     }
 
 
+def wilson_interval(successes: int, total: int, z: float = 1.959964) -> list[float] | None:
+    """The Wilson score 95% interval of a proportion; None when there is nothing to count.
+
+    Unlike a bootstrap, it never collapses to zero width at 0 or 100% (18 of 18 is
+    0.824-1.000, not 1.000-1.000).
+    """
+    if total <= 0:
+        return None
+    share = successes / total
+    centre = (share + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
+    half /= 1 + z * z / total
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def _proportion_intervals(intervals: dict, at_threshold: dict) -> dict:
+    """Sensitivity and specificity intervals that never collapse: Wilson's where the
+    bootstrap's has zero width (every resample at 100% or 0%)."""
+    counts = {
+        "sensitivity": (at_threshold["tp"], at_threshold["tp"] + at_threshold["fn"]),
+        "specificity": (at_threshold["tn"], at_threshold["tn"] + at_threshold["fp"]),
+    }
+    fixed = dict(intervals)
+    for name, (successes, total) in counts.items():
+        interval = intervals.get(name)
+        if interval is None or interval[1] - interval[0] <= 0:
+            fixed[name] = wilson_interval(successes, total) if interval is not None else None
+    return fixed
+
+
 def _subgroup_key(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return UNKNOWN_SUBGROUP
@@ -233,8 +263,9 @@ def _subgroup_summary(
         "specificity": counts["specificity"],
     }
     if n_bootstrap > 0:
-        summary["intervals"] = _bootstrap_intervals(
-            label_array, probability_array, threshold, n_bootstrap, seed
+        summary["intervals"] = _proportion_intervals(
+            _bootstrap_intervals(label_array, probability_array, threshold, n_bootstrap, seed),
+            counts,
         )
     return summary
 
@@ -321,8 +352,9 @@ def evaluate(
             )
         },
         "confusion": {name: at_threshold[name] for name in ("tn", "fp", "fn", "tp")},
-        "intervals": _bootstrap_intervals(
-            label_array, probability_array, threshold, n_bootstrap, seed
+        "intervals": _proportion_intervals(
+            _bootstrap_intervals(label_array, probability_array, threshold, n_bootstrap, seed),
+            at_threshold,
         ),
         "roc": _roc_points(label_array, probability_array),
         "pr": _pr_points(label_array, probability_array),

@@ -283,6 +283,9 @@ class SplitResult:
     seed: int
     fractions: tuple[float, float, float]
     group_by: tuple[str, ...] = field(default=("patient_id", "lesion_id"))
+    # Content hashes of the images (empty when the frame had none): an evaluation or a
+    # clinic's threshold set is checked against them for images the run trained on.
+    sha256s: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
 
     def sizes(self) -> dict[str, dict[str, int]]:
         return {
@@ -294,10 +297,11 @@ class SplitResult:
         }
 
     def to_frame(self) -> pd.DataFrame:
-        """The split.csv table: image_name, group, split."""
-        return pd.DataFrame(
-            {"image_name": self.image_names, "group": self.groups, "split": self.split}
-        )
+        """The split.csv table: image_name, group, split and, when known, sha256."""
+        table = {"image_name": self.image_names, "group": self.groups, "split": self.split}
+        if len(self.sha256s):
+            table["sha256"] = self.sha256s
+        return pd.DataFrame(table)
 
 
 def split_dataset(
@@ -317,6 +321,7 @@ def split_dataset(
         groups=groups,
         labels=frame["label"].to_numpy(dtype=np.int64),
         image_names=frame["image_name"].to_numpy(dtype=object),
+        sha256s=frame["sha256"].to_numpy(dtype=object) if "sha256" in frame else np.array([]),
         seed=seed,
         fractions=(float(fractions[0]), float(fractions[1]), float(fractions[2])),
         group_by=group_by,
