@@ -125,6 +125,11 @@ def check_set(run: runs.Run, images: pd.DataFrame) -> None:
             f"images; this set has {n_malignant} malignant and {n_benign} benign"
         )
     overlap = runs.split_overlap(run, images["sha256"], images["image_name"])
+    if overlap is None:
+        raise ValueError(
+            f"run {run.run_id} has no {runs.SPLIT_FILE}, so images it trained on cannot be "
+            "told apart: a local threshold needs a run with its split"
+        )
     seen = overlap["train"] + overlap["val"]
     if seen:
         raise ValueError(

@@ -70,3 +70,31 @@ def test_every_shared_diagnosis_is_known(shared_data) -> None:
     classes = diagnoses.class_indices(frame["diagnosis"], frame["target"].astype(int))
     malignant = diagnoses.malignant_mask()[classes] == 1
     assert np.array_equal(malignant, frame["target"].astype(int).to_numpy() == 1)
+
+
+def test_coherent_distribution_agrees_with_the_calibrated_probability():
+    # The model's own classes: melanoma 0.636 alone, malignant 0.70 in all.
+    raw = np.array([[0.636, 0.2, 0.04, 0.02, 0.004, 0.05, 0.01, 0.01, 0.03, 0.0]])
+    coherent = diagnoses.coherent_distribution(raw, np.array([0.46]))
+    malignant = diagnoses.malignant_mask().astype(bool)
+    assert coherent[0, malignant].sum() == pytest.approx(0.46)
+    assert coherent.sum() == pytest.approx(1.0)
+    # Each side keeps its proportions: melanoma stays 0.636 / 0.70 of the malignant mass.
+    assert coherent[0, 0] == pytest.approx(0.46 * 0.636 / 0.70)
+    assert coherent[0, 1] / coherent[0, 5] == pytest.approx(0.2 / 0.05)
+
+
+def test_coherent_distribution_shares_a_side_the_model_gave_nothing():
+    raw = np.zeros((1, len(diagnoses.DIAGNOSIS_NAMES)))
+    raw[0, 1] = 1.0
+    coherent = diagnoses.coherent_distribution(raw, np.array([0.2]))
+    malignant = diagnoses.malignant_mask().astype(bool)
+    assert np.allclose(coherent[0, malignant], 0.2 / malignant.sum())
+    assert coherent[0, 1] == pytest.approx(0.8)
+
+
+def test_column_names():
+    names = [diagnoses.column_name(name) for name in diagnoses.DIAGNOSIS_NAMES]
+    assert names[0] == "dx_melanoma" and names[2] == "dx_basal_cell_carcinoma"
+    assert names[3] == "dx_actinic_keratosis_intraepithelial_carcinoma"
+    assert len(set(names)) == len(names)

@@ -18,6 +18,7 @@ from app_fixtures import tiny_train_config
 
 from core import config, diagnoses, runs
 from core.__main__ import PREDICT_COLUMNS
+from core.diagnoses import MALIGNANT_NAMES
 from core.inference import Predictor
 from core.train_config import TrainConfig
 from core.training import Cancelled, train
@@ -144,15 +145,31 @@ def test_predict_cli_writes_one_row_per_image_with_errors_inline(trained, tmp_pa
     (folder / "broken.jpg").write_bytes(b"not an image at all")
     result = run_cli(["predict", "--no-tta", str(folder)], trained["models"], trained["cache"])
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert tuple(rows[0]) == PREDICT_COLUMNS
-    # The OOD columns come after the original six, so older readers keep working.
+    # New columns come after the original six, so older readers keep working; then one
+    # probability per diagnosis class.
     assert PREDICT_COLUMNS[:6] == ("file", "probability", "label", "threshold", "model", "error")
-    assert PREDICT_COLUMNS[6:] == ("ood_score", "out_of_distribution")
+    assert PREDICT_COLUMNS[6:] == ("ood_score", "out_of_distribution", "threshold_source")
+    dx_columns = tuple(rows[0])[len(PREDICT_COLUMNS) :]
+    assert tuple(rows[0])[: len(PREDICT_COLUMNS)] == PREDICT_COLUMNS
+    assert len(dx_columns) == 10 and dx_columns[:3] == (
+        "dx_melanoma",
+        "dx_nevus",
+        "dx_basal_cell_carcinoma",
+    )
+    assert "dx_actinic_keratosis_intraepithelial_carcinoma" in dx_columns
     assert [os.path.basename(row["file"]) for row in rows] == sorted([*names, "broken.jpg"])
     broken = next(row for row in rows if row["file"].endswith("broken.jpg"))
     assert broken["error"] and broken["probability"] == "" and broken["label"] == ""
     good = [row for row in rows if not row["error"]]
     assert len(good) == 3
+    assert {row["threshold_source"] for row in rows} == {"card"}
+    assert all(broken[column] == "" for column in dx_columns)
+    for row in good:
+        # The diagnosis distribution agrees with the calibrated malignant probability.
+        classes = {column: float(row[column]) for column in dx_columns}
+        malignant = sum(classes[diagnoses.column_name(name)] for name in MALIGNANT_NAMES)
+        assert malignant == pytest.approx(float(row["probability"]), abs=1e-5)
+        assert sum(classes.values()) == pytest.approx(1.0, abs=1e-5)
     for row in good:
         expected = (
             "malignant" if float(row["probability"]) >= float(row["threshold"]) else "benign"

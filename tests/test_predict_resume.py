@@ -195,6 +195,7 @@ class FakePrediction:
     def __init__(self, file: str):
         self.file, self.probability, self.label, self.threshold = file, 0.25, "benign", 0.5
         self.model, self.error, self.ood_score, self.ood_flag = "run", "", None, None
+        self.threshold_source, self.diagnoses = "card", ()
 
 
 def test_rows_reach_the_file_while_later_images_are_still_predicted(tmp_path):
