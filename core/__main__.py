@@ -140,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_operating_point_parser(commands)
 
+    merge = commands.add_parser(
+        "crossval-merge",
+        help="merge folds run one source at a time into the run's crossval_fine_tuned.json",
+    )
+    merge.add_argument("--run", required=True, help="the run whose recipe the folds trained")
+    merge.add_argument("files", nargs="+", help="crossval JSON files (one or more folds each)")
+    merge.add_argument(
+        "--predictions",
+        action="append",
+        default=[],
+        help="the folds' --predictions CSV (repeatable): scores them at the run's threshold",
+    )
+
     predict = commands.add_parser("predict", help="predict images; CSV to stdout or --out")
     predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--model", help="run id or path (default: the active run)")
@@ -256,6 +269,32 @@ def command_crossval(arguments) -> int:
     return 0
 
 
+def command_crossval_merge(arguments) -> int:
+    import pandas as pd
+
+    from core import crossval, runs
+
+    run = runs.resolve_run(arguments.run)
+    records = [json.loads(Path(path).read_text()) for path in arguments.files]
+    predictions = (
+        pd.concat([pd.read_csv(path) for path in arguments.predictions])
+        if arguments.predictions
+        else None
+    )
+    payload = crossval.merge(records, predictions, float(run.card["threshold"]["value"]))
+    fine_tuned = payload["preset"] == "full"
+    name = runs.CROSSVAL_FINE_TUNED_FILE if fine_tuned else runs.CROSSVAL_FILE
+    runs.write_json_atomic(run.folder / name, payload)
+    # The card carries each kind's summary, so listing runs never opens the fold files.
+    summary_key = "crossval_fine_tuned" if fine_tuned else "crossval"
+    runs.write_json_atomic(
+        run.folder / runs.CARD_FILE, {**run.card, summary_key: payload["summary"]}
+    )
+    print(format_crossval(payload))
+    print(f"wrote {name} in run {run.run_id}")
+    return 0
+
+
 def crossval_config(arguments) -> TrainConfig:
     """The run's recipe (with --run) or the preset's, then the options given."""
     if arguments.run is None:
@@ -351,7 +390,7 @@ def command_operating_point(arguments) -> int:
 
     run = resolve_run(arguments.model)
     if arguments.action == "adopt":
-        point = operating_point.adopt(choose_operating_point(run, arguments))
+        operating_point.adopt(choose_operating_point(run, arguments))
         print(f"adopted for run {run.run_id}:")
     elif arguments.action == "clear" and operating_point.clear(run.run_id):
         print(f"run {run.run_id}: local threshold removed")
@@ -671,6 +710,7 @@ def command_worker(arguments) -> int:
 COMMANDS = {
     "train": command_train,
     "crossval": command_crossval,
+    "crossval-merge": command_crossval_merge,
     "refit-ood": command_refit_ood,
     "evaluate": command_evaluate,
     "predict": command_predict,

@@ -45,12 +45,17 @@ class Fold:
 
     def at_threshold(self, threshold: float) -> dict:
         """Sensitivity and specificity of this fold's predictions at another threshold."""
-        at = evaluate(self.labels, self.probabilities, threshold)
-        return {
-            "threshold": threshold,
-            **{name: at[name] for name in ("sensitivity", "specificity")},
-            "intervals": {name: at["intervals"][name] for name in ("sensitivity", "specificity")},
-        }
+        return at_threshold(self.labels, self.probabilities, threshold)
+
+
+def at_threshold(labels, probabilities, threshold: float) -> dict:
+    """Sensitivity and specificity, with intervals, of held-out predictions at a threshold."""
+    at = evaluate(labels, probabilities, threshold)
+    return {
+        "threshold": threshold,
+        **{name: at[name] for name in ("sensitivity", "specificity")},
+        "intervals": {name: at["intervals"][name] for name in ("sensitivity", "specificity")},
+    }
 
 
 @dataclass
@@ -133,6 +138,41 @@ class CrossvalResult:
         if run_threshold is not None:
             payload["run_threshold"] = run_threshold
         return payload
+
+
+def merge(records: list[dict], predictions: pd.DataFrame | None, run_threshold: float) -> dict:
+    """Folds run one at a time (`crossval --source`, each its own JSON) as one record.
+
+    They must share a preset and hold out different sources. With the folds' `--predictions`
+    CSVs, each is also scored at the run's threshold (`at_run_threshold`).
+    """
+    if not records:
+        raise ValueError("nothing to merge: give one or more crossval JSON files")
+    presets = {record.get("preset") for record in records}
+    if len(presets) > 1:
+        raise ValueError(f"the files mix presets {sorted(map(str, presets))}: merge one kind")
+    folds = [dict(fold) for record in records for fold in record["folds"]]
+    held_out = [fold["held_out"] for fold in folds]
+    if len(set(held_out)) < len(held_out):
+        raise ValueError(f"a source is held out twice among {held_out}")
+    for fold in folds:
+        rows = (
+            None
+            if predictions is None
+            else predictions[predictions["held_out"] == fold["held_out"]]
+        )
+        if rows is not None and len(rows):
+            fold["at_run_threshold"] = at_threshold(
+                rows["label"], rows["probability"], run_threshold
+            )
+    return {
+        **{key: records[0][key] for key in ("by", "preset", "config", "min_cases")},
+        "created_at": max(record["created_at"] for record in records),
+        "folds": folds,
+        "summary": summarise(folds),
+        "skipped": [item for record in records for item in record.get("skipped", [])],
+        "run_threshold": run_threshold,
+    }
 
 
 def summarise(folds: list[dict]) -> dict:

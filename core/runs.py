@@ -28,8 +28,11 @@ HISTORY_FILE = "history.csv"
 TEST_PREDICTIONS_FILE = "test_predictions.csv"
 SPLIT_FILE = "split.csv"
 OOD_FILE = "ood.npz"
-# Held-out-source cross-validation of the run's recipe (`python -m core crossval`).
+# Held-out-source cross-validation of the run's recipe (`python -m core crossval`): the
+# head-only folds a training run makes, and folds of the recipe as trained (fine-tuned, run
+# one source at a time and merged with `crossval-merge`).
 CROSSVAL_FILE = "crossval.json"
+CROSSVAL_FINE_TUNED_FILE = "crossval_fine_tuned.json"
 RUN_FILES = (
     MODEL_FILE,
     CARD_FILE,
@@ -38,6 +41,7 @@ RUN_FILES = (
     SPLIT_FILE,
     OOD_FILE,
     CROSSVAL_FILE,
+    CROSSVAL_FINE_TUNED_FILE,
 )
 EPOCH_COLUMNS = ("phase", "epoch", "loss", "auc", "val_loss", "val_auc", "seconds")
 TEST_PREDICTION_COLUMNS = ("image_name", "label", "probability", "site", "source", "diagnosis")
@@ -176,9 +180,9 @@ def split_overlap(run: Run, sha256s, image_names) -> dict | None:
     return {"by": by, **{name: int(counts.get(name, 0)) for name in ("train", "val", "test")}}
 
 
-def load_crossval(run: Run) -> dict | None:
+def load_crossval(run: Run, file_name: str = CROSSVAL_FILE) -> dict | None:
     """The run's held-out-source cross-validation, or None when it has none (or it is broken)."""
-    path = run.folder / CROSSVAL_FILE
+    path = run.folder / file_name
     try:
         payload = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):

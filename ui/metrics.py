@@ -309,27 +309,56 @@ def comparison_table(
     st.table(table.rename_axis("Setting or test metric").reset_index(), hide_index=True)
 
 
-def crossval_section(run, in_source_auc: float | None) -> None:
-    """The held-out-source cross-validation of the run's recipe, when its folder has one."""
-    from core import charts, reports, runs
+# Each kind of held-out-source folds a run folder may hold, with what it measures.
+CROSSVAL_KINDS = (
+    (
+        runs.CROSSVAL_FINE_TUNED_FILE,
+        "Held-out sources: the recipe as trained (fine-tuned)",
+        (
+            "Each listed source held out in turn: the run's full recipe, fine-tuning included, "
+            "trained on the other sources and scored the held-out one, at the threshold its "
+            "own validation split chose and at this run's threshold."
+        ),
+    ),
+    (
+        runs.CROSSVAL_FILE,
+        "Held-out sources: head only",
+        (
+            "Each data source held out in turn: a head on frozen ImageNet features (the "
+            "recipe's starting point, minutes instead of hours) trained on the other sources "
+            "and was scored on the held-out one."
+        ),
+    ),
+)
 
-    crossval = runs.load_crossval(run)
-    if crossval is None:
-        return
-    st.subheader("Held-out sources")
+
+def crossval_section(run, in_source_auc: float | None) -> None:
+    """Each kind of held-out-source cross-validation the run's folder has, labelled."""
+    for file_name, title, caption in CROSSVAL_KINDS:
+        crossval = runs.load_crossval(run, file_name)
+        if crossval is not None:
+            crossval_block(crossval, title, caption, in_source_auc, key=file_name)
+
+
+def crossval_block(crossval: dict, title: str, caption: str, in_source_auc, key: str) -> None:
+    from core import charts, reports
+
+    st.subheader(title)
     st.caption(
-        "Each data source held out in turn: the run's recipe trained on the other sources and "
-        "was scored on the held-out one, at the threshold its own validation split chose. "
-        "Images from a clinic the model never saw, such as your own, are the case that matters."
+        caption + " Images from a clinic the model never saw, such as your own, are the case "
+        "that matters."
     )
     st.table(reports.crossval_table(crossval), hide_index=True)
     skipped = reports.crossval_skipped(crossval)
     if skipped:
         st.caption("Not held out: " + "; ".join(skipped) + ".")
     forest, curves = st.columns(2)
-    forest.plotly_chart(charts.crossval_forest_figure(crossval, in_source_auc))
+    forest.plotly_chart(
+        charts.crossval_forest_figure(crossval, in_source_auc), key=f"{key}_forest"
+    )
     curves.plotly_chart(
-        charts.roc_figure(reports.crossval_roc_curves(crossval), title="ROC on held-out sources")
+        charts.roc_figure(reports.crossval_roc_curves(crossval), title="ROC on held-out sources"),
+        key=f"{key}_roc",
     )
 
 
