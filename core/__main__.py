@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store the evaluation in the run's folder, where the Metrics page shows it",
     )
+    evaluate.add_argument(
+        "--skip-unmatched",
+        action="store_true",
+        help="evaluate the rest when rows have an invalid target, match no image or repeat one "
+        "(default: refuse); the evaluation records how many were skipped",
+    )
     add_tta_arguments(evaluate)
 
     predict = commands.add_parser("predict", help="predict images; CSV to stdout or --out")
@@ -291,14 +297,28 @@ def format_metrics(metrics: dict, title: str) -> str:
 
 
 def command_evaluate(arguments) -> int:
-    from core import evaluation
+    from core import evaluation, reports
     from core.runs import resolve_run
 
-    dataset = evaluation.load_evaluation_dataset(
-        arguments.data, arguments.csv, tuple(arguments.sites or ("all",))
-    )
+    # Every output is checked before the images are scored, so that none is lost to a typo.
+    if arguments.json:
+        check_output_file(arguments.json)
     run = resolve_run(arguments.model)
-    record, predictions = evaluation.evaluate_run(run, dataset, arguments.tta)
+    if arguments.save and not os.access(run.folder, os.W_OK):
+        raise ValueError(f"--save cannot write to the run's folder {run.folder}")
+    try:
+        dataset, skipped = evaluation.load_evaluation_dataset(
+            arguments.data,
+            arguments.csv,
+            tuple(arguments.sites or ("all",)),
+            arguments.skip_unmatched,
+        )
+    except evaluation.SkippedRowsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if skipped:
+        print(f"skipped {reports.describe_skipped_rows(skipped)}", file=sys.stderr)
+    record, predictions = evaluation.evaluate_run(run, dataset, arguments.tta, skipped=skipped)
     metrics = record["metrics"]
     print(format_metrics(metrics, f"model {run.run_id}"))
     if record["ood"] is not None:
@@ -316,6 +336,17 @@ def command_evaluate(arguments) -> int:
         with open(arguments.json, "w") as handle:
             json.dump(payload, handle, indent=2, allow_nan=False)
     return 0
+
+
+def check_output_file(path: str) -> None:
+    """ValueError unless a file can be written at `path`."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder")
+    if not target.parent.is_dir():
+        raise ValueError(f"cannot write {path}: the folder {target.parent} does not exist")
+    if not os.access(target if target.exists() else target.parent, os.W_OK):
+        raise ValueError(f"cannot write {path}: permission denied")
 
 
 def command_predict(arguments) -> int:
