@@ -10,7 +10,7 @@ st.set_page_config(page_title="Predict", page_icon=ui.page_icon("biotech"), layo
 st.title("Predict")
 ui.admin_sidebar()
 ui.research_notice()
-database = ui.database()
+database = ui.optional_database()
 run = ui.run_picker("predict_model")
 if run is None:
     st.info("No trained model yet: train one on the Train page first.")
@@ -63,6 +63,8 @@ with facts:
 with picture:
     ui.predict.explanation_view(predictor, run.run_id, result, data)
 
+if database is None:
+    st.stop()  # Nothing was stored: no earlier predictions to show, no outcome to record.
 batch_ids = [r.prediction_id for r in results if r.prediction_id is not None]
 earlier = predict_service.earlier_predictions(database, result, batch_ids, ui.history_scope())
 if not earlier.empty:

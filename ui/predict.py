@@ -46,7 +46,7 @@ def working_predictor(run: runs.Run):
     return None, None
 
 
-def batch_results(predictor, run_id: str, tta: bool, files, database: db.Database):
+def batch_results(predictor, run_id: str, tta: bool, files, database: db.Database | None):
     """(results, problems) of the uploaded files, predicted and stored once per batch.
 
     Session state keeps the results (names, hashes, ids), never the image bytes: those stay in
@@ -118,7 +118,7 @@ def explanation_view(_predictor, run_id: str, result, data: bytes | None) -> Non
 
 
 def report_buttons(
-    database: db.Database, _predictor, run_id: str, result, data: bytes | None
+    database: db.Database | None, _predictor, run_id: str, result, data: bytes | None
 ) -> None:
     """The case report of this stored prediction, with its image and Grad-CAM overlay."""
     from core import case_report
