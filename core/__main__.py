@@ -7,6 +7,7 @@ database, so they run while the app is open.
 import argparse
 import contextlib
 import csv
+import fcntl
 import json
 import os
 import sys
@@ -349,6 +350,52 @@ def check_output_file(path: str) -> None:
         raise ValueError(f"cannot write {path}: permission denied")
 
 
+class OutputBusyError(RuntimeError):
+    """Another predict holds the lock of the output file."""
+
+
+@contextlib.contextmanager
+def output_lock(path: str | None):
+    """Hold `<path>.lock` while this process writes `path`, so that no second writer tears it.
+
+    The lock file holds the owner's pid for the refusal message, and is removed at the end.
+    """
+    if path is None:
+        yield
+        return
+    lock_path = f"{path}.lock"
+    handle = open_lock(lock_path, path)
+    try:
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        os.unlink(lock_path)
+        handle.close()
+
+
+def open_lock(lock_path: str, path: str):
+    """The lock file, open and locked by this process; OutputBusyError when another holds it."""
+    while True:
+        handle = open(lock_path, "a+")  # noqa: SIM115 - held open by output_lock
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise OutputBusyError(
+                f"{path} is being written by another predict (pid {holder}); wait for it to "
+                "finish, or write to another file"
+            ) from None
+        # A holder that finished between our open and flock removed the file we locked.
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle
+        handle.close()
+
+
 def command_predict(arguments) -> int:
     from core.runs import resolve_run
 
@@ -356,7 +403,20 @@ def command_predict(arguments) -> int:
         raise ValueError(
             "--resume needs --out FILE: the CSV to skip done files from and append to"
         )
+    if arguments.out:
+        check_output_file(arguments.out)
     run = resolve_run(arguments.model)
+    try:
+        with output_lock(arguments.out):
+            predict_files(arguments, run)
+    except OutputBusyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def predict_files(arguments, run) -> None:
+    """Predict the files of `arguments.paths`, resuming onto `arguments.out` when asked."""
     # Read before TensorFlow loads, so a refused resume says so in a second.
     done, kept_bytes = (
         read_done_files(arguments.out, run.run_id) if arguments.resume else (set(), 0)
@@ -379,7 +439,6 @@ def command_predict(arguments) -> int:
         if not kept_bytes:
             csv.writer(handle).writerow(PREDICT_COLUMNS)
         write_predictions(predictions, len(todo), handle, to_stdout=arguments.out is None)
-    return 0
 
 
 def write_predictions(predictions, total: int, handle, to_stdout: bool) -> None:
