@@ -203,8 +203,31 @@ def test_the_pdf_is_one_page_with_the_key_figures(database, tmp_path):
     assert len(pypdf.PdfReader(io.BytesIO(data)).pages[0].images) == 2
 
 
-def test_a_file_name_outside_latin1_or_very_long_still_makes_one_page(database, tmp_path):
+# Names and diagnoses in other scripts; CJK is not in DejaVu Sans, so it shows as U+FFFD.
+UNICODE_TEXTS = (
+    ("Łódź 日本 – lesion.jpg", "Łódź \ufffd\ufffd – lesion.jpg"),
+    ("שלום.jpg", "שלום.jpg"),
+    ("مرحبا.png", "مرحبا.png"),
+    ("Ωμέγα Щука ☺.jpg", "Ωμέγα Щука ☺.jpg"),
+)
+
+
+@pytest.mark.parametrize(("name", "shown"), UNICODE_TEXTS)
+def test_file_names_and_diagnoses_in_any_script_are_printed_not_questioned(
+    database, tmp_path, name, shown
+):
     write_run(tmp_path)
+    prediction_id = store(database, name)
+    database.set_confirmed([prediction_id], "malignant", name)
+    report = case_report.build_report(database, prediction_id, models_dir=tmp_path)
+    pages, text = pdf_text(case_report.to_pdf(report))
+    # Right-to-left text comes back from the PDF in visual order: compare characters.
+    assert pages == 1 and set(shown) <= set(text) and "?" not in text
+
+
+def test_without_the_font_files_the_core_font_still_renders(database, tmp_path, monkeypatch):
+    write_run(tmp_path)
+    monkeypatch.setattr(case_report, "FONTS_DIR", tmp_path / "no-fonts")
     assert case_report.pdf_safe("Łódź 日本 – lesion.jpg") == "?ódz ?? - lesion.jpg"
     for name, shown in (
         ("Łódź 日本 – lesion.jpg", "?ódz ?? - lesion.jpg"),
