@@ -329,7 +329,7 @@ def to_html(report: CaseReport) -> str:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title(report))}</title><style>{_HTML_STYLE}</style></head><body>"
         f"<h1>{html.escape(title(report))}</h1>"
-        f'<p class="file">{html.escape(report.file_name)}</p>'
+        f'<p class="file">{html.escape(reports.display_name(report.file_name))}</p>'
         f'<p class="notice">{html.escape(config.RESEARCH_NOTICE)}</p>'
         + (f'<div class="pictures">{figures}</div>' if figures else "")
         + f"{body}<footer>{html.escape(footer(report))}</footer></body></html>"
@@ -370,7 +370,7 @@ def to_pdf(report: CaseReport) -> bytes:
     _set_font(pdf, "B", 16)
     pdf.cell(0, 9, _pdf_text(pdf, title(report)), new_x="LMARGIN", new_y="NEXT")
     _set_font(pdf, "", 11)
-    name = _pdf_text(pdf, _shortened(report.file_name))
+    name = _pdf_text(pdf, _shortened(reports.display_name(report.file_name)))
     pdf.multi_cell(0, 6, name, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(1)
     pdf.set_fill_color(255, 244, 224)

@@ -363,6 +363,19 @@ def ood_summary(record: dict) -> str:
     )
 
 
+# Bidirectional controls (U+202A-U+202E, U+2066-U+2069, LRM, RLM, ALM): a right-to-left
+# override in "lesion\u202egpj.exe" displays the name as "lesionexe.jpg".
+_BIDI_CONTROLS = dict.fromkeys(
+    [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C]
+)
+
+
+def display_name(name: str) -> str:
+    """A file name as shown to people, without bidirectional controls; the stored one keeps
+    them, so that it still matches the file."""
+    return name.translate(_BIDI_CONTROLS)
+
+
 def describe_skipped_rows(skipped: dict) -> str:
     """The skipped rows in words, each kind with its count and first few names."""
     parts = []

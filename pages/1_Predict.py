@@ -4,7 +4,7 @@ import streamlit as st
 
 import ui
 import ui.predict
-from core import config, predict_service
+from core import config, predict_service, reports
 
 st.set_page_config(page_title="Predict", page_icon=ui.page_icon("biotech"), layout="wide")
 st.title("Predict")
@@ -43,7 +43,8 @@ for problem in problems:
     st.warning(problem)
 for result in results:
     if not result.ok:
-        st.error(f"{result.prediction.file}: {result.prediction.error}. Not stored.")
+        name = reports.display_name(result.prediction.file)
+        st.error(f"{name}: {result.prediction.error}. Not stored.")
 good = [index for index, result in enumerate(results) if result.ok]
 if not good:
     st.stop()
@@ -52,7 +53,10 @@ if len(results) > 1:
     ui.predict.results_table(results)
 ui.predict.csv_button(results)
 index = st.selectbox(
-    "Image", good, format_func=lambda i: results[i].prediction.file, key="predict_detail"
+    "Image",
+    good,
+    format_func=lambda i: reports.display_name(results[i].prediction.file),
+    key="predict_detail",
 )
 result = results[index]
 data = ui.predict.image_bytes(result, files)

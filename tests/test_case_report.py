@@ -9,7 +9,7 @@ import pytest
 from app_fixtures import crossval_payload
 from PIL import Image
 
-from core import case_report, config, db, runs
+from core import case_report, config, db, reports, runs
 
 RUN_ID = "20260101-000000-report-test"
 TEST_METRICS = {
@@ -237,3 +237,33 @@ def test_without_the_font_files_the_core_font_still_renders(database, tmp_path, 
         report = case_report.build_report(database, prediction_id, models_dir=tmp_path)
         pages, text = pdf_text(case_report.to_pdf(report))
         assert pages == 1 and shown in text
+
+
+@pytest.mark.parametrize(
+    "control",
+    [
+        "\u202a",
+        "\u202b",
+        "\u202c",
+        "\u202d",
+        "\u202e",
+        "\u2066",
+        "\u2069",
+        "\u200e",
+        "\u200f",
+        "\u061c",
+    ],
+)
+def test_bidirectional_controls_are_left_out_of_displayed_names(control):
+    assert reports.display_name(f"lesion{control}gpj.exe") == "lesiongpj.exe"
+
+
+def test_reports_show_a_reversing_name_as_stored_without_its_override(database, tmp_path):
+    write_run(tmp_path)
+    prediction_id = store(database, "lesion\u202egpj.exe")
+    report = case_report.build_report(database, prediction_id, models_dir=tmp_path)
+    assert report.file_name == "lesion\u202egpj.exe"
+    page = case_report.to_html(report)
+    _, text = pdf_text(case_report.to_pdf(report))
+    assert "lesiongpj.exe" in page and "\u202e" not in page
+    assert "lesiongpj.exe" in text and "\u202e" not in text

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import access, config, datasets, db, diagnoses, runs, worker
+from core import access, config, datasets, db, diagnoses, reports, runs, worker
 
 ADMIN_FLAG = "is_admin"
 ICONS_DIR = Path(__file__).parent / "icons"
@@ -336,6 +336,8 @@ def predictions_for_display(rows: pd.DataFrame) -> pd.DataFrame:
     Percent columns hold 0-100 so that the format string can ask for one decimal.
     """
     shown = rows.drop(columns=["session_id", "sha256"], errors="ignore")
+    if "file_name" in shown:
+        shown["file_name"] = shown["file_name"].map(reports.display_name)
     for name in ("probability", "threshold"):
         if name in shown:
             shown[name] = shown[name] * 100
