@@ -353,11 +353,15 @@ def _latin1(character: str) -> str:
     return kept or "?"
 
 
-# A longer file name is cut in the PDF (the HTML shows it whole), so the page stays one page.
-FILE_NAME_CHARACTERS = 160
+# Longer text is cut with an ellipsis in the PDF (the HTML shows it whole), so that no file
+# name, typed diagnosis or source name can push the report onto a second page: the file name
+# and a field's name to one line, a field's value to under two lines of its column.
+_VALUE_LINES = 1.7
 _PAGE_WIDTH_MM = 180
-_PICTURE_MM = 75
+_PICTURE_MM = 60
 _NAME_MM = 80
+# The space fpdf2 keeps either side of a cell's text.
+_CELL_MARGINS_MM = 2.5
 
 
 def to_pdf(report: CaseReport) -> bytes:
@@ -370,7 +374,8 @@ def to_pdf(report: CaseReport) -> bytes:
     _set_font(pdf, "B", 16)
     pdf.cell(0, 9, _pdf_text(pdf, title(report)), new_x="LMARGIN", new_y="NEXT")
     _set_font(pdf, "", 11)
-    name = _pdf_text(pdf, _shortened(reports.display_name(report.file_name)))
+    name = _pdf_text(pdf, reports.display_name(report.file_name))
+    name = _fitted(pdf, name, _PAGE_WIDTH_MM - _CELL_MARGINS_MM)
     pdf.multi_cell(0, 6, name, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(1)
     pdf.set_fill_color(255, 244, 224)
@@ -415,10 +420,20 @@ def _pdf_text(pdf: FPDF, text: str) -> str:
     )
 
 
-def _shortened(text: str) -> str:
-    if len(text) <= FILE_NAME_CHARACTERS:
+def _fitted(pdf: FPDF, text: str, width: float) -> str:
+    """`text`, cut with an ellipsis where it is wider than `width` mm in the current font."""
+    if pdf.get_string_width(text) <= width:
         return text
-    return text[: FILE_NAME_CHARACTERS - 3] + "..."
+    # The longest start that fits with its ellipsis, by bisection: 3,000 characters take
+    # a dozen measurements instead of 3,000.
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if pdf.get_string_width(text[:middle] + "...") <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + "..."
 
 
 def _pdf_pictures(pdf: FPDF, report: CaseReport) -> None:
@@ -450,8 +465,8 @@ def _pdf_section(pdf: FPDF, heading: str, rows: list[tuple[str, str]]) -> None:
     _set_font(pdf, "B", 12)
     pdf.cell(0, 7, _pdf_text(pdf, heading), border="B", new_x="LMARGIN", new_y="NEXT")
     _set_font(pdf, "", 10)
+    value_mm = _PAGE_WIDTH_MM - _NAME_MM
     for name, value in rows:
-        pdf.cell(_NAME_MM, 5.5, _pdf_text(pdf, name))
-        pdf.multi_cell(
-            _PAGE_WIDTH_MM - _NAME_MM, 5.5, _pdf_text(pdf, value), new_x="LMARGIN", new_y="NEXT"
-        )
+        pdf.cell(_NAME_MM, 5.5, _fitted(pdf, _pdf_text(pdf, name), _NAME_MM - _CELL_MARGINS_MM))
+        shown = _fitted(pdf, _pdf_text(pdf, value), _VALUE_LINES * (value_mm - _CELL_MARGINS_MM))
+        pdf.multi_cell(value_mm, 5.5, shown, new_x="LMARGIN", new_y="NEXT")

@@ -267,3 +267,22 @@ def test_reports_show_a_reversing_name_as_stored_without_its_override(database, 
     _, text = pdf_text(case_report.to_pdf(report))
     assert "lesiongpj.exe" in page and "\u202e" not in page
     assert "lesiongpj.exe" in text and "\u202e" not in text
+
+
+def test_long_fields_are_cut_so_that_the_pdf_stays_one_page(database, tmp_path):
+    crossval = crossval_payload()
+    crossval["summary"]["worst"]["roc_auc_source"] = "a very long source name " * 40
+    write_run(tmp_path, crossval)
+    prediction_id = store(database, "n" * 3000 + ".jpg", thumbnail=jpeg())
+    database.set_confirmed([prediction_id], "malignant", "d" * 3000)
+    report = case_report.build_report(
+        database,
+        prediction_id,
+        overlay=np.zeros((64, 64, 3), dtype=np.uint8),
+        overlay_caption="Grad-CAM toward malignant",
+        diagnoses=(("m" * 3000, 0.5), *DIAGNOSES),
+        models_dir=tmp_path,
+    )
+    pages, text = pdf_text(case_report.to_pdf(report))
+    assert pages == 1
+    assert "ddd..." in text and "d" * 3000 not in text
