@@ -16,9 +16,9 @@ ui.research_notice()
 ui.access_notice()
 ui.storage_notice()
 
-database = ui.database()
+database = ui.optional_database()
 active, problems = runs.active_run()
-ui.show_problems([*problems, *database.ingest_problems])
+ui.show_problems([*problems, *(database.ingest_problems if database else ())])
 
 st.subheader("Active model")
 if active is None:
@@ -37,12 +37,7 @@ else:
 stored, pages = st.columns(2, gap="large")
 with stored:
     st.subheader("Database")
-    status = database.status()
-    trained, predicted = st.columns(2)
-    trained.metric("Runs", status["n_runs"])
-    predicted.metric("Stored predictions", status["n_predictions"])
-    location = ui.file_location(status["path"])
-    st.caption(f"Stored in {location} (schema version {status['schema_version']})")
+    ui.home.database_summary(database)
 with pages:
     st.subheader("Pages")
     for path, label, icon in (

@@ -7,6 +7,7 @@ database, so they run while the app is open.
 import argparse
 import contextlib
 import csv
+import fcntl
 import json
 import os
 import sys
@@ -68,6 +69,15 @@ def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -
     )
 
 
+def add_skip_unmatched_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--skip-unmatched",
+        action="store_true",
+        help="use the rest when rows have an invalid target, match no image or repeat one "
+        "(default: refuse); an evaluation records how many were skipped",
+    )
+
+
 def add_operating_point_parser(commands) -> None:
     """`operating-point adopt|show|clear`: this installation's own threshold for a run."""
     parser = commands.add_parser(
@@ -82,6 +92,7 @@ def add_operating_point_parser(commands) -> None:
         default=DEFAULT_SENSITIVITY,
         help=f"target sensitivity on that data (default {DEFAULT_SENSITIVITY})",
     )
+    add_skip_unmatched_argument(adopt)
     add_tta_arguments(adopt)
     for action in (adopt, actions.add_parser("show"), actions.add_parser("clear")):
         action.add_argument("--model", help="run id or path (default: the active run)")
@@ -136,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store the evaluation in the run's folder, where the Metrics page shows it",
     )
+    add_skip_unmatched_argument(evaluate)
     add_tta_arguments(evaluate)
 
     add_operating_point_parser(commands)
@@ -355,14 +367,28 @@ def format_metrics(metrics: dict, title: str) -> str:
 
 
 def command_evaluate(arguments) -> int:
-    from core import evaluation
+    from core import evaluation, reports
     from core.runs import resolve_run
 
-    dataset = evaluation.load_evaluation_dataset(
-        arguments.data, arguments.csv, tuple(arguments.sites or ("all",))
-    )
+    # Every output is checked before the images are scored, so that none is lost to a typo.
+    if arguments.json:
+        check_output_file(arguments.json)
     run = resolve_run(arguments.model)
-    record, predictions = evaluation.evaluate_run(run, dataset, arguments.tta)
+    if arguments.save and not os.access(run.folder, os.W_OK):
+        raise ValueError(f"--save cannot write to the run's folder {run.folder}")
+    try:
+        dataset, skipped = evaluation.load_evaluation_dataset(
+            arguments.data,
+            arguments.csv,
+            tuple(arguments.sites or ("all",)),
+            arguments.skip_unmatched,
+        )
+    except evaluation.SkippedRowsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if skipped:
+        print(f"skipped {reports.describe_skipped_rows(skipped)}", file=sys.stderr)
+    record, predictions = evaluation.evaluate_run(run, dataset, arguments.tta, skipped=skipped)
     metrics = record["metrics"]
     print(format_metrics(metrics, f"model {run.run_id}"))
     if record["ood"] is not None:
@@ -406,8 +432,8 @@ def choose_operating_point(run, arguments) -> dict:
     """Check the set, then score it with the run and choose the threshold on the scores."""
     from core import evaluation, operating_point
 
-    dataset = evaluation.load_evaluation_dataset(
-        arguments.data, arguments.csv, tuple(arguments.sites or ("all",))
+    dataset, _ = evaluation.load_evaluation_dataset(
+        arguments.data, arguments.csv, tuple(arguments.sites or ("all",)), arguments.skip_unmatched
     )
     # Counts and overlap first: a set that cannot be used is refused before the model loads.
     operating_point.check_set(run, dataset.frame)
@@ -438,6 +464,63 @@ def format_operating_point(point: dict) -> str:
     )
 
 
+def check_output_file(path: str) -> None:
+    """ValueError unless a file can be written at `path`."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder")
+    if not target.parent.is_dir():
+        raise ValueError(f"cannot write {path}: the folder {target.parent} does not exist")
+    if not os.access(target if target.exists() else target.parent, os.W_OK):
+        raise ValueError(f"cannot write {path}: permission denied")
+
+
+class OutputBusyError(RuntimeError):
+    """Another predict holds the lock of the output file."""
+
+
+@contextlib.contextmanager
+def output_lock(path: str | None):
+    """Hold `<path>.lock` while this process writes `path`, so that no second writer tears it.
+
+    The lock file holds the owner's pid for the refusal message, and is removed at the end.
+    """
+    if path is None:
+        yield
+        return
+    lock_path = f"{path}.lock"
+    handle = open_lock(lock_path, path)
+    try:
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        os.unlink(lock_path)
+        handle.close()
+
+
+def open_lock(lock_path: str, path: str):
+    """The lock file, open and locked by this process; OutputBusyError when another holds it."""
+    while True:
+        handle = open(lock_path, "a+")  # noqa: SIM115 - held open by output_lock
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise OutputBusyError(
+                f"{path} is being written by another predict (pid {holder}); wait for it to "
+                "finish, or write to another file"
+            ) from None
+        # A holder that finished between our open and flock removed the file we locked.
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle
+        handle.close()
+
+
 def command_predict(arguments) -> int:
     from core.runs import resolve_run
 
@@ -445,7 +528,20 @@ def command_predict(arguments) -> int:
         raise ValueError(
             "--resume needs --out FILE: the CSV to skip done files from and append to"
         )
+    if arguments.out:
+        check_output_file(arguments.out)
     run = resolve_run(arguments.model)
+    try:
+        with output_lock(arguments.out):
+            predict_files(arguments, run)
+    except OutputBusyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def predict_files(arguments, run) -> None:
+    """Predict the files of `arguments.paths`, resuming onto `arguments.out` when asked."""
     # Read before TensorFlow loads, so a refused resume says so in a second.
     done, kept_bytes = read_done_files(arguments.out, run) if arguments.resume else (set(), 0)
     from core.inference import Predictor, find_images
@@ -468,7 +564,6 @@ def command_predict(arguments) -> int:
         write_predictions(
             predictions, len(todo), handle, arguments.out is None, run_diagnoses(run)
         )
-    return 0
 
 
 def run_diagnoses(run) -> tuple[str, ...]:

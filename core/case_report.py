@@ -17,12 +17,22 @@ from typing import Any
 
 import numpy as np
 from fpdf import FPDF
+from fpdf.fonts import TTFFont
 from PIL import Image
 
 from core import config, db, images, reports, runs
 
 # Longest side of the report's pictures: enough for print, small enough for a download.
 PICTURE_PIXELS = 512
+# DejaVu Sans, shipped beside this module (licence in fonts/LICENSE), covers Latin, Greek,
+# Cyrillic, Hebrew, Arabic and many symbols; without its files the PDF falls back to the core
+# font, whose Latin-1 is all that `pdf_safe` keeps.
+FONTS_DIR = Path(__file__).parent / "fonts"
+UNICODE_FONT = "dejavu"
+UNICODE_FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf"}
+CORE_FONT = "helvetica"
+# Stands for a character the font has no glyph for (CJK in DejaVu Sans): visibly not text.
+MISSING_GLYPH = "\ufffd"
 # Typographic characters that the PDF core fonts lack, written as their plain equivalents.
 _PLAIN_PUNCTUATION = str.maketrans(
     {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
@@ -319,7 +329,7 @@ def to_html(report: CaseReport) -> str:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title(report))}</title><style>{_HTML_STYLE}</style></head><body>"
         f"<h1>{html.escape(title(report))}</h1>"
-        f'<p class="file">{html.escape(report.file_name)}</p>'
+        f'<p class="file">{html.escape(reports.display_name(report.file_name))}</p>'
         f'<p class="notice">{html.escape(config.RESEARCH_NOTICE)}</p>'
         + (f'<div class="pictures">{figures}</div>' if figures else "")
         + f"{body}<footer>{html.escape(footer(report))}</footer></body></html>"
@@ -343,42 +353,87 @@ def _latin1(character: str) -> str:
     return kept or "?"
 
 
-# A longer file name is cut in the PDF (the HTML shows it whole), so the page stays one page.
-FILE_NAME_CHARACTERS = 160
+# Longer text is cut with an ellipsis in the PDF (the HTML shows it whole), so that no file
+# name, typed diagnosis or source name can push the report onto a second page: the file name
+# and a field's name to one line, a field's value to under two lines of its column.
+_VALUE_LINES = 1.7
 _PAGE_WIDTH_MM = 180
-_PICTURE_MM = 75
+_PICTURE_MM = 60
 _NAME_MM = 80
+# The space fpdf2 keeps either side of a cell's text.
+_CELL_MARGINS_MM = 2.5
 
 
 def to_pdf(report: CaseReport) -> bytes:
-    """The report as a one-page A4 PDF, in the PDF core fonts (text made safe for them)."""
-    pdf = FPDF(format="A4")
+    """The report as a one-page A4 PDF, in DejaVu Sans, else the core font."""
+    pdf = _new_pdf()
     pdf.set_margins(15, 12)
     pdf.set_auto_page_break(auto=True, margin=12)
-    pdf.set_title(pdf_safe(title(report)))
+    pdf.set_title(title(report))
     pdf.add_page()
-    pdf.set_font("helvetica", "B", 16)
-    pdf.cell(0, 9, pdf_safe(title(report)), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("helvetica", "", 11)
-    pdf.multi_cell(0, 6, pdf_safe(_shortened(report.file_name)), new_x="LMARGIN", new_y="NEXT")
+    _set_font(pdf, "B", 16)
+    pdf.cell(0, 9, _pdf_text(pdf, title(report)), new_x="LMARGIN", new_y="NEXT")
+    _set_font(pdf, "", 11)
+    name = _pdf_text(pdf, reports.display_name(report.file_name))
+    name = _fitted(pdf, name, _PAGE_WIDTH_MM - _CELL_MARGINS_MM)
+    pdf.multi_cell(0, 6, name, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(1)
     pdf.set_fill_color(255, 244, 224)
-    pdf.multi_cell(
-        0, 5, pdf_safe(config.RESEARCH_NOTICE), border=1, fill=True, new_x="LMARGIN", new_y="NEXT"
-    )
+    notice = _pdf_text(pdf, config.RESEARCH_NOTICE)
+    pdf.multi_cell(0, 5, notice, border=1, fill=True, new_x="LMARGIN", new_y="NEXT")
     _pdf_pictures(pdf, report)
     for heading, rows in sections(report):
         _pdf_section(pdf, heading, rows)
     pdf.ln(3)
-    pdf.set_font("helvetica", "I", 9)
-    pdf.cell(0, 5, pdf_safe(footer(report)), new_x="LMARGIN", new_y="NEXT")
+    _set_font(pdf, "", 9)
+    pdf.set_text_color(68)
+    pdf.cell(0, 5, _pdf_text(pdf, footer(report)), new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
 
 
-def _shortened(text: str) -> str:
-    if len(text) <= FILE_NAME_CHARACTERS:
+def _new_pdf() -> FPDF:
+    """An A4 document with DejaVu Sans added, when its files are there."""
+    pdf = FPDF(format="A4")
+    files = {style: FONTS_DIR / name for style, name in UNICODE_FONT_FILES.items()}
+    # Both faces or neither: a regular face without its bold would fail on the first heading.
+    if all(path.is_file() for path in files.values()):
+        for style, path in files.items():
+            pdf.add_font(UNICODE_FONT, style, path)
+        # Shaping (uharfbuzz) joins Arabic letters and lays right-to-left text out in order.
+        pdf.set_text_shaping(True)
+    return pdf
+
+
+def _set_font(pdf: FPDF, style: str, size: float) -> None:
+    family = UNICODE_FONT if UNICODE_FONT in pdf.fonts else CORE_FONT
+    pdf.set_font(family, style, size)
+
+
+def _pdf_text(pdf: FPDF, text: str) -> str:
+    """`text` as the current font can draw it: a TrueType font's missing glyphs become
+    MISSING_GLYPH (it would leave them out, unseen); the core font keeps `pdf_safe` text."""
+    font = pdf.current_font
+    if not isinstance(font, TTFFont):
+        return pdf_safe(text)
+    return "".join(
+        character if ord(character) in font.cmap else MISSING_GLYPH for character in text
+    )
+
+
+def _fitted(pdf: FPDF, text: str, width: float) -> str:
+    """`text`, cut with an ellipsis where it is wider than `width` mm in the current font."""
+    if pdf.get_string_width(text) <= width:
         return text
-    return text[: FILE_NAME_CHARACTERS - 3] + "..."
+    # The longest start that fits with its ellipsis, by bisection: 3,000 characters take
+    # a dozen measurements instead of 3,000.
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if pdf.get_string_width(text[:middle] + "...") <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + "..."
 
 
 def _pdf_pictures(pdf: FPDF, report: CaseReport) -> None:
@@ -394,24 +449,24 @@ def _pdf_pictures(pdf: FPDF, report: CaseReport) -> None:
     if not shown:
         return
     top = pdf.get_y() + 3
-    pdf.set_font("helvetica", "", 8)
+    _set_font(pdf, "", 8)
     for index, (jpeg, caption) in enumerate(shown):
         left = pdf.l_margin + index * (_PICTURE_MM + 10)
         pdf.image(
             io.BytesIO(jpeg), x=left, y=top, w=_PICTURE_MM, h=_PICTURE_MM, keep_aspect_ratio=True
         )
         pdf.set_xy(left, top + _PICTURE_MM + 1)
-        pdf.cell(_PICTURE_MM, 4, pdf_safe(caption), align="C")
+        pdf.cell(_PICTURE_MM, 4, _pdf_text(pdf, caption), align="C")
     pdf.set_xy(pdf.l_margin, top + _PICTURE_MM + 5)
 
 
 def _pdf_section(pdf: FPDF, heading: str, rows: list[tuple[str, str]]) -> None:
     pdf.ln(2)
-    pdf.set_font("helvetica", "B", 12)
-    pdf.cell(0, 7, pdf_safe(heading), border="B", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("helvetica", "", 10)
+    _set_font(pdf, "B", 12)
+    pdf.cell(0, 7, _pdf_text(pdf, heading), border="B", new_x="LMARGIN", new_y="NEXT")
+    _set_font(pdf, "", 10)
+    value_mm = _PAGE_WIDTH_MM - _NAME_MM
     for name, value in rows:
-        pdf.cell(_NAME_MM, 5.5, pdf_safe(name))
-        pdf.multi_cell(
-            _PAGE_WIDTH_MM - _NAME_MM, 5.5, pdf_safe(value), new_x="LMARGIN", new_y="NEXT"
-        )
+        pdf.cell(_NAME_MM, 5.5, _fitted(pdf, _pdf_text(pdf, name), _NAME_MM - _CELL_MARGINS_MM))
+        shown = _fitted(pdf, _pdf_text(pdf, value), _VALUE_LINES * (value_mm - _CELL_MARGINS_MM))
+        pdf.multi_cell(value_mm, 5.5, shown, new_x="LMARGIN", new_y="NEXT")

@@ -88,11 +88,19 @@ class DatasetError(ValueError):
     """A dataset that cannot be trained on; the message lists every error found."""
 
 
+# The kinds of rows a dataset drops: evaluation counts them instead of reading the messages.
+INVALID_TARGET = "invalid_target"
+UNMATCHED_NAME = "unmatched_name"
+DUPLICATE_NAME = "duplicate_name"
+DUPLICATE_IMAGE = "duplicate_image"
+
+
 @dataclass
 class Problem:
     level: str  # "error" or "warning"
     message: str
     files: list[str] = field(default_factory=list)
+    kind: str = ""  # one of the kinds above for dropped rows, else empty
 
 
 @dataclass
@@ -126,8 +134,10 @@ class ValidationReport:
     def errors(self) -> list[Problem]:
         return [problem for problem in self.problems if problem.level == "error"]
 
-    def add(self, level: str, message: str, files: list[str] | None = None) -> None:
-        self.problems.append(Problem(level, message, list(files or [])))
+    def add(
+        self, level: str, message: str, files: list[str] | None = None, kind: str = ""
+    ) -> None:
+        self.problems.append(Problem(level, message, list(files or []), kind))
 
     def to_text(self) -> str:
         counts = ", ".join(f"{count} {name}" for name, count in self.class_counts.items())
@@ -279,6 +289,7 @@ def _frame_from_csv(
             f"{int(unknown.sum())} rows with an unknown label were dropped (values: {values}); "
             "labels must be target 0/1 or benign_malignant benign/malignant",
             table["image_name"][unknown].tolist(),
+            INVALID_TARGET,
         )
     index = _index_image_folder(images_dir)
     paths = table["image_name"].map(lambda name: str(index.get(name, "")))
@@ -288,6 +299,7 @@ def _frame_from_csv(
             "warning",
             f"{int(missing.sum())} rows name images that are not in {images_dir}; dropped",
             table["image_name"][missing].tolist(),
+            UNMATCHED_NAME,
         )
     keep = ~unknown & ~missing
     rows = {"image_name": table["image_name"], "path": paths, "label": labels}
@@ -332,6 +344,7 @@ def _drop_repeated_names(frame: pd.DataFrame, report: ValidationReport) -> pd.Da
         "warning",
         f"{int(repeated.sum())} rows repeat an image name; the first of each is kept",
         frame["path"][repeated].tolist(),
+        DUPLICATE_NAME,
     )
     return frame[~frame["image_name"].duplicated()].reset_index(drop=True)
 
@@ -400,6 +413,7 @@ def _drop_repeated_bytes(frame: pd.DataFrame, report: ValidationReport) -> pd.Da
         "warning",
         f"{int(repeated.sum())} files are byte-identical copies; one of each is kept",
         frame["path"][repeated].tolist(),
+        DUPLICATE_IMAGE,
     )
     return frame[~frame["sha256"].duplicated()].reset_index(drop=True)
 
@@ -443,6 +457,14 @@ def _read_rows(
     return layout, images_dir, csv_path, _frame_from_csv(table, images_dir, report)
 
 
+def _nothing_usable(images_dir: Path, csv_file: Path | None, report: ValidationReport) -> str:
+    """Why no row is left: the rows dropped, when a CSV had any, else that no image is there."""
+    dropped = [problem.message for problem in report.problems if problem.kind]
+    if csv_file is None or not dropped:
+        return f"{images_dir}: no images found (extensions {images.IMAGE_EXTENSIONS})"
+    return f"no row of {csv_file.name} can be used: {'; '.join(dropped)}"
+
+
 def validate_dataset(
     data_dir: str | os.PathLike,
     csv_path: str | os.PathLike | None = None,
@@ -466,9 +488,7 @@ def validate_dataset(
         return report
     layout, images_dir, csv_file, frame = rows
     if frame.empty and not report.errors:
-        report.add(
-            "error", f"{images_dir}: no images found (extensions {images.IMAGE_EXTENSIONS})"
-        )
+        report.add("error", _nothing_usable(images_dir, csv_file, report))
         return report
     _report_unknown_sites(frame, report)
     frame = _filter_sites(frame, chosen_sites, report)

@@ -219,6 +219,31 @@ class DatabaseVersionError(RuntimeError):
     """The database file has a newer schema than this version of the app understands."""
 
 
+class DatabaseCorruptError(RuntimeError):
+    """The database file cannot be read: damaged, or not a DuckDB file at all.
+
+    `backup` is the newest copy kept by a migration, or None; the message says how to recover.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason, self.backup = path, reason, latest_backup(path)
+        recovery = (
+            f"copy the backup {self.backup} over it"
+            if self.backup is not None
+            else "move it aside (rename it) so that a new, empty one is made"
+        )
+        super().__init__(
+            f"the database {path} cannot be read ({reason}); stop the app, then {recovery}. "
+            "Runs come back from the run folders; stored predictions are only in that file"
+        )
+
+
+def latest_backup(path: Path) -> Path | None:
+    """The newest `<name>.v<version>.bak` beside the database, as a migration keeps them."""
+    backups = sorted(path.parent.glob(f"{path.name}.v*.bak"), key=lambda b: b.stat().st_mtime)
+    return backups[-1] if backups else None
+
+
 @dataclasses.dataclass(frozen=True)
 class PredictionRecord:
     """One prediction to store; `created_at` None means now."""
@@ -290,7 +315,8 @@ _REGISTRY_LOCK = threading.Lock()
 def open_database(path: str | Path | None = None) -> "Database":
     """Return this process's `Database` for `path` (default `config.DB_PATH`), opening it once.
 
-    Raises `DatabaseBusyError` when another process holds the file.
+    Raises `DatabaseBusyError` when another process holds the file, `DatabaseCorruptError`
+    when it cannot be read.
     """
     resolved = Path(path if path is not None else config.DB_PATH).expanduser().resolve()
     with _REGISTRY_LOCK:
@@ -316,6 +342,10 @@ class Database:
         self._ingest_problems: tuple[str, ...] = ()
         try:
             _migrate(self._connection, path)
+        except duckdb.Error as error:
+            # Blocks that fail their checksum show only when the schema is first read.
+            self._connection.close()
+            raise DatabaseCorruptError(path, str(error)) from error
         except BaseException:
             self._connection.close()
             raise
@@ -919,13 +949,15 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(str(path))
     except duckdb.IOException as error:
         if "lock" not in str(error).lower():
-            raise
+            raise DatabaseCorruptError(path, str(error)) from error
         pid = re.search(r"PID (\d+)", str(error))
         holder = f" (pid {pid.group(1)})" if pid else ""
         raise DatabaseBusyError(
             f"the database {path} is open in another process{holder}; one app process owns "
             "the file, other processes read the run folders instead"
         ) from error
+    except duckdb.Error as error:
+        raise DatabaseCorruptError(path, str(error)) from error
 
 
 def _schema_version(cursor: duckdb.DuckDBPyConnection) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import data, datasets, diagnoses, metrics, runs
+from core import data, datasets, diagnoses, metrics, reports, runs
 from core.inference import BATCH_SIZE, Predictor
 
 # The subgroups of an evaluation, in the order the Metrics page lists them.
@@ -26,6 +26,11 @@ AGE_BANDS = ((30, "<30"), (45, "30-44"), (60, "45-59"), (75, "60-74"))
 OLDEST_BAND = "75+"
 
 BatchCallback = Callable[[int, int], None]
+MAX_SKIPPED_EXAMPLES = 5
+
+
+class SkippedRowsError(data.DatasetError):
+    """Rows of the dataset cannot be scored, and skipping them was not asked for."""
 
 
 def age_band(age) -> str:
@@ -49,10 +54,38 @@ def dataset_key(sha256s) -> str:
 
 
 def load_evaluation_dataset(
-    data_dir: str | Path, csv_path: str | Path | None = None, sites=("all",)
-) -> data.Dataset:
-    """Every labelled, readable image; one image of each class is enough to evaluate on."""
-    return data.load_dataset(data_dir, csv_path, sites, min_per_class=1)
+    data_dir: str | Path,
+    csv_path: str | Path | None = None,
+    sites=("all",),
+    skip_unmatched: bool = False,
+) -> tuple[data.Dataset, dict]:
+    """Every labelled, readable image, and the rows skipped (`skipped_rows`).
+
+    One image of each class is enough to evaluate on. Rows that cannot be scored (an invalid
+    target, a name that matches no image, a duplicate) raise `SkippedRowsError` unless
+    `skip_unmatched`: metrics on fewer images than the user listed must not pass unnoticed.
+    """
+    report = data.validate_dataset(data_dir, csv_path, sites, min_per_class=1)
+    if not report.ok or report.dataset is None:
+        raise data.DatasetError("; ".join(problem.message for problem in report.errors))
+    skipped = skipped_rows(report)
+    if skipped and not skip_unmatched:
+        raise SkippedRowsError(
+            f"{reports.describe_skipped_rows(skipped)}. Nothing was evaluated: correct the "
+            "data, or skip these rows (--skip-unmatched, or the checkbox on the Metrics page) "
+            f"to evaluate the other {len(report.dataset.frame)} images"
+        )
+    return report.dataset, skipped
+
+
+def skipped_rows(report: data.ValidationReport) -> dict:
+    """{kind: {"count", "examples"}} of the rows the dataset dropped, by `data` kind."""
+    skipped = {}
+    for problem in report.problems:
+        if problem.kind in reports.SKIPPED_ROW_WORDS:
+            names = [Path(file).name for file in problem.files[:MAX_SKIPPED_EXAMPLES]]
+            skipped[problem.kind] = {"count": len(problem.files), "examples": names}
+    return skipped
 
 
 def dataset_name(dataset: data.Dataset) -> str:
@@ -118,6 +151,7 @@ def evaluation_record(
     dataset: str,
     tta: bool,
     unreadable: list[str],
+    skipped: dict | None = None,
     n_bootstrap: int = 1000,
 ) -> dict:
     """The stored evaluation: metrics at the run's threshold, subgroups with intervals, OOD."""
@@ -150,6 +184,7 @@ def evaluation_record(
         "ood": ood_share(predictions),
         "unreadable": unreadable,
         "overlap": runs.split_overlap(run, predictions["sha256"], predictions["image_name"]),
+        "skipped_rows": skipped or {},
     }
 
 
@@ -172,8 +207,12 @@ def evaluate_run(
     tta: bool | None = None,
     n_bootstrap: int = 1000,
     on_batch: BatchCallback | None = None,
+    skipped: dict | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """Score `dataset` with `run` at its own threshold: (record, per-image predictions)."""
+    """Score `dataset` with `run` at its own threshold: (record, per-image predictions).
+
+    `skipped` is what `load_evaluation_dataset` skipped, kept in the record.
+    """
     predictor = Predictor(run)
     use_tta = predictor.default_tta if tta is None else tta
     predictions, unreadable = score_images(predictor, dataset.frame, use_tta, on_batch)
@@ -183,6 +222,7 @@ def evaluate_run(
         dataset=dataset_name(dataset),
         tta=use_tta,
         unreadable=unreadable,
+        skipped=skipped,
         n_bootstrap=n_bootstrap,
     )
     return record, predictions

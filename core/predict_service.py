@@ -203,7 +203,7 @@ def _predictions_in_order(
 
 def predict_uploads(
     predictor: Predictor,
-    database: Database,
+    database: Database | None,
     uploads: Sequence[Upload],
     session_id: str,
     tta: bool | None = None,
@@ -217,7 +217,7 @@ def predict_uploads(
     again. Uploads over the size limit get an error without being decoded. Every result
     carries a thumbnail for this session's table; the stored row gets it only with
     `store_thumbnails` (default `config.STORE_THUMBNAILS`). `progress_callback(done, total)`
-    follows each image.
+    follows each image. Without a database (it cannot be opened) nothing is stored.
     """
     use_tta = predictor.default_tta if tta is None else tta
     keep_thumbnails = config.STORE_THUMBNAILS if store_thumbnails is None else store_thumbnails
@@ -230,7 +230,11 @@ def predict_uploads(
         if progress_callback is not None:
             progress_callback(len(predictions), len(uploads))
     stored = thumbnails if keep_thumbnails else [None] * len(thumbnails)
-    ids, repeated = _store_new(database, predictions, stored, session_id, use_tta)
+    ids, repeated = (
+        _store_new(database, predictions, stored, session_id, use_tta)
+        if database is not None
+        else ({}, set())
+    )
     return [
         PredictionResult(prediction, ids.get(index), thumbnails[index], index in repeated)
         for index, prediction in enumerate(predictions)

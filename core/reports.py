@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core import datasets, metrics
+from core import data, datasets, metrics
 
 HEADLINE_METRICS = {
     "roc_auc": "ROC AUC",
@@ -32,6 +32,13 @@ MIN_CONFIRMED_CASES = 10
 TOO_FEW_CASES = "too few cases"
 # Validation ROC AUC below this is too close to chance (0.5) to activate a run unasked.
 NEAR_CHANCE_AUC = 0.6
+# The rows an evaluation may skip, by `data` problem kind, in words before their count.
+SKIPPED_ROW_WORDS = {
+    data.INVALID_TARGET: "rows with an invalid target",
+    data.UNMATCHED_NAME: "rows whose name matches no image",
+    data.DUPLICATE_NAME: "rows sharing an image name (the first of each kept)",
+    data.DUPLICATE_IMAGE: "byte-identical image files (the first of each kept)",
+}
 
 
 @dataclass(frozen=True)
@@ -354,6 +361,30 @@ def ood_summary(record: dict) -> str:
         f"Out of distribution: {ood['flagged']} of {ood['n_scored']} images "
         f"({ood['share']:.1%}) flagged as unlike the run's training images."
     )
+
+
+# Bidirectional controls (U+202A-U+202E, U+2066-U+2069, LRM, RLM, ALM): a right-to-left
+# override in "lesion\u202egpj.exe" displays the name as "lesionexe.jpg".
+_BIDI_CONTROLS = dict.fromkeys(
+    [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C]
+)
+
+
+def display_name(name: str) -> str:
+    """A file name as shown to people, without bidirectional controls; the stored one keeps
+    them, so that it still matches the file."""
+    return name.translate(_BIDI_CONTROLS)
+
+
+def describe_skipped_rows(skipped: dict) -> str:
+    """The skipped rows in words, each kind with its count and first few names."""
+    parts = []
+    for kind, words in SKIPPED_ROW_WORDS.items():
+        if kind in skipped:
+            count, examples = skipped[kind]["count"], skipped[kind]["examples"]
+            more = ", ..." if count > len(examples) else ""
+            parts.append(f"{words}: {count} ({', '.join(examples)}{more})")
+    return "; ".join(parts)
 
 
 def few_cases_warning(evaluation: dict) -> str | None:

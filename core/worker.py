@@ -56,6 +56,7 @@ class EvaluationRequest:
     sites: tuple[str, ...]
     run_ids: tuple[str, ...]
     tta: bool | None = None
+    skip_unmatched: bool = False
 
     def validate(self, directory: Path | None = None) -> None:
         """ValueError (RunError for a run) before any process starts, naming what is wrong."""
@@ -318,12 +319,16 @@ def _evaluate(payload: dict, reporter: _JobReporter, directory: Path) -> str:
 
     request = EvaluationRequest.from_dict(payload["request"])
     reporter(Progress("data", "Checking the images"))
-    dataset = evaluation.load_evaluation_dataset(request.data_dir, request.csv, request.sites)
+    dataset, skipped = evaluation.load_evaluation_dataset(
+        request.data_dir, request.csv, request.sites, request.skip_unmatched
+    )
     for number, run_id in enumerate(request.run_ids, start=1):
         run = runs.load_run(runs.models_dir(directory) / run_id)
         on_batch = _batch_reporter(reporter, run_id, number, len(request.run_ids))
         on_batch(0, len(dataset.frame))
-        record, predictions = evaluation.evaluate_run(run, dataset, request.tta, on_batch=on_batch)
+        record, predictions = evaluation.evaluate_run(
+            run, dataset, request.tta, on_batch=on_batch, skipped=skipped
+        )
         evaluation.save_evaluation(run, record, predictions)
         reporter.status.evaluation_ids.append(record["evaluation_id"])
     return f"Finished: {len(request.run_ids)} of {len(request.run_ids)} runs evaluated and saved"
@@ -348,6 +353,13 @@ def _cancelled_message(status: JobStatus) -> str:
     return f"Cancelled; the {len(status.evaluation_ids)} evaluations finished before are kept"
 
 
+def _failure_text(error: Exception) -> str:
+    """A ValueError is bad input, said in words for the user; anything else is a bug, named."""
+    if isinstance(error, ValueError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
 def run_job(folder: Path) -> int:
     """The body of the process started by `start_training` or `start_evaluation`."""
     from core.training import Cancelled
@@ -367,7 +379,7 @@ def run_job(folder: Path) -> int:
         status.state, status.message = "cancelled", _cancelled_message(status)
     except Exception as error:  # noqa: BLE001 - any failure must end as a recorded state.
         traceback.print_exc()
-        status.state, status.error = "failed", f"{type(error).__name__}: {error}"
+        status.state, status.error = "failed", _failure_text(error)
         status.message = f"Failed: {status.error}"
     else:
         status.state, status.message = "succeeded", message

@@ -4,13 +4,13 @@ import streamlit as st
 
 import ui
 import ui.predict
-from core import config, predict_service
+from core import config, predict_service, reports
 
 st.set_page_config(page_title="Predict", page_icon=ui.page_icon("biotech"), layout="wide")
 st.title("Predict")
 ui.admin_sidebar()
 ui.research_notice()
-database = ui.database()
+database = ui.optional_database()
 run = ui.run_picker("predict_model")
 if run is None:
     st.info("No trained model yet: train one on the Train page first.")
@@ -43,7 +43,8 @@ for problem in problems:
     st.warning(problem)
 for result in results:
     if not result.ok:
-        st.error(f"{result.prediction.file}: {result.prediction.error}. Not stored.")
+        name = reports.display_name(result.prediction.file)
+        st.error(f"{name}: {result.prediction.error}. Not stored.")
 good = [index for index, result in enumerate(results) if result.ok]
 if not good:
     st.stop()
@@ -52,7 +53,10 @@ if len(results) > 1:
     ui.predict.results_table(results)
 ui.predict.csv_button(results)
 index = st.selectbox(
-    "Image", good, format_func=lambda i: results[i].prediction.file, key="predict_detail"
+    "Image",
+    good,
+    format_func=lambda i: reports.display_name(results[i].prediction.file),
+    key="predict_detail",
 )
 result = results[index]
 data = ui.predict.image_bytes(result, files)
@@ -63,6 +67,8 @@ with facts:
 with picture:
     ui.predict.explanation_view(predictor, run.run_id, result, data)
 
+if database is None:
+    st.stop()  # Nothing was stored: no earlier predictions to show, no outcome to record.
 batch_ids = [r.prediction_id for r in results if r.prediction_id is not None]
 earlier = predict_service.earlier_predictions(database, result, batch_ids, ui.history_scope())
 if not earlier.empty:

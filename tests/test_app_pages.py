@@ -296,6 +296,23 @@ def test_history_filters_on_the_out_of_distribution_flag(fresh_app):  # noqa: F8
     assert "2 predictions," in texts(at.caption)
 
 
+# A right-to-left override makes "lesion<U+202E>gpj.exe" display as "lesionexe.jpg".
+REVERSING_NAME = "lesion\u202egpj.exe"
+
+
+def test_history_shows_file_names_without_bidirectional_controls(fresh_app):  # noqa: F811
+    record = db.PredictionRecord(
+        "test", "run", REVERSING_NAME, "c" * 64, 10, 10, 0.4, "benign", 0.5, 1.0, False
+    )
+    database().insert_predictions([record])
+    at = app("pages/4_History.py").run()
+    assert not at.exception
+    assert at.dataframe[0].value["file_name"].tolist() == ["lesiongpj.exe"]
+    assert "\u202e" not in at.selectbox(key="history_report_id").format_func(1)
+    stored = database().query_predictions(db.HistoryFilter())["file_name"]
+    assert stored.tolist() == [REVERSING_NAME]
+
+
 def test_train_page_trains_in_the_background_and_activates(trained_run):  # noqa: F811
     at = app("pages/2_Train.py").run()
     assert not at.exception and not at.error

@@ -9,7 +9,7 @@ import pytest
 from app_fixtures import crossval_payload
 from PIL import Image
 
-from core import case_report, config, db, runs
+from core import case_report, config, db, reports, runs
 
 RUN_ID = "20260101-000000-report-test"
 TEST_METRICS = {
@@ -203,8 +203,31 @@ def test_the_pdf_is_one_page_with_the_key_figures(database, tmp_path):
     assert len(pypdf.PdfReader(io.BytesIO(data)).pages[0].images) == 2
 
 
-def test_a_file_name_outside_latin1_or_very_long_still_makes_one_page(database, tmp_path):
+# Names and diagnoses in other scripts; CJK is not in DejaVu Sans, so it shows as U+FFFD.
+UNICODE_TEXTS = (
+    ("Łódź 日本 – lesion.jpg", "Łódź \ufffd\ufffd – lesion.jpg"),
+    ("שלום.jpg", "שלום.jpg"),
+    ("مرحبا.png", "مرحبا.png"),
+    ("Ωμέγα Щука ☺.jpg", "Ωμέγα Щука ☺.jpg"),
+)
+
+
+@pytest.mark.parametrize(("name", "shown"), UNICODE_TEXTS)
+def test_file_names_and_diagnoses_in_any_script_are_printed_not_questioned(
+    database, tmp_path, name, shown
+):
     write_run(tmp_path)
+    prediction_id = store(database, name)
+    database.set_confirmed([prediction_id], "malignant", name)
+    report = case_report.build_report(database, prediction_id, models_dir=tmp_path)
+    pages, text = pdf_text(case_report.to_pdf(report))
+    # Right-to-left text comes back from the PDF in visual order: compare characters.
+    assert pages == 1 and set(shown) <= set(text) and "?" not in text
+
+
+def test_without_the_font_files_the_core_font_still_renders(database, tmp_path, monkeypatch):
+    write_run(tmp_path)
+    monkeypatch.setattr(case_report, "FONTS_DIR", tmp_path / "no-fonts")
     assert case_report.pdf_safe("Łódź 日本 – lesion.jpg") == "?ódz ?? - lesion.jpg"
     for name, shown in (
         ("Łódź 日本 – lesion.jpg", "?ódz ?? - lesion.jpg"),
@@ -214,3 +237,52 @@ def test_a_file_name_outside_latin1_or_very_long_still_makes_one_page(database, 
         report = case_report.build_report(database, prediction_id, models_dir=tmp_path)
         pages, text = pdf_text(case_report.to_pdf(report))
         assert pages == 1 and shown in text
+
+
+@pytest.mark.parametrize(
+    "control",
+    [
+        "\u202a",
+        "\u202b",
+        "\u202c",
+        "\u202d",
+        "\u202e",
+        "\u2066",
+        "\u2069",
+        "\u200e",
+        "\u200f",
+        "\u061c",
+    ],
+)
+def test_bidirectional_controls_are_left_out_of_displayed_names(control):
+    assert reports.display_name(f"lesion{control}gpj.exe") == "lesiongpj.exe"
+
+
+def test_reports_show_a_reversing_name_as_stored_without_its_override(database, tmp_path):
+    write_run(tmp_path)
+    prediction_id = store(database, "lesion\u202egpj.exe")
+    report = case_report.build_report(database, prediction_id, models_dir=tmp_path)
+    assert report.file_name == "lesion\u202egpj.exe"
+    page = case_report.to_html(report)
+    _, text = pdf_text(case_report.to_pdf(report))
+    assert "lesiongpj.exe" in page and "\u202e" not in page
+    assert "lesiongpj.exe" in text and "\u202e" not in text
+
+
+def test_long_fields_are_cut_so_that_the_pdf_stays_one_page(database, tmp_path):
+    crossval = crossval_payload()
+    crossval["summary"]["worst"]["roc_auc_source"] = "a very long source name " * 40
+    write_run(tmp_path, crossval)
+    prediction_id = store(database, "n" * 3000 + ".jpg", thumbnail=jpeg())
+    database.set_confirmed([prediction_id], "malignant", "d" * 3000)
+    report = case_report.build_report(
+        database,
+        prediction_id,
+        overlay=np.zeros((64, 64, 3), dtype=np.uint8),
+        overlay_caption="Grad-CAM toward malignant",
+        diagnoses=(("m" * 3000, 0.5), *DIAGNOSES),
+        models_dir=tmp_path,
+    )
+    pages, text = pdf_text(case_report.to_pdf(report))
+    assert pages == 1
+    assert "ddd..." in text and "d" * 3000 not in text

@@ -475,3 +475,28 @@ def timed(query, history_filter: db.HistoryFilter) -> float:
     started = time.perf_counter()
     query(history_filter)
     return time.perf_counter() - started
+
+
+def test_a_file_that_is_not_a_database_is_refused_with_a_way_to_recover(tmp_path: Path) -> None:
+    path = tmp_path / "app.duckdb"
+    path.write_bytes(b"this is not a database " * 200)
+    with pytest.raises(db.DatabaseCorruptError) as refused:
+        db.open_database(path)
+    assert refused.value.backup is None and "move it aside" in str(refused.value)
+    backup = tmp_path / "app.duckdb.v3.bak"
+    backup.write_bytes(b"")
+    with pytest.raises(db.DatabaseCorruptError) as refused:
+        db.open_database(path)
+    assert refused.value.backup == backup and f"copy the backup {backup}" in str(refused.value)
+
+
+def test_a_database_with_damaged_blocks_is_refused_too(tmp_path: Path) -> None:
+    path = tmp_path / "app.duckdb"
+    database = db.open_database(path)
+    database.insert_predictions([make_record() for _ in range(50)])
+    database.close()
+    content = path.read_bytes()
+    # The header blocks stay; what follows is overwritten, so checksums fail on reading.
+    path.write_bytes(content[: 3 * 4096] + b"\xff" * (len(content) - 3 * 4096))
+    with pytest.raises(db.DatabaseCorruptError, match="cannot be read"):
+        db.open_database(path)

@@ -1,10 +1,12 @@
 """Evaluation jobs in the background worker, and `python -m core evaluate --save`."""
 
+import dataclasses
 import json
 import shutil
 
 import pytest
 from app_fixtures import app_paths, trained_run  # noqa: F401
+from test_evaluation_rows import hostile_dataset  # noqa: F401
 
 from core import config, db, runs, worker
 from core.__main__ import main
@@ -102,3 +104,22 @@ def test_evaluate_save_stores_the_record_with_the_run(
     assert written["evaluation_id"] == evaluation_id and written["model"] == "low"
     assert written["roc_auc"] == record["metrics"]["roc_auc"]
     assert len(runs.read_evaluation_predictions(low, evaluation_id)) == 6
+
+
+def test_rows_that_cannot_be_scored_fail_the_job_in_words_unless_skipped(
+    two_runs,
+    hostile_dataset,  # noqa: F811
+):
+    models, (low, _) = two_runs
+    csv_path = str(hostile_dataset / "metadata.csv")
+    request = worker.EvaluationRequest(str(hostile_dataset), csv_path, ("all",), ("low",))
+    status = worker.wait(worker.start_evaluation(request, models), 300, models)
+    assert status.state == "failed" and runs.evaluation_ids(low) == []
+    assert status.error.startswith("rows with an invalid target: 3 (bad_maybe, bad_2, bad_-1)")
+    skipping = dataclasses.replace(request, skip_unmatched=True)
+    status = worker.wait(worker.start_evaluation(skipping, models), 300, models)
+    assert status.state == "succeeded", status.error
+    record = runs.read_evaluation(low, runs.evaluation_ids(low)[0])
+    assert record["metrics"]["n"] == 12
+    unmatched = record["skipped_rows"]["unmatched_name"]
+    assert unmatched == {"count": 1, "examples": ["ISIC_9999999"]}

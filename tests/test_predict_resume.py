@@ -2,6 +2,8 @@
 
 import csv
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,6 +159,48 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+# Another predict writing the file: takes its lock, says so, and holds it until stdin closes.
+HOLD_OUTPUT = """
+import sys
+from core.__main__ import output_lock
+with output_lock(sys.argv[1]):
+    print("ready", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_second_writer_of_one_output_file_is_refused(
+    tiny_run, archive, full_csv, tmp_path, capsys
+):
+    out = tmp_path / "out.csv"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OUTPUT, str(out)],
+        cwd=config.REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert predict(tiny_run, archive, out) == 1
+        assert predict(tiny_run, archive, out, "--resume") == 1
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    error = capsys.readouterr().err
+    assert f"{out} is being written by another predict (pid {holder.pid})" in error
+    assert not out.exists()
+    # Once the other one has finished, the file is this run's, and no lock file is left.
+    assert predict(tiny_run, archive, out) == 0
+    assert out.read_bytes() == full_csv and not Path(f"{out}.lock").exists()
+
+
+def test_an_output_in_a_missing_folder_is_refused_before_predicting(tiny_run, archive, capsys):
+    out = archive / "no" / "such" / "out.csv"
+    assert predict(tiny_run, archive, out) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_progress_in_a_log_writes_a_line_every_ten_seconds():

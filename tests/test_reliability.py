@@ -349,6 +349,56 @@ def test_a_second_app_process_gets_a_clear_message(fresh_app):  # noqa: F811
     assert not at.exception and not at.error
 
 
+PAGES = ("Home.py", "pages/1_Predict.py", "pages/2_Train.py", "pages/3_Metrics.py")
+
+
+def corrupt_database(path: Path) -> bytes:
+    """Garbage where the database file belongs, as a failed copy or a full disk leaves it."""
+    garbage = b"\x00\x17 not a DuckDB file \xfe" * 500
+    path.write_bytes(garbage)
+    return garbage
+
+
+@pytest.mark.parametrize("page", [*PAGES, "pages/4_History.py"])
+def test_a_corrupt_database_file_is_explained_on_every_page(fresh_app, page):  # noqa: F811
+    corrupt_database(fresh_app.db_path)
+    at = AppTest.from_file(str(config.REPO_ROOT / page), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    message = "\n".join(str(error.value) for error in at.error)
+    assert "app.duckdb (DERMO_DB_PATH) cannot be read" in message
+    assert "move the file aside" in message and "nothing is stored" in message
+    assert str(fresh_app.db_path.parent) not in message
+
+
+def test_a_corrupt_database_names_the_migration_backup(fresh_app):  # noqa: F811
+    corrupt_database(fresh_app.db_path)
+    fresh_app.db_path.with_name("app.duckdb.v2.bak").write_bytes(b"")
+    at = AppTest.from_file(str(config.REPO_ROOT / "Home.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    message = "\n".join(str(error.value) for error in at.error)
+    assert "copy the backup app.duckdb.v2.bak" in message
+
+
+def test_predict_works_without_storage_when_the_database_is_corrupt(
+    app_paths,  # noqa: F811
+    trained_run,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    broken = tmp_path / "app.duckdb"
+    garbage = corrupt_database(broken)
+    monkeypatch.setenv("DERMO_DB_PATH", str(broken))
+    monkeypatch.setattr(config, "DB_PATH", broken)
+    at = AppTest.from_file(str(config.REPO_ROOT / "pages/1_Predict.py"), default_timeout=TIMEOUT)
+    at.run()
+    image = ("lesion.jpg", SAMPLE_IMAGES[0].read_bytes(), "image/jpeg")
+    at.file_uploader(key="predict_upload").set_value(image).run()
+    assert not at.exception
+    assert at.metric[0].label == "Malignant probability (calibrated)"
+    assert "nothing is stored" in "\n".join(str(error.value) for error in at.error)
+    assert broken.read_bytes() == garbage
+
+
 # --- faults in training -----------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import access, config, datasets, db, diagnoses, runs, worker
+from core import access, config, datasets, db, diagnoses, reports, runs, worker
 
 ADMIN_FLAG = "is_admin"
 ICONS_DIR = Path(__file__).parent / "icons"
@@ -36,24 +36,55 @@ def _open_database(path: str) -> db.Database:
 
 
 def database() -> db.Database:
+    """This process's database; a page that cannot work without it stops after saying why."""
+    opened = optional_database()
+    if opened is None:
+        st.stop()
+    return opened
+
+
+def optional_database() -> db.Database | None:
     """This process's database, with the run tables brought in line with the run folders.
 
+    None, after an error that says what is wrong and how to recover, when the file cannot be
+    opened: pages that can work without storage (Predict, Train, Home) go on without it.
     Ingesting on every page run is cheap (unchanged folders are skipped by mtime) and picks up
     runs finished by the training process, activated or deleted elsewhere.
     """
     try:
         database = _open_database(str(config.DB_PATH))
-    except (db.DatabaseBusyError, db.DatabaseVersionError) as error:
-        # A second app process on the same file: say so instead of showing a traceback.
-        st.error(
-            f"The prediction database cannot be opened: {error}. Close the other app or set "
-            "DERMO_DB_PATH to another file, then reload this page. The command line "
-            "(python -m core) does not need the database and keeps working.",
-            icon=":material/database:",
-        )
-        st.stop()
+    except (db.DatabaseBusyError, db.DatabaseVersionError, db.DatabaseCorruptError) as error:
+        st.error(_database_problem(error), icon=":material/database:")
+        return None
     database.ingest_runs(config.MODELS_DIR)
     return database
+
+
+def _database_problem(error: Exception) -> str:
+    """What is wrong with the database file and how to recover, without server paths."""
+    if isinstance(error, db.DatabaseCorruptError):
+        location = file_location(error.path)
+        recovery = (
+            f"copy the backup {file_location(error.backup)} (kept by the last migration) over it"
+            if error.backup is not None
+            else "move the file aside (rename it) and a new, empty database is made"
+        )
+        problem = (
+            f"The prediction database {location} (DERMO_DB_PATH) cannot be read: it is damaged "
+            f"or not a DuckDB database file. To recover, stop the app and {recovery}; runs come "
+            "back from the run folders, stored predictions only from that file"
+        )
+    else:
+        # A second app process on the same file, or a newer schema.
+        problem = (
+            f"The prediction database cannot be opened: {error}. Close the other app or set "
+            "DERMO_DB_PATH to another file"
+        )
+    return (
+        f"{problem}. Then reload this page. Until then predictions still work, but nothing is "
+        "stored, and History and Metrics need the database. The command line (python -m core) "
+        "does not need it and keeps working."
+    )
 
 
 def session_id() -> str:
@@ -305,6 +336,8 @@ def predictions_for_display(rows: pd.DataFrame) -> pd.DataFrame:
     Percent columns hold 0-100 so that the format string can ask for one decimal.
     """
     shown = rows.drop(columns=["session_id", "sha256"], errors="ignore")
+    if "file_name" in shown:
+        shown["file_name"] = shown["file_name"].map(reports.display_name)
     for name in ("probability", "threshold"):
         if name in shown:
             shown[name] = shown[name] * 100

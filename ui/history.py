@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core import db, outcomes
+from core import db, outcomes, reports
 
 PAGE_SIZE = 50
 OOD_CHOICES = {"All": None, "Flagged": True, "Not flagged": False}
@@ -84,7 +84,7 @@ def same_image_table(comparisons: pd.DataFrame) -> None:
     models = [name for name in comparisons if name not in fixed]
     percent_column = st.column_config.NumberColumn(format="percent")
     st.dataframe(
-        comparisons,
+        comparisons.assign(file_name=comparisons["file_name"].map(reports.display_name)),
         hide_index=True,
         column_config={
             "sha256": None,
@@ -305,7 +305,9 @@ def report_section(
     if rows.empty:
         return
     st.markdown("**Case report**")
-    names = dict(zip(rows["id"].astype(int), rows["file_name"], strict=True))
+    names = dict(
+        zip(rows["id"].astype(int), rows["file_name"].map(reports.display_name), strict=True)
+    )
     options = [prediction_id for prediction_id in selected_ids if prediction_id in names]
     chosen = st.selectbox(
         "Prediction",

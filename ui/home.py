@@ -1,9 +1,10 @@
 """Helpers of the Home page."""
 
 import pandas as pd
+import streamlit as st
 
 import ui
-from core import datasets
+from core import datasets, db
 
 
 def run_facts(card: dict) -> pd.DataFrame:
@@ -26,3 +27,16 @@ def run_facts(card: dict) -> pd.DataFrame:
         "Trained at": ui.utc_time(card.get("created_at")),
     }
     return pd.DataFrame({"Property": list(facts), "Value": list(facts.values())})
+
+
+def database_summary(database: db.Database | None) -> None:
+    """How many runs and predictions are stored, and where; or that nothing is."""
+    if database is None:
+        st.caption("Not available: see the message above. Nothing is being stored.")
+        return
+    status = database.status()
+    trained, predicted = st.columns(2)
+    trained.metric("Runs", status["n_runs"])
+    predicted.metric("Stored predictions", status["n_predictions"])
+    location = ui.file_location(status["path"])
+    st.caption(f"Stored in {location} (schema version {status['schema_version']})")

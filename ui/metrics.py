@@ -178,6 +178,13 @@ def evaluation_form(cards: dict[str, dict]) -> None:
         help="Each run scores every image at its own threshold, chosen on its validation "
         "split: it is never re-tuned on your images.",
     )
+    skip_unmatched = st.checkbox(
+        "Skip rows that cannot be scored",
+        key="metrics_eval_skip",
+        help="Rows with an invalid target, a name that matches no image, or a repeated name "
+        "or image. Without this the evaluation stops and lists them; with it the rest is "
+        "scored and the evaluation records how many were skipped.",
+    )
     latest = worker.latest_job()
     running = latest is not None and not latest.finished
     clicked = st.button(
@@ -190,7 +197,11 @@ def evaluation_form(cards: dict[str, dict]) -> None:
     if not clicked:
         return
     request = worker.EvaluationRequest(
-        str(data_dir), str(csv) if csv else None, ("all",), tuple(run_ids)
+        str(data_dir),
+        str(csv) if csv else None,
+        ("all",),
+        tuple(run_ids),
+        skip_unmatched=skip_unmatched,
     )
     try:
         worker.start_evaluation(request)
@@ -274,6 +285,9 @@ def show_evaluation(run_id: str, record: dict, predictions: pd.DataFrame) -> Non
     if unreadable:
         listed = ", ".join(unreadable[:10]) + (", ..." if len(unreadable) > 10 else "")
         ui.show_problems([f"{ui.plural(len(unreadable), 'file')} could not be read: {listed}"])
+    skipped = record.get("skipped_rows") or {}
+    if skipped:
+        ui.show_problems([f"Skipped {reports.describe_skipped_rows(skipped)}."])
     few_cases = reports.few_cases_warning(scored)
     if few_cases:
         st.warning(few_cases, icon=":material/warning:")

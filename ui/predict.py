@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core import datasets, db, runs
+from core import datasets, db, reports, runs
 
 
 @st.cache_resource(max_entries=3)
@@ -46,7 +46,7 @@ def working_predictor(run: runs.Run):
     return None, None
 
 
-def batch_results(predictor, run_id: str, tta: bool, files, database: db.Database):
+def batch_results(predictor, run_id: str, tta: bool, files, database: db.Database | None):
     """(results, problems) of the uploaded files, predicted and stored once per batch.
 
     Session state keeps the results (names, hashes, ids), never the image bytes: those stay in
@@ -99,14 +99,15 @@ def explanation_view(_predictor, run_id: str, result, data: bytes | None) -> Non
     from core import predict_service
 
     if data is None:
-        st.info(f"{result.prediction.file} is no longer among the uploaded files.")
+        name = reports.display_name(result.prediction.file)
+        st.info(f"{name} is no longer among the uploaded files.")
         return
     view = st.segmented_control(
         "Show", ["Image", "Heat map", "Overlay"], default="Overlay", key="predict_view"
     )
     cam = explanation(_predictor, run_id, result.prediction.sha256, data, toward(result))
     if view == "Image":
-        st.image(cam.image, caption=result.prediction.file)
+        st.image(cam.image, caption=reports.display_name(result.prediction.file))
         return
     shown = cam.heatmap if view == "Heat map" else cam.overlay
     st.image(shown, caption=f"Grad-CAM toward {toward(result)}")
@@ -118,7 +119,7 @@ def explanation_view(_predictor, run_id: str, result, data: bytes | None) -> Non
 
 
 def report_buttons(
-    database: db.Database, _predictor, run_id: str, result, data: bytes | None
+    database: db.Database | None, _predictor, run_id: str, result, data: bytes | None
 ) -> None:
     """The case report of this stored prediction, with its image and Grad-CAM overlay."""
     from core import case_report
@@ -271,7 +272,11 @@ def results_table(results) -> None:
     frame = predict_service.results_frame(results)
     percents = {name: frame[name] * 100 for name in ("probability", "distance", "threshold")}
     st.dataframe(
-        frame.assign(thumbnail=frame["thumbnail"].map(ui.data_url), **percents),
+        frame.assign(
+            thumbnail=frame["thumbnail"].map(ui.data_url),
+            file=frame["file"].map(reports.display_name),
+            **percents,
+        ),
         hide_index=True,
         column_order=list(_RESULT_COLUMNS),
         column_config=_RESULT_COLUMNS,
