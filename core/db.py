@@ -29,6 +29,7 @@ import duckdb
 import pandas
 
 from core import config, diagnoses, runs
+from core.operating_point import THRESHOLD_SOURCES
 
 logger = logging.getLogger(__name__)
 
@@ -173,18 +174,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # Version 4: which threshold labelled a prediction, the card's or the installation's own
+    # (core.operating_point); every earlier prediction used the card's.
+    ("ALTER TABLE predictions ADD COLUMN threshold_source VARCHAR DEFAULT 'card'",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _INSERT_COLUMNS = (
     "id, created_at, session_id, run_id, file_name, sha256, width, height, probability, label, "
-    "threshold, latency_ms, tta, ood_score, ood_flag, thumbnail"
+    "threshold, latency_ms, tta, ood_score, ood_flag, thumbnail, threshold_source"
 )
 # Everything but the thumbnail: what exports and lookups return.
 _PREDICTION_COLUMNS = (
     "id, created_at, session_id, run_id, file_name, sha256, width, height, probability, label, "
     "threshold, latency_ms, tta, ood_score, ood_flag, confirmed_label, confirmed_diagnosis, "
-    "confirmed_at"
+    "confirmed_at, threshold_source"
 )
 _EVALUATION_COLUMNS = (
     "evaluation_id, run_id, created_at, dataset, dataset_key, n_images, n_malignant, roc_auc, "
@@ -263,9 +267,12 @@ class PredictionRecord:
     ood_flag: bool | None = None
     thumbnail: bytes | None = None
     created_at: datetime.datetime | None = None
+    threshold_source: str = "card"
 
     def __post_init__(self) -> None:
         _check_label(self.label, f"prediction of {self.file_name!r}")
+        if self.threshold_source not in THRESHOLD_SOURCES:
+            raise ValueError(f"threshold source must be one of {THRESHOLD_SOURCES}")
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError(
                 f"probability {self.probability!r} of {self.file_name!r} is outside [0, 1]"
@@ -1043,6 +1050,7 @@ def _record_row(prediction_id: int, record: PredictionRecord) -> tuple[Any, ...]
         record.ood_score,
         record.ood_flag,
         record.thumbnail,
+        record.threshold_source,
     )
 
 

@@ -217,6 +217,27 @@ CROSSVAL_THRESHOLDS = (
 )
 
 
+def local_threshold_table(point: dict) -> pd.DataFrame:
+    """A local operating point (`core.operating_point.choose`) against the card's threshold."""
+    intervals = point["intervals"]
+    return pd.DataFrame(
+        [
+            {
+                "Threshold": format_number(point["threshold"]),
+                "Card's threshold": format_number(point["card_threshold"]),
+                "Target sensitivity": format_number(point["target_sensitivity"], 2),
+                "Sensitivity (95% CI)": _format_interval(
+                    point["sensitivity"], intervals["sensitivity"]
+                ),
+                "Specificity (95% CI)": _format_interval(
+                    point["specificity"], intervals["specificity"]
+                ),
+                "Images": f"{point['n']} ({point['n_malignant']} malignant)",
+            }
+        ]
+    )
+
+
 def crossval_table(crossval: dict) -> pd.DataFrame:
     """One row per held-out source of a crossval.json, then its mean and worst rows (text).
 

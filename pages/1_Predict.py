@@ -38,6 +38,13 @@ with st.spinner("Loading the model"):
 if predictor is None:
     st.error("No trained run can be loaded: train a new one on the Train page.")
     st.stop()
+threshold = predictor.current_threshold()
+if threshold.source == "local":
+    st.info(
+        f"Labels use the {threshold.note} (set on the Metrics page; the card's threshold is "
+        f"{run.card['threshold']['value']:.3f}).",
+        icon=":material/tune:",
+    )
 results, problems = ui.predict.batch_results(predictor, run.run_id, tta, files, database)
 for problem in problems:
     st.warning(problem)

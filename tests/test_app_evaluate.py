@@ -72,3 +72,65 @@ def test_evaluating_needs_the_admin_secret_in_public_mode(trained_run, monkeypat
     assert "Evaluating runs on your data and dataset uploads need the admin secret" in texts(
         at.info
     )
+
+
+def clinic_evaluation(run_id: str) -> str:
+    """A stored evaluation of 40 malignant and 40 benign images the run never saw."""
+    import numpy as np
+    import pandas as pd
+
+    from core import evaluation
+
+    run = runs.load_run(runs.models_dir() / run_id)
+    rng = np.random.default_rng(0)
+    labels = np.array([1] * 40 + [0] * 40)
+    predictions = pd.DataFrame(
+        {
+            "image_name": [f"clinic_{index}" for index in range(80)],
+            "sha256": [f"{index:064x}" for index in range(80)],
+            "label": labels,
+            "probability": np.clip(rng.normal(0.25 + 0.35 * labels, 0.15), 0.001, 0.999),
+            "ood_score": 1.0,
+            "ood_flag": False,
+            "site": "upper extremity",
+            "sex": "female",
+            "age": 50.0,
+            "source": "clinic",
+            "diagnosis": np.where(labels == 1, "melanoma", "nevus"),
+        }
+    )
+    record = evaluation.evaluation_record(
+        run, predictions, dataset="our clinic", tta=True, unreadable=[], n_bootstrap=50
+    )
+    runs.write_evaluation(run.folder, record, predictions)
+    return record["evaluation_id"]
+
+
+def test_a_threshold_from_an_evaluation_is_adopted_and_predict_says_so(
+    trained_run,  # noqa: F811
+):
+    from core import operating_point
+
+    evaluation_id = clinic_evaluation(trained_run)
+    at = app("pages/3_Metrics.py").run()
+    assert not at.exception
+    at.selectbox(key=f"metrics_eval_id_{trained_run}").set_value(evaluation_id).run()
+    assert "labels with its card threshold" in texts(at.caption)
+    at.number_input(key=f"metrics_local_target_{evaluation_id}").set_value(0.9).run()
+    preview = [t.value for t in at.table if "Card's threshold" in t.value.columns]
+    assert preview and preview[-1]["Images"].iloc[0] == "80 (40 malignant)"
+    at.button(key=f"metrics_adopt_{evaluation_id}").click().run()
+    assert not at.exception
+    point = operating_point.operating_point(trained_run)
+    assert point is not None and point["evaluation_id"] == evaluation_id
+    assert f"local threshold {point['threshold']:.3f} from evaluation" in texts(at.caption)
+
+    predict = app("pages/1_Predict.py").run()
+    predict.file_uploader(key="predict_upload").set_value(
+        (SAMPLE_IMAGES[0].name, SAMPLE_IMAGES[0].read_bytes(), "image/jpeg")
+    ).run()
+    assert not predict.exception
+    assert f"Labels use the local threshold {point['threshold']:.3f}" in texts(predict.info)
+
+    at.button(key=f"metrics_clear_{evaluation_id}").click().run()
+    assert operating_point.operating_point(trained_run) is None

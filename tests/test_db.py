@@ -344,9 +344,11 @@ def test_migrates_version_1_file_and_keeps_a_backup(tmp_path: Path) -> None:
     write_version_1_file(path)
     database = db.open_database(path)
     try:
-        assert database.status()["schema_version"] == db.SCHEMA_VERSION == 3
+        assert database.status()["schema_version"] == db.SCHEMA_VERSION == 4
         old_row = database.query_predictions(db.HistoryFilter()).iloc[0]
         assert old_row.file_name == "old.jpg" and pandas.isna(old_row.thumbnail)
+        # Every prediction from before local thresholds used the card's.
+        assert old_row.threshold_source == "card"
         (new_id,) = database.insert_predictions([make_record(thumbnail=b"\xff\xd8")])
         assert new_id == old_row.id + 1
     finally:

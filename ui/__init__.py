@@ -320,6 +320,7 @@ PREDICTION_COLUMNS = {
     "confirmed_diagnosis": st.column_config.TextColumn("Diagnosis"),
     "run_id": st.column_config.TextColumn("Model"),
     "threshold": st.column_config.NumberColumn("Threshold", format="%.1f%%"),
+    "threshold_source": st.column_config.TextColumn("Threshold from"),
     "ood_flag": st.column_config.CheckboxColumn("Out of distribution"),
     "ood_score": st.column_config.NumberColumn("OOD score", format="%.1f"),
     "tta": st.column_config.CheckboxColumn("Flip TTA"),

@@ -294,6 +294,7 @@ def show_evaluation(run_id: str, record: dict, predictions: pd.DataFrame) -> Non
     headline_table(scored)
     point = reports.operating_point(predictions, record["threshold"])
     evaluation_charts(run_id, scored, predictions, point, "metrics_eval")
+    local_threshold_form(runs.load_run(runs.models_dir() / run_id), record["evaluation_id"])
     st.markdown("**Subgroups**")
     table = reports.subgroup_table(scored)
     if table.empty:
@@ -304,6 +305,42 @@ def show_evaluation(run_id: str, record: dict, predictions: pd.DataFrame) -> Non
         f"subgroup, the metrics that depend on them read “{reports.TOO_FEW_CASES}”."
     )
     st.table(table, hide_index=True)
+
+
+def local_threshold_form(run: runs.Run, evaluation_id: str) -> None:
+    """Use a threshold from this evaluation: preview what it gives, adopt it, or go back."""
+    from core import operating_point, reports
+
+    current = operating_point.threshold_for(run)
+    with st.expander("Use a threshold from this evaluation", expanded=current.source == "local"):
+        st.caption(
+            f"Run {run.run_id} now labels with its {current.note}. A clinic with at least "
+            f"{operating_point.MIN_CASES} malignant and {operating_point.MIN_CASES} benign images "
+            "of its own, none seen in training, can set this installation's threshold from them."
+        )
+        target = st.number_input(
+            "Target sensitivity",
+            min_value=0.5,
+            max_value=0.99,
+            value=operating_point.DEFAULT_SENSITIVITY,
+            step=0.01,
+            key=f"metrics_local_target_{evaluation_id}",
+        )
+        try:
+            point = operating_point.choose_from_evaluation(run, evaluation_id, target)
+        except (ValueError, runs.RunError) as error:
+            st.warning(f"This evaluation cannot set a threshold: {error}", icon=":material/block:")
+            point = None
+        if point is not None:
+            st.table(reports.local_threshold_table(point), hide_index=True)
+            if st.button("Adopt this threshold for the run", key=f"metrics_adopt_{evaluation_id}"):
+                operating_point.adopt(point)
+                st.rerun()
+        if current.source == "local" and st.button(
+            "Back to the card's threshold", key=f"metrics_clear_{evaluation_id}"
+        ):
+            operating_point.clear(run.run_id)
+            st.rerun()
 
 
 def comparison_table(

@@ -194,7 +194,8 @@ def prediction_summary(result, ood_threshold: float | None) -> None:
         delta_arrow="off" if exact else "auto",
     )
     color = "red" if prediction.label == "malignant" else "green"
-    st.badge(f"{prediction.label} at the model's threshold", color=color)
+    whose = "this installation's own" if prediction.threshold_source == "local" else "the model's"
+    st.badge(f"{prediction.label} at {whose} threshold", color=color)
     diagnoses_table(prediction.diagnoses)
     st.caption(
         f"Model {prediction.model}, {prediction.width}x{prediction.height} px, "
@@ -261,6 +262,7 @@ _RESULT_COLUMNS = {
     "distance": st.column_config.NumberColumn("From threshold", format="%+.1f%%"),
     "model": st.column_config.TextColumn("Model"),
     "threshold": st.column_config.NumberColumn("Threshold", format="%.1f%%"),
+    "threshold_source": st.column_config.TextColumn("Threshold from"),
     "prediction_id": st.column_config.NumberColumn("ID", format="%d"),
 }
 
