@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from core import spreadsheet
 from core.train_config import (
     INPUT_PIPELINES,
     PRESETS,
@@ -333,7 +334,8 @@ def command_predict(arguments) -> int:
     from core.inference import Predictor, find_images
 
     files = find_images(arguments.paths)
-    todo = [file for file in files if file not in done]
+    # The CSV holds each file as written, escaped for spreadsheets: compare in that form.
+    todo = [file for file in files if spreadsheet.escape_cell(file) not in done]
     if done and files and len(todo) == len(files):
         raise ValueError(
             f"{arguments.out} holds {len(done):,} predictions, none of them for these "
@@ -346,14 +348,14 @@ def command_predict(arguments) -> int:
     )
     with open_output(arguments.out, kept_bytes) as handle:
         if not kept_bytes:
-            csv.writer(handle).writerow(PREDICT_COLUMNS)
+            spreadsheet.writer(handle).writerow(PREDICT_COLUMNS)
         write_predictions(predictions, len(todo), handle, to_stdout=arguments.out is None)
     return 0
 
 
 def write_predictions(predictions, total: int, handle, to_stdout: bool) -> None:
     """CSV rows as the predictions come, with progress on standard error."""
-    writer = csv.writer(handle)
+    writer = spreadsheet.writer(handle)
     # Live redrawing only where it cannot tear the CSV rows printed to the same terminal.
     terminal = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
     progress = Progress(total, sys.stderr, terminal)
@@ -404,7 +406,8 @@ class CompleteLines:
 
 
 def read_done_files(path: str, model: str) -> tuple[set[str], int]:
-    """The files a predict CSV already holds and the bytes of its complete rows.
+    """The files a predict CSV already holds (as written, escaped) and the bytes of its
+    complete rows.
 
     A missing or empty file holds none. A CSV with other columns, or rows from another model,
     is refused rather than appended to.
@@ -436,10 +439,11 @@ def checked_file(row: list[str], path: str, line: int, model: str) -> str:
             f"{path}, line {line}: {len(row)} fields, not {len(PREDICT_COLUMNS)}: "
             "not a predict CSV, or damaged there"
         )
-    if row[4] != model:
+    written_model = spreadsheet.unescape_cell(row[4])
+    if written_model != model:
         raise ValueError(
-            f"{path} holds predictions of model {row[4]}, not {model}: resume with "
-            f"--model {row[4]}, or write to a new file"
+            f"{path} holds predictions of model {written_model}, not {model}: resume with "
+            f"--model {written_model}, or write to a new file"
         )
     return row[0]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas
 
-from core import config
+from core import config, spreadsheet
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
@@ -128,10 +128,11 @@ def save_run(run_id: str, write: Callable[[Path], None], directory: Path | None 
 
 def write_tables(folder: Path, history: list[dict], tests, split) -> None:
     """The run's epoch history, test predictions and split as CSV (pandas frames)."""
-    pandas.DataFrame(history).to_csv(folder / HISTORY_FILE, index=False)
+    spreadsheet.to_csv(pandas.DataFrame(history), folder / HISTORY_FILE, index=False)
     # Full precision: the Metrics page recomputes labels at the card threshold from these.
-    tests[list(TEST_PREDICTION_COLUMNS)].to_csv(folder / TEST_PREDICTIONS_FILE, index=False)
-    split.to_csv(folder / SPLIT_FILE, index=False)
+    columns = list(TEST_PREDICTION_COLUMNS)
+    spreadsheet.to_csv(tests[columns], folder / TEST_PREDICTIONS_FILE, index=False)
+    spreadsheet.to_csv(split, folder / SPLIT_FILE, index=False)
 
 
 def read_history(folder: Path):
@@ -147,7 +148,7 @@ def read_test_predictions(folder: Path):
 def _read_table(path: Path, columns: tuple[str, ...], optional: tuple[str, ...]):
     """The named columns of a run's CSV; ValueError names the required ones it lacks."""
     text_columns = {"phase", "image_name", *OPTIONAL_TEST_PREDICTION_COLUMNS}
-    frame = pandas.read_csv(path, dtype={column: "string" for column in text_columns})
+    frame = spreadsheet.read_csv(path, dtype={column: "string" for column in text_columns})
     missing = [
         column for column in columns if column not in frame.columns and column not in optional
     ]
@@ -283,7 +284,8 @@ def write_evaluation(folder: Path, record: dict, predictions: pandas.DataFrame) 
     """Store an evaluation record and its per-image predictions; returns the record's path."""
     record_path, predictions_path = evaluation_files(folder, record["evaluation_id"])
     record_path.parent.mkdir(parents=True, exist_ok=True)
-    predictions[list(EVALUATION_PREDICTION_COLUMNS)].to_csv(predictions_path, index=False)
+    columns = list(EVALUATION_PREDICTION_COLUMNS)
+    spreadsheet.to_csv(predictions[columns], predictions_path, index=False)
     write_json_atomic(record_path, record)
     return record_path
 
@@ -312,7 +314,7 @@ def read_evaluation(folder: Path, evaluation_id: str) -> dict:
 def read_evaluation_predictions(folder: Path, evaluation_id: str) -> pandas.DataFrame:
     """The per-image predictions of one stored evaluation."""
     _, predictions_path = evaluation_files(folder, evaluation_id)
-    frame = pandas.read_csv(
+    frame = spreadsheet.read_csv(
         predictions_path, dtype={column: "string" for column in _EVALUATION_TEXT_COLUMNS}
     )
     missing = [name for name in EVALUATION_PREDICTION_COLUMNS if name not in frame.columns]

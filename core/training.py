@@ -16,10 +16,19 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
-from core import data, diagnoses, distributed, features, images, pipeline, runs, splits
+from core import (
+    data,
+    diagnoses,
+    distributed,
+    features,
+    images,
+    pipeline,
+    runs,
+    splits,
+    spreadsheet,
+)
 from core.calibration import choose_threshold, fit_calibration
 from core.card import build_card
 from core.inference import forward_in_batches, make_forward
@@ -591,7 +600,7 @@ def train(
 def split_arrays(run: runs.Run, train_config: TrainConfig) -> dict:
     """The decoded images of a run's train, val and test splits, from its split.csv."""
     dataset = data.load_dataset(train_config.data_dir, train_config.csv, train_config.sites)
-    split = pd.read_csv(run.folder / runs.SPLIT_FILE).set_index("image_name")["split"]
+    split = spreadsheet.read_csv(run.folder / runs.SPLIT_FILE).set_index("image_name")["split"]
     frame = dataset.frame[dataset.frame["image_name"].isin(split.index)]
     if len(frame) < len(split):
         raise data.DatasetError(

@@ -1,0 +1,133 @@
+"""Hostile inputs of the hardening probes (docs/reliability.md, "Probes"), each as it came.
+
+No training here: models are the tiny untrained run of `bench.tiny`, databases are fresh files.
+"""
+
+import csv
+import io
+import shutil
+
+import pandas
+import pytest
+
+from bench.tiny import make_tiny_run
+from core import __main__ as cli
+from core import config, db, outcomes, runs, spreadsheet
+
+SAMPLE_IMAGES = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))
+HYPERLINK_NAME = '=HYPERLINK("http://x.invalid","click").jpg'
+COMMAND_DIAGNOSIS = "=cmd|' /C calc'!A0"
+
+
+@pytest.fixture
+def database(tmp_path):
+    database = db.open_database(tmp_path / "hardening.duckdb")
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> runs.Run:
+    return make_tiny_run(tmp_path_factory.mktemp("models"))
+
+
+def record(file_name: str, **overrides) -> db.PredictionRecord:
+    values = {
+        "session_id": "session-a",
+        "run_id": "run-a",
+        "file_name": file_name,
+        "sha256": "1" * 64,
+        "width": 10,
+        "height": 10,
+        "probability": 0.7,
+        "label": "malignant",
+        "threshold": 0.5,
+        "latency_ms": 1.0,
+        "tta": False,
+    }
+    return db.PredictionRecord(**{**values, **overrides})
+
+
+# --- 1. spreadsheet formulas ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["=1+1", "+A1", "-x", "@SUM(A1)", "\t=1", "\r=1", "'=1"])
+def test_text_that_starts_a_formula_is_quoted_and_unquoted_exactly(text):
+    escaped = spreadsheet.escape_cell(text)
+    assert escaped == "'" + text
+    assert spreadsheet.unescape_cell(escaped) == text
+
+
+@pytest.mark.parametrize("value", ["-0.25", "+3", "-1e-05", -0.25, 3, None, "lesion.jpg"])
+def test_numbers_and_plain_text_are_left_alone(value):
+    assert spreadsheet.escape_cell(value) == value
+
+
+def test_history_export_quotes_a_formula_file_name_and_a_typed_diagnosis(database):
+    [prediction_id] = database.insert_predictions([record(HYPERLINK_NAME, ood_score=-1.5)])
+    database.set_confirmed([prediction_id], "malignant", COMMAND_DIAGNOSIS)
+    buffer = io.BytesIO()
+    database.export_predictions_csv(db.HistoryFilter(), buffer)
+    [row] = list(csv.DictReader(io.StringIO(buffer.getvalue().decode())))
+    assert row["file_name"] == "'" + HYPERLINK_NAME
+    assert row["confirmed_diagnosis"] == "'" + COMMAND_DIAGNOSIS
+    exported = pandas.read_csv(io.BytesIO(buffer.getvalue()))
+    assert exported["ood_score"].tolist() == [-1.5]
+
+
+def test_predict_page_csv_quotes_the_file_name_and_keeps_distances_numeric():
+    from core.inference import Prediction
+    from core.predict_service import PredictionResult, results_csv
+
+    prediction = Prediction(HYPERLINK_NAME, 0.2, "benign", 0.5, "run-a")
+    frame = pandas.read_csv(io.BytesIO(results_csv([PredictionResult(prediction, 1, None)])))
+    assert frame["file"].tolist() == ["'" + HYPERLINK_NAME]
+    assert frame["distance"].tolist() == [pytest.approx(-0.3)]
+
+
+def test_run_tables_are_quoted_on_disk_and_read_back_as_written(tmp_path):
+    tests = pandas.DataFrame(
+        {
+            "image_name": [COMMAND_DIAGNOSIS, "ISIC_1"],
+            "label": [1, 0],
+            "probability": [0.9, 0.1],
+            "site": ["-", None],
+            "source": ["a", "b"],
+            "diagnosis": ["melanoma", "nevus"],
+        }
+    )
+    split = pandas.DataFrame({"image_name": [COMMAND_DIAGNOSIS], "group": ["@p"], "split": ["t"]})
+    runs.write_tables(tmp_path, [], tests, split)
+    assert "'" + COMMAND_DIAGNOSIS in (tmp_path / runs.TEST_PREDICTIONS_FILE).read_text()
+    read = runs.read_test_predictions(tmp_path)
+    assert read["image_name"].tolist() == [COMMAND_DIAGNOSIS, "ISIC_1"]
+    assert read["site"].iloc[0] == "-"
+    assert spreadsheet.read_csv(tmp_path / runs.SPLIT_FILE)["group"].tolist() == ["@p"]
+
+
+def test_cli_predict_quotes_file_names_and_resume_still_finds_them(
+    tiny_run, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(SAMPLE_IMAGES[0], tmp_path / "=1+1.jpg")
+    arguments = ["predict", "--no-tta", "--model", str(tiny_run.folder), "--out", "out.csv"]
+    files = [HYPERLINK_NAME, "=1+1.jpg"]
+    assert cli.main([*arguments, *files]) == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text())))
+    assert [row["file"] for row in rows] == ["'" + name for name in files]
+    assert rows[1]["error"] == "" and rows[0]["error"]
+    capsys.readouterr()
+    assert cli.main([*arguments, "--resume", *files]) == 0
+    assert "predicting 0 images (2 already in out.csv)" in capsys.readouterr().err
+
+
+def test_an_imported_diagnosis_outside_the_vocabulary_is_a_bad_value(database):
+    database.insert_predictions([record("a.jpg")])
+    text = f'file,outcome,diagnosis\na.jpg,malignant,"{COMMAND_DIAGNOSIS}"\nb.jpg,1,MEL\n'
+    plan = outcomes.plan_import(database, text, "outcomes.csv")
+    [bad] = plan.with_status(outcomes.CONFLICT)
+    assert bad.kind == outcomes.BAD_VALUE and "not in the vocabulary" in str(bad.reason)
+    assert not plan.with_status(outcomes.MATCHED)
+    assert [planned.row.diagnosis for planned in plan.with_status(outcomes.UNMATCHED)] == [
+        "melanoma"
+    ]
