@@ -5,14 +5,21 @@ No training here: models are the tiny untrained run of `bench.tiny`, databases a
 
 import csv
 import io
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pandas
 import pytest
 
 from bench.tiny import make_tiny_run
 from core import __main__ as cli
-from core import config, db, outcomes, runs, spreadsheet
+from core import config, db, outcomes, runs, spreadsheet, worker
+from core.train_config import TrainConfig
 
 SAMPLE_IMAGES = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))
 HYPERLINK_NAME = '=HYPERLINK("http://x.invalid","click").jpg'
@@ -131,3 +138,59 @@ def test_an_imported_diagnosis_outside_the_vocabulary_is_a_bad_value(database):
     assert [planned.row.diagnosis for planned in plan.with_status(outcomes.UNMATCHED)] == [
         "melanoma"
     ]
+
+
+# --- 3. two training jobs at once -------------------------------------------------------------
+
+# Starts training in the models folder argv[1] at the wall-clock time argv[2], with a worker
+# that only sleeps, and prints what it got.
+START_AT_ONCE = """
+import subprocess, sys, time
+from core import worker
+from core.train_config import TrainConfig
+
+def sleeper(folder, directory):
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    return subprocess.Popen(sleep, stdout=subprocess.DEVNULL).pid
+
+worker._launch = sleeper
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+try:
+    print("started", worker.start_training(TrainConfig(data_dir="."), sys.argv[1]))
+except worker.TrainingBusyError as error:
+    print("busy", error)
+"""
+
+
+def test_two_processes_starting_training_at_once_get_one_job(tmp_path):
+    start_at = str(time.time() + 5)  # after both have imported core
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", START_AT_ONCE, str(tmp_path), start_at],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=config.REPO_ROOT,
+        )
+        for _ in range(2)
+    ]
+    outputs = sorted(process.communicate(timeout=120)[0] for process in processes)
+    try:
+        assert outputs[0].startswith("busy") and "still running" in outputs[0]
+        assert outputs[1].startswith("started")
+    finally:
+        for job in (tmp_path / worker.JOBS_FOLDER).glob("*/status.json"):
+            os.kill(json.loads(job.read_text())["pid"], signal.SIGKILL)
+
+
+def test_two_starts_in_one_second_get_their_own_job_folders(tmp_path, monkeypatch):
+    def ended_at_once(folder, directory):
+        process = subprocess.Popen([sys.executable, "-c", "pass"])
+        process.wait()
+        return process.pid
+
+    monkeypatch.setattr(worker, "_launch", ended_at_once)
+    train_config = TrainConfig(data_dir=".")
+    first = worker.start_training(train_config, tmp_path)
+    second = worker.start_training(train_config, tmp_path)
+    assert first != second
+    assert worker.latest_job(tmp_path).job_id == second
