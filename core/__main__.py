@@ -194,6 +194,11 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-tta", dest="tta", action="store_false")
 
 
+def warn(message: str) -> None:
+    """A warning on standard error, apart from any CSV on standard output."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def command_train(arguments) -> int:
     from core import runs
     from core.training import train
@@ -298,7 +303,7 @@ def command_evaluate(arguments) -> int:
     dataset = evaluation.load_evaluation_dataset(
         arguments.data, arguments.csv, tuple(arguments.sites or ("all",))
     )
-    run = resolve_run(arguments.model)
+    run = resolve_run(arguments.model, warn=warn)
     record, predictions = evaluation.evaluate_run(run, dataset, arguments.tta)
     metrics = record["metrics"]
     print(format_metrics(metrics, f"model {run.run_id}"))
@@ -326,7 +331,7 @@ def command_predict(arguments) -> int:
         raise ValueError(
             "--resume needs --out FILE: the CSV to skip done files from and append to"
         )
-    run = resolve_run(arguments.model)
+    run = resolve_run(arguments.model, warn=warn)
     # Read before TensorFlow loads, so a refused resume says so in a second.
     done, kept_bytes = (
         read_done_files(arguments.out, run.run_id) if arguments.resume else (set(), 0)

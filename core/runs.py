@@ -214,27 +214,83 @@ def set_active(run_id: str, directory: Path | None = None) -> Run:
 
 
 def active_run(directory: Path | None = None) -> tuple[Run | None, list[str]]:
-    """The active run, falling back to the newest good run when it is missing or broken.
+    """The active run: the local choice when it loads, else the default (active.json).
 
-    The second value says what went wrong, so the app can name the broken run.
+    None when neither loads: a caller refuses rather than guess, since the newest folder may
+    be a run nobody chose. The second value names the broken run folders and, whenever a
+    named run is passed over, which one and why, so that the app can say so.
     """
     root = models_dir(directory)
-    runs, problems = list_runs(root)
-    wanted = active_run_id(root)
-    for run in runs:
-        if run.run_id == wanted:
-            return run, problems
-    if wanted is not None:
-        problems.append(f"active run {wanted!r} is missing or broken")
-    return (runs[0] if runs else None), problems
+    found, problems = list_runs(root)
+    run, note = _resolve_active(root)
+    if run is None:
+        note = _nothing_active(note, found)
+    return run, [*problems, note] if note else problems
 
 
-def resolve_run(reference: str | None, directory: Path | None = None) -> Run:
-    """A run id, a run folder, or a model.keras path; None means the active run."""
+def _nothing_active(note: str | None, found: list[Run]) -> str | None:
+    """Why no run is active: a named run that cannot be used, or none named among `found`."""
+    if note or not found:
+        return note
+    return "no run is active: " + _ACTIVATE
+
+
+_ACTIVATE = "activate a run (Train page, or python -m core activate)"
+
+
+def _resolve_active(root: Path) -> tuple[Run | None, str | None]:
+    """The run the active files pick, and a note when one was passed over or none loads."""
+    passed_over: list[str] = []
+    for file_name in (config.LOCAL_ACTIVE_FILE_NAME, config.ACTIVE_FILE_NAME):
+        run_id = _named_run_id(root / file_name)
+        if run_id is None:
+            continue
+        try:
+            run = _named_run(root, run_id)
+        except RunError as error:
+            passed_over.append(f"{file_name} names run {run_id!r}, which cannot be used ({error})")
+            continue
+        note = "; ".join([*passed_over, f"using run {run_id} from {file_name}"])
+        return run, note if passed_over else None
+    return None, f"{'; '.join(passed_over)}: {_ACTIVATE}" if passed_over else None
+
+
+def _named_run(root: Path, run_id: str) -> Run:
+    """The finished run an active file names; RunError when it is not one."""
+    if not isinstance(run_id, str) or Path(run_id).name != run_id or run_id.startswith("."):
+        raise RunError(f"{run_id!r} is not a run id")
+    if not (root / run_id).is_dir():
+        raise RunError(f"run {run_id} does not exist")
+    return load_run(root / run_id)
+
+
+def default_run(directory: Path | None = None) -> Run | None:
+    """The committed default model (active.json), when it names a run that loads."""
+    root = models_dir(directory)
+    run_id = _named_run_id(root / config.ACTIVE_FILE_NAME)
+    try:
+        return _named_run(root, run_id) if run_id else None
+    except RunError:
+        return None
+
+
+def resolve_run(
+    reference: str | None,
+    directory: Path | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Run:
+    """A run id, a run folder, or a model.keras path; None means the active run.
+
+    `warn` hears why the active run is not the local choice, when it is not.
+    """
     if reference is None:
-        run, problems = active_run(directory)
+        root = models_dir(directory)
+        run, note = _resolve_active(root)
         if run is None:
-            raise RunError("no trained model found: " + ("; ".join(problems) or "train one first"))
+            found, _ = list_runs(root)
+            raise RunError(_nothing_active(note, found) or "no trained model found: train one")
+        if note and warn is not None:
+            warn(note)
         return run
     path = Path(reference)
     if path.name == MODEL_FILE:

@@ -31,7 +31,7 @@ from core import (
 )
 from core.calibration import choose_threshold, fit_calibration
 from core.card import build_card
-from core.inference import forward_in_batches, make_forward
+from core.inference import forward_in_batches, load_run_model, make_forward
 from core.model import (
     DIAGNOSIS_LAYER,
     HEAD_LAYER,
@@ -631,7 +631,7 @@ def refit_ood(reference: str, data_dir=None, csv=None, report=None) -> dict:
         values.update(data_dir=str(data_dir), csv=str(csv) if csv else None)
     train_config = TrainConfig.from_dict(values)
     arrays = split_arrays(run, train_config)
-    model = keras.saving.load_model(run.model_path)
+    model = load_run_model(run)
     detector = fit_detector(model, train_config, arrays, report)
     if detector.ood is None:
         raise ValueError(f"run {run.run_id}: too few training images for an OOD detector")

@@ -12,9 +12,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas
 import pytest
+from app_fixtures import app, copy_run, fresh_app, texts  # noqa: F401
 
 from bench.tiny import make_tiny_run
 from core import __main__ as cli
@@ -194,3 +196,53 @@ def test_two_starts_in_one_second_get_their_own_job_folders(tmp_path, monkeypatc
     second = worker.start_training(train_config, tmp_path)
     assert first != second
     assert worker.latest_job(tmp_path).job_id == second
+
+
+# --- 4. the wrong model, silently -------------------------------------------------------------
+
+GOOD, NEWEST, GONE = "20000101-000000-good", "20990101-000000-newest", "20500101-000000-gone"
+
+
+@pytest.fixture
+def default_and_newest(tiny_run, fresh_app) -> Path:  # noqa: F811
+    """The default run (active.json) and a newer run nobody chose; the models folder."""
+    models = fresh_app.models_dir
+    copy_run(tiny_run.folder, models, GOOD)
+    copy_run(tiny_run.folder, models, NEWEST)
+    runs.write_json_atomic(models / config.ACTIVE_FILE_NAME, {"run_id": GOOD})
+    return models
+
+
+def predict_sample(capsys) -> tuple[int, list[dict], str]:
+    code = cli.main(["predict", "--no-tta", str(SAMPLE_IMAGES[0])])
+    captured = capsys.readouterr()
+    return code, list(csv.DictReader(io.StringIO(captured.out))), captured.err
+
+
+def test_a_missing_local_choice_falls_back_to_the_default_and_says_so(default_and_newest, capsys):
+    runs.write_json_atomic(default_and_newest / config.LOCAL_ACTIVE_FILE_NAME, {"run_id": GONE})
+    code, rows, errors = predict_sample(capsys)
+    assert code == 0 and rows[0]["model"] == GOOD
+    assert f"warning: active.local.json names run '{GONE}'" in errors
+    assert f"run {GONE} does not exist); using run {GOOD} from active.json" in errors
+    at = app("Home.py").run()
+    assert not at.exception
+    assert f"using run {GOOD} from active.json" in texts(at.warning)
+    assert GOOD in texts(at.markdown)
+
+
+def test_a_corrupt_card_of_the_only_named_run_is_refused(default_and_newest, capsys):
+    (default_and_newest / config.ACTIVE_FILE_NAME).unlink()
+    runs.set_active(GOOD, default_and_newest)
+    (default_and_newest / GOOD / runs.CARD_FILE).write_text("{not json")
+    code, rows, errors = predict_sample(capsys)
+    assert code == 2 and not rows
+    assert f"run {GOOD}: card.json is unreadable" in errors and "activate a run" in errors
+    assert NEWEST not in errors
+
+
+def test_a_corrupt_model_file_is_called_damaged(default_and_newest, capsys):
+    (default_and_newest / GOOD / runs.MODEL_FILE).write_bytes(b"PK\x03\x04 not a keras file")
+    code, _, errors = predict_sample(capsys)
+    assert code == 2
+    assert f"run {GOOD}: model.keras is damaged" in errors and "not found" not in errors
