@@ -221,6 +221,7 @@ def command_train(arguments) -> int:
 def command_crossval(arguments) -> int:
     from core.crossval import run_crossval
 
+    check_output_paths(arguments.json, arguments.predictions)
     payload = run_crossval(
         crossval_config(arguments),
         run_reference=arguments.run,
@@ -300,6 +301,7 @@ def command_evaluate(arguments) -> int:
     from core import evaluation
     from core.runs import resolve_run
 
+    check_output_paths(arguments.json)
     dataset = evaluation.load_evaluation_dataset(
         arguments.data, arguments.csv, tuple(arguments.sites or ("all",))
     )
@@ -331,6 +333,7 @@ def command_predict(arguments) -> int:
         raise ValueError(
             "--resume needs --out FILE: the CSV to skip done files from and append to"
         )
+    check_output_paths(arguments.out)
     run = resolve_run(arguments.model, warn=warn)
     # Read before TensorFlow loads, so a refused resume says so in a second.
     done, kept_bytes = (
@@ -356,6 +359,20 @@ def command_predict(arguments) -> int:
             spreadsheet.writer(handle).writerow(PREDICT_COLUMNS)
         write_predictions(predictions, len(todo), handle, to_stdout=arguments.out is None)
     return 0
+
+
+def check_output_paths(*paths: str | None) -> None:
+    """ValueError before any work when an output file could not be written at the end."""
+    for path in filter(None, paths):
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a folder; give a file name")
+        if not os.path.isdir(folder):
+            raise ValueError(f"cannot write {path}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK) or (
+            os.path.exists(path) and not os.access(path, os.W_OK)
+        ):
+            raise ValueError(f"cannot write {path}: permission denied")
 
 
 def write_predictions(predictions, total: int, handle, to_stdout: bool) -> None:
@@ -595,6 +612,10 @@ def main(argv: list[str] | None = None) -> int:
         # Bad data, a missing model or a bad option: a clear message, not a traceback.
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # A full disk, a folder that went away, no permission: the system's words, one line.
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -246,3 +246,35 @@ def test_a_corrupt_model_file_is_called_damaged(default_and_newest, capsys):
     code, _, errors = predict_sample(capsys)
     assert code == 2
     assert f"run {GOOD}: model.keras is damaged" in errors and "not found" not in errors
+
+
+# --- 7. operating-system errors on the command line -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["predict", "lesion.jpg", "--out", "/no/such/dir/p.csv"],
+        ["evaluate", "--data", ".", "--json", "/no/such/dir/m.json"],
+        ["crossval", "--data", ".", "--json", "/no/such/dir/c.json"],
+        ["crossval", "--data", ".", "--predictions", "/no/such/dir/c.csv"],
+    ],
+    ids=["predict --out", "evaluate --json", "crossval --json", "crossval --predictions"],
+)
+@pytest.mark.usefixtures("fresh_app")
+def test_an_output_path_in_a_missing_folder_is_refused_before_any_work(command, capsys):
+    assert cli.main(command) == 2
+    expected = f"error: cannot write {command[-1]}: the folder /no/such/dir does not exist\n"
+    assert capsys.readouterr().err == expected
+
+
+@pytest.mark.usefixtures("fresh_app")
+def test_a_full_disk_during_training_is_one_line_and_exit_1(monkeypatch, capsys):
+    from core import training
+
+    def full_disk(*arguments, **options):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(training, "train", full_disk)
+    assert cli.main(["train", "--data", str(config.SAMPLE_DIR)]) == 1
+    assert capsys.readouterr().err == "error: [Errno 28] No space left on device\n"
