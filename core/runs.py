@@ -12,7 +12,9 @@ import io
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,11 @@ HISTORY_FILE = "history.csv"
 TEST_PREDICTIONS_FILE = "test_predictions.csv"
 SPLIT_FILE = "split.csv"
 OOD_FILE = "ood.npz"
+# A run being saved: .<run_id>.partial/, holding WRITER_FILE (the saving process) until the
+# rename. One older than STALE_PARTIAL_SECONDS is left over: no save takes an hour.
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".", ".partial"
+WRITER_FILE = ".writer.json"
+STALE_PARTIAL_SECONDS = 3600
 # Held-out-source cross-validation of the run's recipe (`python -m core crossval`).
 CROSSVAL_FILE = "crossval.json"
 RUN_FILES = (
@@ -111,19 +118,67 @@ def load_run(folder: Path) -> Run:
 
 
 def save_run(run_id: str, write: Callable[[Path], None], directory: Path | None = None) -> Path:
-    """Let `write` fill a dot-prefixed folder, then rename it: a run appears whole or not."""
+    """Let `write` fill a dot-prefixed folder, then rename it: a run appears whole or not.
+
+    The folder names its writer, so a save killed before it could clean up is removed by the
+    next save or listing (see `remove_stale_partials`).
+    """
     root = models_dir(directory)
     root.mkdir(parents=True, exist_ok=True)
-    partial = root / f".{run_id}.partial"
+    remove_stale_partials(root)
+    partial = root / f"{PARTIAL_PREFIX}{run_id}{PARTIAL_SUFFIX}"
     try:
         partial.mkdir()
+        writer = {"pid": os.getpid(), "host": socket.gethostname()}
+        (partial / WRITER_FILE).write_text(json.dumps(writer))
         write(partial)
+        (partial / WRITER_FILE).unlink()
         final = root / run_id
         partial.rename(final)
     finally:
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
     return final
+
+
+def remove_stale_partials(root: Path) -> list[str]:
+    """Remove the half-written run folders no save is writing any more; their names.
+
+    Stale: its writer ran on this machine and is gone, or it is older than any save takes
+    (a writer on another machine sharing the folder cannot be asked).
+    """
+    removed = []
+    for partial in root.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"):
+        if partial.is_dir() and _is_stale(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial.name)
+    return removed
+
+
+def _is_stale(partial: Path) -> bool:
+    try:
+        age = time.time() - partial.stat().st_mtime
+    except OSError:
+        return False  # Removed meanwhile.
+    try:
+        writer = json.loads((partial / WRITER_FILE).read_text())
+    except (OSError, ValueError):
+        writer = None  # Not written yet (a save that just began), or damaged: age decides.
+    here = isinstance(writer, dict) and writer.get("host") == socket.gethostname()
+    return (here and not process_alive(writer.get("pid"))) or age > STALE_PARTIAL_SECONDS
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether a process with this id runs on this machine (signal 0 asks without sending)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # It exists, under another user.
+    return True
 
 
 def write_tables(folder: Path, history: list[dict], tests, split) -> None:
@@ -175,6 +230,7 @@ def list_runs(directory: Path | None = None) -> tuple[list[Run], list[str]]:
     problems: list[str] = []
     if not root.is_dir():
         return runs, problems
+    remove_stale_partials(root)
     for folder in sorted(root.iterdir(), reverse=True):
         if not folder.is_dir() or folder.name.startswith("."):
             continue

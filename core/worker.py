@@ -156,14 +156,8 @@ def write_status(status: JobStatus, directory: Path | None = None) -> None:
 
 
 def _process_alive(pid: int | None) -> bool:
-    if not pid:
+    if pid is None or not runs.process_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     # A finished child that nobody waited for is a zombie: reap it so it counts as dead.
     try:
         finished_pid, _ = os.waitpid(pid, os.WNOHANG)

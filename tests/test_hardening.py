@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -278,3 +279,47 @@ def test_a_full_disk_during_training_is_one_line_and_exit_1(monkeypatch, capsys)
     monkeypatch.setattr(training, "train", full_disk)
     assert cli.main(["train", "--data", str(config.SAMPLE_DIR)]) == 1
     assert capsys.readouterr().err == "error: [Errno 28] No space left on device\n"
+
+
+# --- 8. half-written runs of killed saves -----------------------------------------------------
+
+# Saves a run into the models folder argv[1] and is killed halfway through writing it.
+KILLED_SAVE = """
+import os, signal, sys
+from core import runs
+
+def write(folder):
+    (folder / runs.CARD_FILE).write_text("{}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+runs.save_run("20260101-000000-killed", write, sys.argv[1])
+"""
+
+
+def test_a_killed_save_leaves_a_partial_folder_the_next_listing_removes(tmp_path):
+    command = [sys.executable, "-c", KILLED_SAVE, str(tmp_path)]
+    killed = subprocess.run(command, check=False, cwd=config.REPO_ROOT)
+    assert killed.returncode == -signal.SIGKILL
+    assert [path.name for path in tmp_path.iterdir()] == [".20260101-000000-killed.partial"]
+    assert runs.list_runs(tmp_path) == ([], [])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_partial_folders_of_live_or_recent_writers_are_kept(tmp_path):
+    live = tmp_path / ".20260101-000000-live.partial"
+    live.mkdir()
+    writer = {"pid": os.getpid(), "host": socket.gethostname()}
+    (live / runs.WRITER_FILE).write_text(json.dumps(writer))
+    just_begun = tmp_path / ".20260102-000000-begun.partial"
+    just_begun.mkdir()  # its writer record not written yet
+    forgotten = tmp_path / ".20260103-000000-old.partial"
+    forgotten.mkdir()
+    old = time.time() - runs.STALE_PARTIAL_SECONDS - 60
+    os.utime(forgotten, (old, old))
+    assert runs.remove_stale_partials(tmp_path) == [forgotten.name]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [live.name, just_begun.name]
+
+
+def test_a_saved_run_keeps_no_writer_record(tmp_path):
+    folder = runs.save_run("20260101-000000-a", lambda partial: None, tmp_path)
+    assert list(folder.iterdir()) == []
