@@ -21,7 +21,7 @@ from app_fixtures import app, copy_run, fresh_app, texts  # noqa: F401
 
 from bench.tiny import make_tiny_run
 from core import __main__ as cli
-from core import config, db, outcomes, runs, spreadsheet, worker
+from core import access, config, db, outcomes, runs, spreadsheet, worker
 from core.train_config import TrainConfig
 
 SAMPLE_IMAGES = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))
@@ -323,3 +323,16 @@ def test_partial_folders_of_live_or_recent_writers_are_kept(tmp_path):
 def test_a_saved_run_keeps_no_writer_record(tmp_path):
     folder = runs.save_run("20260101-000000-a", lambda partial: None, tmp_path)
     assert list(folder.iterdir()) == []
+
+
+# --- 9. an admin secret with a newline --------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["environment", "streamlit secrets"])
+def test_an_admin_secret_with_surrounding_whitespace_can_be_typed(source):
+    padded = " abc\n"
+    if source == "environment":
+        secret = access.configured_secret(None, {access.SECRET_VARIABLE: padded})
+    else:
+        secret = access.configured_secret(padded, {})
+    assert access.Access(secret).unlocks("abc")
