@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -336,3 +337,59 @@ def test_an_admin_secret_with_surrounding_whitespace_can_be_typed(source):
     else:
         secret = access.configured_secret(padded, {})
     assert access.Access(secret).unlocks("abc")
+
+
+# --- 14. autograph's generated files ----------------------------------------------------------
+
+
+def generated_files_of_this_process() -> list[Path]:
+    """Autograph registers each module it compiles from a generated file in sys.modules."""
+    return [
+        Path(module.__file__)
+        for name, module in list(sys.modules.items())
+        if name.startswith("__autograph_generated_file") and getattr(module, "__file__", None)
+    ]
+
+
+@pytest.fixture
+def autograph_loader(monkeypatch):
+    """Autograph's loader, pointed back at the session's folder after the test."""
+    from tensorflow.python.autograph.pyct import loader
+
+    monkeypatch.setattr(loader, "tempfile", loader.tempfile)
+    return loader
+
+
+@pytest.mark.usefixtures("autograph_loader")
+def test_autograph_writes_its_files_in_the_cache_not_the_temporary_folder(tmp_path):
+    import tensorflow as tf
+
+    from core import autograph
+
+    folder = autograph.keep_generated_files_in_cache(tmp_path)
+    known = set(generated_files_of_this_process())
+
+    @tf.function
+    def doubled_when_positive(x):
+        if x > 0:  # control flow, so that autograph converts the function
+            x = x * 2
+        return x
+
+    assert float(doubled_when_positive(tf.constant(1.5))) == 3.0
+    new = set(generated_files_of_this_process()) - known
+    assert new and all(path.parent == folder for path in new)
+    temporary = Path(tempfile.gettempdir()).resolve()
+    assert not [path for path in generated_files_of_this_process() if path.parent == temporary]
+
+
+@pytest.mark.usefixtures("autograph_loader")
+def test_the_autograph_folder_of_a_process_that_is_gone_is_removed(tmp_path):
+    from core import autograph
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    abandoned = tmp_path / autograph.FOLDER_NAME / f"{socket.gethostname()}-{gone.pid}"
+    abandoned.mkdir(parents=True)
+    (abandoned / "__autograph_generated_fileabc.py").write_text("")
+    folder = autograph.keep_generated_files_in_cache(tmp_path)
+    assert not abandoned.exists() and folder is not None and folder.is_dir()
