@@ -22,10 +22,8 @@ ui.show_problems([*problems, *(database.ingest_problems if database else ())])
 
 st.subheader("Active model")
 if active is None:
-    st.info("No trained model yet. Train one on the bundled sample on the Train page.")
+    st.info("No active model. Train one on the bundled sample, or activate a run, on Train.")
 else:
-    if active.run_id != runs.active_run_id():
-        st.error(f"No usable active model is set; showing the newest good run, {active.run_id}.")
     st.markdown(f"**{active.run_id}**")
     test = (active.card.get("metrics") or {}).get("test") or {}
     auc, sensitivity, specificity = st.columns(3)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from core import diagnoses
+from core import diagnoses, spreadsheet
 from core.operating_point import DEFAULT_SENSITIVITY
 from core.train_config import (
     INPUT_PIPELINES,
@@ -243,6 +243,11 @@ def add_tta_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-tta", dest="tta", action="store_false")
 
 
+def warn(message: str) -> None:
+    """A warning on standard error, apart from any CSV on standard output."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def command_train(arguments) -> int:
     from core import runs
     from core.training import train
@@ -265,6 +270,7 @@ def command_train(arguments) -> int:
 def command_crossval(arguments) -> int:
     from core.crossval import run_crossval
 
+    check_output_paths(arguments.json, arguments.predictions)
     payload = run_crossval(
         crossval_config(arguments),
         run_reference=arguments.run,
@@ -371,9 +377,8 @@ def command_evaluate(arguments) -> int:
     from core.runs import resolve_run
 
     # Every output is checked before the images are scored, so that none is lost to a typo.
-    if arguments.json:
-        check_output_file(arguments.json)
-    run = resolve_run(arguments.model)
+    check_output_paths(arguments.json)
+    run = resolve_run(arguments.model, warn=warn)
     if arguments.save and not os.access(run.folder, os.W_OK):
         raise ValueError(f"--save cannot write to the run's folder {run.folder}")
     try:
@@ -414,7 +419,7 @@ def command_operating_point(arguments) -> int:
     from core import operating_point
     from core.runs import resolve_run
 
-    run = resolve_run(arguments.model)
+    run = resolve_run(arguments.model, warn=warn)
     if arguments.action == "adopt":
         operating_point.adopt(choose_operating_point(run, arguments))
         print(f"adopted for run {run.run_id}:")
@@ -462,17 +467,6 @@ def format_operating_point(point: dict) -> str:
             f"  adopted {point.get('adopted_at', '')}",
         ]
     )
-
-
-def check_output_file(path: str) -> None:
-    """ValueError unless a file can be written at `path`."""
-    target = Path(path)
-    if target.is_dir():
-        raise ValueError(f"cannot write {path}: it is a folder")
-    if not target.parent.is_dir():
-        raise ValueError(f"cannot write {path}: the folder {target.parent} does not exist")
-    if not os.access(target if target.exists() else target.parent, os.W_OK):
-        raise ValueError(f"cannot write {path}: permission denied")
 
 
 class OutputBusyError(RuntimeError):
@@ -528,9 +522,8 @@ def command_predict(arguments) -> int:
         raise ValueError(
             "--resume needs --out FILE: the CSV to skip done files from and append to"
         )
-    if arguments.out:
-        check_output_file(arguments.out)
-    run = resolve_run(arguments.model)
+    check_output_paths(arguments.out)
+    run = resolve_run(arguments.model, warn=warn)
     try:
         with output_lock(arguments.out):
             predict_files(arguments, run)
@@ -547,7 +540,8 @@ def predict_files(arguments, run) -> None:
     from core.inference import Predictor, find_images
 
     files = find_images(arguments.paths)
-    todo = [file for file in files if file not in done]
+    # The CSV holds each file as written, escaped for spreadsheets: compare in that form.
+    todo = [file for file in files if spreadsheet.escape_cell(file) not in done]
     if done and files and len(todo) == len(files):
         raise ValueError(
             f"{arguments.out} holds {len(done):,} predictions, none of them for these "
@@ -560,7 +554,7 @@ def predict_files(arguments, run) -> None:
     )
     with open_output(arguments.out, kept_bytes) as handle:
         if not kept_bytes:
-            csv.writer(handle).writerow(predict_columns(run))
+            spreadsheet.writer(handle).writerow(predict_columns(run))
         write_predictions(
             predictions, len(todo), handle, arguments.out is None, run_diagnoses(run)
         )
@@ -575,11 +569,25 @@ def predict_columns(run) -> tuple[str, ...]:
     return PREDICT_COLUMNS + tuple(diagnoses.column_name(name) for name in run_diagnoses(run))
 
 
+def check_output_paths(*paths: str | None) -> None:
+    """ValueError before any work when an output file could not be written at the end."""
+    for path in filter(None, paths):
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise ValueError(f"{path} is a folder; give a file name")
+        if not os.path.isdir(folder):
+            raise ValueError(f"cannot write {path}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK) or (
+            os.path.exists(path) and not os.access(path, os.W_OK)
+        ):
+            raise ValueError(f"cannot write {path}: permission denied")
+
+
 def write_predictions(
     predictions, total: int, handle, to_stdout: bool, diagnosis_names: tuple[str, ...] = ()
 ) -> None:
     """CSV rows as the predictions come, with progress on standard error."""
-    writer = csv.writer(handle)
+    writer = spreadsheet.writer(handle)
     # Live redrawing only where it cannot tear the CSV rows printed to the same terminal.
     terminal = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
     progress = Progress(total, sys.stderr, terminal)
@@ -639,7 +647,8 @@ class CompleteLines:
 
 
 def read_done_files(path: str, run) -> tuple[set[str], int]:
-    """The files a predict CSV already holds and the bytes of its complete rows.
+    """The files a predict CSV already holds (as written, escaped) and the bytes of its
+    complete rows.
 
     A missing or empty file holds none. A CSV with other columns, or rows from another model,
     is refused rather than appended to.
@@ -672,10 +681,11 @@ def checked_file(row: list[str], path: str, line: int, model: str, width: int) -
             f"{path}, line {line}: {len(row)} fields, not {width}: "
             "not a predict CSV, or damaged there"
         )
-    if row[MODEL_COLUMN] != model:
+    written_model = spreadsheet.unescape_cell(row[MODEL_COLUMN])
+    if written_model != model:
         raise ValueError(
-            f"{path} holds predictions of model {row[MODEL_COLUMN]}, not {model}: resume with "
-            f"--model {row[MODEL_COLUMN]}, or write to a new file"
+            f"{path} holds predictions of model {written_model}, not {model}: resume with "
+            f"--model {written_model}, or write to a new file"
         )
     return row[0]
 
@@ -824,6 +834,10 @@ def main(argv: list[str] | None = None) -> int:
         # Bad data, a missing model or a bad option: a clear message, not a traceback.
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # A full disk, a folder that went away, no permission: the system's words, one line.
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

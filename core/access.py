@@ -27,10 +27,12 @@ def configured_secret(
     """The admin secret: the Streamlit secret when set, else the environment variable.
 
     Blank values count as not configured, so an empty placeholder never locks anyone out.
+    Surrounding whitespace is dropped: `export` from a file or a secrets editor often keeps a
+    newline that no one can type into the one-line secret box.
     """
     for value in (secrets_value, environment.get(SECRET_VARIABLE)):
         if isinstance(value, str) and value.strip():
-            return value
+            return value.strip()
     return None
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from core import spreadsheet
 from core.calibration import choose_threshold
 from core.metrics import evaluate
 from core.train_config import TrainConfig
@@ -98,9 +99,8 @@ class CrossvalResult:
                 fold.image_names, fold.labels, fold.probabilities, strict=True
             )
         ]
-        pd.DataFrame(rows, columns=["held_out", "image_name", "label", "probability"]).to_csv(
-            path, index=False
-        )
+        columns = ["held_out", "image_name", "label", "probability"]
+        spreadsheet.to_csv(pd.DataFrame(rows, columns=columns), path, index=False)
 
     def to_json(self, run_threshold: float | None = None) -> dict:
         folds = []

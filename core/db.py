@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import duckdb
 import pandas
 
-from core import config, diagnoses, runs
+from core import config, diagnoses, runs, spreadsheet
 from core.operating_point import THRESHOLD_SOURCES
 
 logger = logging.getLogger(__name__)
@@ -530,7 +530,8 @@ class Database:
                 parameters,
             )
             while not (chunk := cursor.fetch_df_chunk(_EXPORT_VECTORS_PER_CHUNK)).empty:
-                destination.write(chunk.to_csv(index=False, header=False).encode("utf-8"))
+                text = spreadsheet.to_csv(chunk, index=False, header=False)
+                destination.write(text.encode("utf-8"))
                 written += len(chunk)
         return written
 

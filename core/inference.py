@@ -8,6 +8,7 @@ input signature (one trace per TTA setting), which is several times faster per i
 
 import os
 import time
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from core.calibration import Calibration
 from core.diagnoses import coherent_distribution
 from core.model import POOLED_LAYER
 from core.ood import load_ood
-from core.runs import Run
+from core.runs import MODEL_FILE, Run, RunError
 
 BATCH_SIZE = 32
 
@@ -138,6 +139,25 @@ def forward_in_batches(forward, arrays: np.ndarray, batch_size: int = BATCH_SIZE
     return ForwardOutputs(*(np.concatenate(values) for values in outputs))
 
 
+def load_run_model(run: Run) -> keras.Model:
+    """The run's Keras model; RunError says whether model.keras is missing or damaged.
+
+    Keras calls a file that is not a zip archive "not found", even when it exists.
+    """
+    if not run.model_path.is_file():
+        raise RunError(f"run {run.run_id}: {MODEL_FILE} is missing")
+    if not zipfile.is_zipfile(run.model_path):
+        raise RunError(f"run {run.run_id}: {MODEL_FILE} is damaged (not a .keras zip archive)")
+    try:
+        # safe_mode=True (the default) refuses to deserialise arbitrary code from a model file.
+        return keras.saving.load_model(run.model_path, safe_mode=True)
+    except Exception as error:  # Keras raises many kinds for a bad file.
+        raise RunError(
+            f"run {run.run_id}: {MODEL_FILE} is damaged or refused by Keras safe mode "
+            f"({type(error).__name__}: {error})"
+        ) from error
+
+
 class Predictor:
     """A loaded run, ready to predict. Load once per process and share it (read-only)."""
 
@@ -151,8 +171,7 @@ class Predictor:
         self.tta_views = run.card.get("tta_views", "flips")
         self.calibration = Calibration.from_dict(run.card["calibration"])
         self.ood = load_ood(run.folder)
-        # safe_mode=True (the default) refuses to deserialise arbitrary code from a model file.
-        self.model = keras.saving.load_model(run.model_path, safe_mode=True)
+        self.model = load_run_model(run)
         self.diagnosis_names = tuple(run.card.get("diagnoses") or ())
         self._forwards = {
             tta: make_forward(self.model, tta, self.tta_views) for tta in (False, True)

@@ -17,8 +17,11 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from core import efficientnet_lite
+from core import autograph, efficientnet_lite
 from core.diagnoses import DIAGNOSIS_NAMES, malignant_mask
+
+# Every module that runs TensorFlow functions imports this one before it traces any.
+autograph.keep_generated_files_in_cache()
 
 BACKBONE_LAYER = "backbone"
 POOLED_LAYER = "pooled"

@@ -4,7 +4,8 @@ The CSV has a header row and, per row, the image as `file` (the file name it was
 under; `file_name` is read as the same column) or `sha256` (of the image bytes, as History
 exports it), and its `outcome`: benign or malignant, any case, or 0 / 1 as in the ISIC
 `target` column (1 is malignant). Optional columns: `diagnosis` (read with `core.diagnoses`:
-`MEL`, `mel` and `melanoma` are one name; other words are kept as typed) and `confirmed_on`
+`MEL`, `mel` and `melanoma` are one name; a word outside the vocabulary makes the row a bad
+value, so every imported diagnosis is one the app knows) and `confirmed_on`
 (an ISO date such as 2024-03-12; the import time when blank). Other columns are ignored.
 
 A row with a sha256 reaches every stored prediction of that image, whatever its file name; a
@@ -159,9 +160,19 @@ def _parse_row(number: int, raw: dict) -> OutcomeRow:
     confirmed_on, date_problem = _date(cell("confirmed_on"))
     problems.extend([date_problem] if date_problem else [])
     if diagnosis is not None:
-        diagnosis = diagnoses.normalise_diagnosis(diagnosis) or diagnosis
+        diagnosis, diagnosis_problem = _diagnosis(diagnosis)
+        problems.extend([diagnosis_problem] if diagnosis_problem else [])
     problem = f"row {number}: " + "; ".join(problems) if problems else None
     return OutcomeRow(number, file_name, sha256, outcome, diagnosis, confirmed_on, problem)
+
+
+def _diagnosis(text: str) -> tuple[str | None, str | None]:
+    """The vocabulary name of a typed diagnosis, or why it has none."""
+    name = diagnoses.normalise_diagnosis(text)
+    if name is not None:
+        return name, None
+    known = ", ".join(diagnoses.DIAGNOSIS_NAMES)
+    return None, f"diagnosis {text!r} is not in the vocabulary ({known}); or leave it blank"
 
 
 def _date(text: str) -> tuple[datetime.date | None, str | None]:

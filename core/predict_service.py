@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core import config, gradcam, images
+from core import config, gradcam, images, spreadsheet
 from core.db import Database, PredictionRecord
 from core.inference import Prediction, Predictor, decode_for_model
 
@@ -297,7 +297,8 @@ def results_frame(results: Sequence[PredictionResult]) -> pd.DataFrame:
 
 
 def results_csv(results: Sequence[PredictionResult]) -> bytes:
-    return results_frame(results).drop(columns=["thumbnail"]).to_csv(index=False).encode("utf-8")
+    frame = results_frame(results).drop(columns=["thumbnail"])
+    return spreadsheet.to_csv(frame, index=False).encode("utf-8")
 
 
 def explain(predictor: Predictor, data: bytes, toward: str = "malignant") -> Explanation:

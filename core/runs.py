@@ -12,7 +12,9 @@ import io
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pandas
 
-from core import config
+from core import config, spreadsheet
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
@@ -28,6 +30,11 @@ HISTORY_FILE = "history.csv"
 TEST_PREDICTIONS_FILE = "test_predictions.csv"
 SPLIT_FILE = "split.csv"
 OOD_FILE = "ood.npz"
+# A run being saved: .<run_id>.partial/, holding WRITER_FILE (the saving process) until the
+# rename. One older than STALE_PARTIAL_SECONDS is left over: no save takes an hour.
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".", ".partial"
+WRITER_FILE = ".writer.json"
+STALE_PARTIAL_SECONDS = 3600
 # Held-out-source cross-validation of the run's recipe (`python -m core crossval`): the
 # head-only folds a training run makes, and folds of the recipe as trained (fine-tuned, run
 # one source at a time and merged with `crossval-merge`).
@@ -115,13 +122,21 @@ def load_run(folder: Path) -> Run:
 
 
 def save_run(run_id: str, write: Callable[[Path], None], directory: Path | None = None) -> Path:
-    """Let `write` fill a dot-prefixed folder, then rename it: a run appears whole or not."""
+    """Let `write` fill a dot-prefixed folder, then rename it: a run appears whole or not.
+
+    The folder names its writer, so a save killed before it could clean up is removed by the
+    next save or listing (see `remove_stale_partials`).
+    """
     root = models_dir(directory)
     root.mkdir(parents=True, exist_ok=True)
-    partial = root / f".{run_id}.partial"
+    remove_stale_partials(root)
+    partial = root / f"{PARTIAL_PREFIX}{run_id}{PARTIAL_SUFFIX}"
     try:
         partial.mkdir()
+        writer = {"pid": os.getpid(), "host": socket.gethostname()}
+        (partial / WRITER_FILE).write_text(json.dumps(writer))
         write(partial)
+        (partial / WRITER_FILE).unlink()
         final = root / run_id
         partial.rename(final)
     finally:
@@ -130,12 +145,53 @@ def save_run(run_id: str, write: Callable[[Path], None], directory: Path | None 
     return final
 
 
+def remove_stale_partials(root: Path) -> list[str]:
+    """Remove the half-written run folders no save is writing any more; their names.
+
+    Stale: its writer ran on this machine and is gone, or it is older than any save takes
+    (a writer on another machine sharing the folder cannot be asked).
+    """
+    removed = []
+    for partial in root.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"):
+        if partial.is_dir() and _is_stale(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial.name)
+    return removed
+
+
+def _is_stale(partial: Path) -> bool:
+    try:
+        age = time.time() - partial.stat().st_mtime
+    except OSError:
+        return False  # Removed meanwhile.
+    try:
+        writer = json.loads((partial / WRITER_FILE).read_text())
+    except (OSError, ValueError):
+        writer = None  # Not written yet (a save that just began), or damaged: age decides.
+    here = isinstance(writer, dict) and writer.get("host") == socket.gethostname()
+    return (here and not process_alive(writer.get("pid"))) or age > STALE_PARTIAL_SECONDS
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether a process with this id runs on this machine (signal 0 asks without sending)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # It exists, under another user.
+    return True
+
+
 def write_tables(folder: Path, history: list[dict], tests, split) -> None:
     """The run's epoch history, test predictions and split as CSV (pandas frames)."""
-    pandas.DataFrame(history).to_csv(folder / HISTORY_FILE, index=False)
+    spreadsheet.to_csv(pandas.DataFrame(history), folder / HISTORY_FILE, index=False)
     # Full precision: the Metrics page recomputes labels at the card threshold from these.
-    tests[list(TEST_PREDICTION_COLUMNS)].to_csv(folder / TEST_PREDICTIONS_FILE, index=False)
-    split.to_csv(folder / SPLIT_FILE, index=False)
+    columns = list(TEST_PREDICTION_COLUMNS)
+    spreadsheet.to_csv(tests[columns], folder / TEST_PREDICTIONS_FILE, index=False)
+    spreadsheet.to_csv(split, folder / SPLIT_FILE, index=False)
 
 
 def read_history(folder: Path):
@@ -151,7 +207,7 @@ def read_test_predictions(folder: Path):
 def _read_table(path: Path, columns: tuple[str, ...], optional: tuple[str, ...]):
     """The named columns of a run's CSV; ValueError names the required ones it lacks."""
     text_columns = {"phase", "image_name", *OPTIONAL_TEST_PREDICTION_COLUMNS}
-    frame = pandas.read_csv(path, dtype={column: "string" for column in text_columns})
+    frame = spreadsheet.read_csv(path, dtype={column: "string" for column in text_columns})
     missing = [
         column for column in columns if column not in frame.columns and column not in optional
     ]
@@ -197,6 +253,7 @@ def list_runs(directory: Path | None = None) -> tuple[list[Run], list[str]]:
     problems: list[str] = []
     if not root.is_dir():
         return runs, problems
+    remove_stale_partials(root)
     for folder in sorted(root.iterdir(), reverse=True):
         if not folder.is_dir() or folder.name.startswith("."):
             continue
@@ -236,27 +293,83 @@ def set_active(run_id: str, directory: Path | None = None) -> Run:
 
 
 def active_run(directory: Path | None = None) -> tuple[Run | None, list[str]]:
-    """The active run, falling back to the newest good run when it is missing or broken.
+    """The active run: the local choice when it loads, else the default (active.json).
 
-    The second value says what went wrong, so the app can name the broken run.
+    None when neither loads: a caller refuses rather than guess, since the newest folder may
+    be a run nobody chose. The second value names the broken run folders and, whenever a
+    named run is passed over, which one and why, so that the app can say so.
     """
     root = models_dir(directory)
-    runs, problems = list_runs(root)
-    wanted = active_run_id(root)
-    for run in runs:
-        if run.run_id == wanted:
-            return run, problems
-    if wanted is not None:
-        problems.append(f"active run {wanted!r} is missing or broken")
-    return (runs[0] if runs else None), problems
+    found, problems = list_runs(root)
+    run, note = _resolve_active(root)
+    if run is None:
+        note = _nothing_active(note, found)
+    return run, [*problems, note] if note else problems
 
 
-def resolve_run(reference: str | None, directory: Path | None = None) -> Run:
-    """A run id, a run folder, or a model.keras path; None means the active run."""
+def _nothing_active(note: str | None, found: list[Run]) -> str | None:
+    """Why no run is active: a named run that cannot be used, or none named among `found`."""
+    if note or not found:
+        return note
+    return "no run is active: " + _ACTIVATE
+
+
+_ACTIVATE = "activate a run (Train page, or python -m core activate)"
+
+
+def _resolve_active(root: Path) -> tuple[Run | None, str | None]:
+    """The run the active files pick, and a note when one was passed over or none loads."""
+    passed_over: list[str] = []
+    for file_name in (config.LOCAL_ACTIVE_FILE_NAME, config.ACTIVE_FILE_NAME):
+        run_id = _named_run_id(root / file_name)
+        if run_id is None:
+            continue
+        try:
+            run = _named_run(root, run_id)
+        except RunError as error:
+            passed_over.append(f"{file_name} names run {run_id!r}, which cannot be used ({error})")
+            continue
+        note = "; ".join([*passed_over, f"using run {run_id} from {file_name}"])
+        return run, note if passed_over else None
+    return None, f"{'; '.join(passed_over)}: {_ACTIVATE}" if passed_over else None
+
+
+def _named_run(root: Path, run_id: str) -> Run:
+    """The finished run an active file names; RunError when it is not one."""
+    if not isinstance(run_id, str) or Path(run_id).name != run_id or run_id.startswith("."):
+        raise RunError(f"{run_id!r} is not a run id")
+    if not (root / run_id).is_dir():
+        raise RunError(f"run {run_id} does not exist")
+    return load_run(root / run_id)
+
+
+def default_run(directory: Path | None = None) -> Run | None:
+    """The committed default model (active.json), when it names a run that loads."""
+    root = models_dir(directory)
+    run_id = _named_run_id(root / config.ACTIVE_FILE_NAME)
+    try:
+        return _named_run(root, run_id) if run_id else None
+    except RunError:
+        return None
+
+
+def resolve_run(
+    reference: str | None,
+    directory: Path | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Run:
+    """A run id, a run folder, or a model.keras path; None means the active run.
+
+    `warn` hears why the active run is not the local choice, when it is not.
+    """
     if reference is None:
-        run, problems = active_run(directory)
+        root = models_dir(directory)
+        run, note = _resolve_active(root)
         if run is None:
-            raise RunError("no trained model found: " + ("; ".join(problems) or "train one first"))
+            found, _ = list_runs(root)
+            raise RunError(_nothing_active(note, found) or "no trained model found: train one")
+        if note and warn is not None:
+            warn(note)
         return run
     path = Path(reference)
     if path.name == MODEL_FILE:
@@ -306,7 +419,8 @@ def write_evaluation(folder: Path, record: dict, predictions: pandas.DataFrame) 
     """Store an evaluation record and its per-image predictions; returns the record's path."""
     record_path, predictions_path = evaluation_files(folder, record["evaluation_id"])
     record_path.parent.mkdir(parents=True, exist_ok=True)
-    predictions[list(EVALUATION_PREDICTION_COLUMNS)].to_csv(predictions_path, index=False)
+    columns = list(EVALUATION_PREDICTION_COLUMNS)
+    spreadsheet.to_csv(predictions[columns], predictions_path, index=False)
     write_json_atomic(record_path, record)
     return record_path
 
@@ -335,7 +449,7 @@ def read_evaluation(folder: Path, evaluation_id: str) -> dict:
 def read_evaluation_predictions(folder: Path, evaluation_id: str) -> pandas.DataFrame:
     """The per-image predictions of one stored evaluation."""
     _, predictions_path = evaluation_files(folder, evaluation_id)
-    frame = pandas.read_csv(
+    frame = spreadsheet.read_csv(
         predictions_path, dtype={column: "string" for column in _EVALUATION_TEXT_COLUMNS}
     )
     missing = [name for name in EVALUATION_PREDICTION_COLUMNS if name not in frame.columns]

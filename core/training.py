@@ -16,13 +16,22 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
-from core import data, diagnoses, distributed, features, images, pipeline, runs, splits
+from core import (
+    data,
+    diagnoses,
+    distributed,
+    features,
+    images,
+    pipeline,
+    runs,
+    splits,
+    spreadsheet,
+)
 from core.calibration import choose_threshold, fit_calibration
 from core.card import build_card
-from core.inference import forward_in_batches, make_forward
+from core.inference import forward_in_batches, load_run_model, make_forward
 from core.model import (
     DIAGNOSIS_LAYER,
     HEAD_LAYER,
@@ -591,7 +600,7 @@ def train(
 def split_arrays(run: runs.Run, train_config: TrainConfig) -> dict:
     """The decoded images of a run's train, val and test splits, from its split.csv."""
     dataset = data.load_dataset(train_config.data_dir, train_config.csv, train_config.sites)
-    split = pd.read_csv(run.folder / runs.SPLIT_FILE).set_index("image_name")["split"]
+    split = spreadsheet.read_csv(run.folder / runs.SPLIT_FILE).set_index("image_name")["split"]
     frame = dataset.frame[dataset.frame["image_name"].isin(split.index)]
     if len(frame) < len(split):
         raise data.DatasetError(
@@ -622,7 +631,7 @@ def refit_ood(reference: str, data_dir=None, csv=None, report=None) -> dict:
         values.update(data_dir=str(data_dir), csv=str(csv) if csv else None)
     train_config = TrainConfig.from_dict(values)
     arrays = split_arrays(run, train_config)
-    model = keras.saving.load_model(run.model_path)
+    model = load_run_model(run)
     detector = fit_detector(model, train_config, arrays, report)
     if detector.ood is None:
         raise ValueError(f"run {run.run_id}: too few training images for an OOD detector")

@@ -9,8 +9,11 @@ database: the app ingests the folders they write.
 """
 
 import contextlib
+import datetime
+import fcntl
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,6 +27,8 @@ from core import data, runs
 from core.train_config import TrainConfig
 
 JOBS_FOLDER = ".jobs"
+# In the jobs folder; held (flock) while a job starts. See _job_slot.
+SLOT_LOCK_FILE = "start.lock"
 RUNNING = "running"
 FINISHED_STATES = ("succeeded", "failed", "cancelled")
 TRAINING = "training"
@@ -152,14 +157,8 @@ def write_status(status: JobStatus, directory: Path | None = None) -> None:
 
 
 def _process_alive(pid: int | None) -> bool:
-    if not pid:
+    if pid is None or not runs.process_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     # A finished child that nobody waited for is a zombie: reap it so it counts as dead.
     try:
         finished_pid, _ = os.waitpid(pid, os.WNOHANG)
@@ -202,16 +201,46 @@ def start_evaluation(request: EvaluationRequest, directory: Path | None = None) 
     return _start_job(EVALUATION, {"request": asdict(request)}, directory)
 
 
+@contextlib.contextmanager
+def _job_slot(directory: Path | None):
+    """Held while a start checks for a running job and starts its own, so that two starts at
+    the same instant, in one process or two, never both find the slot free.
+
+    An flock rather than a lock file: the system drops it when its holder dies, so a killed
+    app never leaves the slot taken.
+    """
+    folder = jobs_dir(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / SLOT_LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # Closing the file releases the lock.
+
+
 def _start_job(kind: str, payload: dict, directory: Path | None) -> str:
-    current = latest_job(directory)
-    if current is not None and not current.finished:
-        raise TrainingBusyError(
-            f"{current.kind} {current.job_id} is still running; wait for it or cancel it"
-        )
-    job_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 10000:04d}"
-    folder = jobs_dir(directory) / job_id
+    with _job_slot(directory):
+        current = latest_job(directory)
+        if current is not None and not current.finished:
+            raise TrainingBusyError(
+                f"{current.kind} {current.job_id} is still running; wait for it or cancel it"
+            )
+        folder = _new_job_folder(directory)
+        (folder / "config.json").write_text(json.dumps({"kind": kind, **payload}, indent=2))
+        pid = _launch(folder, directory)
+        write_status(JobStatus(job_id=folder.name, kind=kind, pid=pid), directory)
+    return folder.name
+
+
+def _new_job_folder(directory: Path | None) -> Path:
+    """A new job folder named by its start time: sorted names are start order, and the
+    random suffix keeps two starts in the same microsecond apart."""
+    started = datetime.datetime.now().strftime("%Y%m%d-%H%M%S.%f")
+    folder = jobs_dir(directory) / f"{started}-{secrets.token_hex(2)}"
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"kind": kind, **payload}, indent=2))
+    return folder
+
+
+def _launch(folder: Path, directory: Path | None) -> int:
+    """Start the worker process of the job in `folder`; its process id."""
     command = [sys.executable, "-m", "core", "worker", str(folder)]
     environment = {**os.environ, "DERMO_MODELS_DIR": str(runs.models_dir(directory))}
     with open(folder / "log.txt", "ab") as log:
@@ -223,8 +252,7 @@ def _start_job(kind: str, payload: dict, directory: Path | None) -> str:
             start_new_session=True,  # A Streamlit rerun or stop must not kill the job.
             env=environment,
         )
-    write_status(JobStatus(job_id=job_id, kind=kind, pid=process.pid), directory)
-    return job_id
+    return process.pid
 
 
 def cancel(job_id: str, directory: Path | None = None) -> None:

@@ -13,7 +13,7 @@ ui.research_notice()
 database = ui.optional_database()
 run = ui.run_picker("predict_model")
 if run is None:
-    st.info("No trained model yet: train one on the Train page first.")
+    st.info("No active model: train one, or activate a run, on the Train page first.")
     st.stop()
 tta = st.toggle(
     "Test-time augmentation",

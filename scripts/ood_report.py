@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import config, images
+from core import config, images, spreadsheet
 from core.ood import OOD_FILE, evaluate_detector, fit_ood
 from core.ood_set import kind_of, non_dermoscopy_images
 
@@ -95,7 +95,7 @@ def features(kind: str, metadata: pd.DataFrame, others: list, cache: Path | None
 def parts(kind: str, metadata: pd.DataFrame) -> np.ndarray:
     """train/val/test (or none) per image, in metadata order."""
     if kind.startswith("tuned"):
-        split = pd.read_csv(DEFAULT_RUN / "split.csv")
+        split = spreadsheet.read_csv(DEFAULT_RUN / "split.csv")
         joined = metadata[["image_name"]].merge(split, on="image_name", how="left")
         return joined["split"].fillna("none").to_numpy()
     draws = np.random.default_rng(0).random(len(metadata))

@@ -80,6 +80,20 @@ def fresh_app(tmp_path, monkeypatch) -> AppPaths:
     return point_app_at(tmp_path, monkeypatch)
 
 
+def copy_run(source: Path, models: Path, run_id: str) -> Path:
+    """A copy of a run folder under another id (its card says so, as ingestion expects)."""
+    import json
+    import shutil
+
+    from core import runs
+
+    folder = models / run_id
+    shutil.copytree(source, folder)
+    card = json.loads((folder / runs.CARD_FILE).read_text())
+    runs.write_json_atomic(folder / runs.CARD_FILE, {**card, "run_id": run_id})
+    return folder
+
+
 def app(page: str) -> AppTest:
     """An AppTest of a page script, by its path from the repository root."""
     return AppTest.from_file(str(config.REPO_ROOT / page), default_timeout=TIMEOUT)

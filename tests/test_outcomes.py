@@ -52,16 +52,20 @@ def test_rows_are_read_with_the_vocabulary_and_numbered_like_a_spreadsheet() -> 
     rows = outcomes.parse_csv(
         "\ufeffFile_Name, Outcome ,Diagnosis,confirmed_on,notes\n"
         "a.jpg,Malignant,MEL,2024-03-12,x\n"
-        "b.jpg,0,Spitz naevus,,\n"
-        "c.jpg,1,,,\n".encode()
+        "b.jpg,0,nv,,\n"
+        "c.jpg,1,,,\n"
+        "d.jpg,0,Spitz naevus,,\n".encode()
     )
     assert [(row.number, row.file_name, row.outcome, row.diagnosis) for row in rows] == [
         (2, "a.jpg", "malignant", "melanoma"),
-        (3, "b.jpg", "benign", "Spitz naevus"),
+        (3, "b.jpg", "benign", "nevus"),
         (4, "c.jpg", "malignant", None),
+        (5, "d.jpg", "benign", None),
     ]
     assert rows[0].confirmed_on == datetime.date(2024, 3, 12)
-    assert all(row.problem is None for row in rows)
+    assert all(row.problem is None for row in rows[:3])
+    # Outside the vocabulary: a bad value, not stored as typed.
+    assert "'Spitz naevus' is not in the vocabulary" in str(rows[3].problem)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,13 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from app_fixtures import app_paths, fresh_app, tiny_train_config, trained_run  # noqa: F401
+from app_fixtures import (  # noqa: F401
+    app_paths,
+    copy_run,
+    fresh_app,
+    tiny_train_config,
+    trained_run,
+)
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -514,20 +520,13 @@ def test_a_disk_error_while_saving_leaves_no_partial_run(
 # --- broken run folders -----------------------------------------------------------------------
 
 
-def copy_run(source: Path, models: Path, run_id: str) -> Path:
-    """A copy of a run folder under another id (its card says so, as ingestion expects)."""
-    folder = models / run_id
-    shutil.copytree(source, folder)
-    card = json.loads((folder / runs.CARD_FILE).read_text())
-    runs.write_json_atomic(folder / runs.CARD_FILE, {**card, "run_id": run_id})
-    return folder
-
-
 @pytest.fixture
 def good_and_broken_runs(fresh_app, app_paths, trained_run):  # noqa: F811
-    """Two copies of the trained run in fresh app folders; the newer one is active."""
+    """Two copies of the trained run in fresh app folders: the older one is the default
+    (active.json), the newer one the local choice."""
     source = app_paths.models_dir / trained_run
-    copy_run(source, fresh_app.models_dir, "20000101-000000-good")
+    good = copy_run(source, fresh_app.models_dir, "20000101-000000-good")
+    runs.write_json_atomic(fresh_app.models_dir / config.ACTIVE_FILE_NAME, {"run_id": good.name})
     broken = copy_run(source, fresh_app.models_dir, "20990101-000000-broken")
     runs.set_active(broken.name, fresh_app.models_dir)
     return broken
@@ -547,7 +546,7 @@ def test_home_names_a_broken_active_run_and_falls_back(good_and_broken_runs, dam
     at = AppTest.from_file(str(config.REPO_ROOT / "Home.py"), default_timeout=TIMEOUT).run()
     assert not at.exception
     assert f"run 20990101-000000-broken: {message}" in texts(at.warning)
-    assert "showing the newest good run, 20000101-000000-good" in texts(at.error)
+    assert "using run 20000101-000000-good from active.json" in texts(at.warning)
 
 
 def test_predict_falls_back_when_the_active_model_file_is_corrupt(good_and_broken_runs):

@@ -30,15 +30,32 @@ def test_list_runs_skips_unfinished_and_reports_broken(tmp_path):
     assert len(problems) == 1 and "20260104-000000-d" in problems[0]
 
 
-def test_active_run_falls_back_to_newest_good_run_and_says_why(tmp_path):
+def test_a_broken_local_choice_falls_back_to_the_default_and_says_why(tmp_path):
     make_run(tmp_path, "20260101-000000-a")
     active = make_run(tmp_path, "20260102-000000-b")
+    make_run(tmp_path, "20260103-000000-newest")
+    (tmp_path / "active.json").write_text('{"run_id": "20260101-000000-a"}')
     runs.set_active("20260102-000000-b", tmp_path)
     (active / "model.keras").unlink()
     run, problems = runs.active_run(tmp_path)
     assert run.run_id == "20260101-000000-a"
     assert any("model.keras is missing" in problem for problem in problems)
-    assert any("active run '20260102-000000-b'" in problem for problem in problems)
+    assert any(
+        "active.local.json names run '20260102-000000-b'" in problem
+        and "using run 20260101-000000-a from active.json" in problem
+        for problem in problems
+    )
+
+
+def test_no_usable_active_run_is_refused_not_replaced_by_the_newest(tmp_path):
+    make_run(tmp_path, "20260101-000000-a")
+    runs.set_active("20260101-000000-a", tmp_path)
+    (tmp_path / "20260101-000000-a" / "card.json").write_text("{not json")
+    make_run(tmp_path, "20260103-000000-newest")
+    run, problems = runs.active_run(tmp_path)
+    assert run is None and "activate a run" in problems[-1]
+    with pytest.raises(runs.RunError, match="card.json is unreadable.*activate a run"):
+        runs.resolve_run(None, tmp_path)
 
 
 def test_set_active_refuses_unknown_or_broken_runs(tmp_path):

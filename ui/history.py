@@ -15,8 +15,9 @@ CONFIRMED_CHOICES = {"All": None, "Confirmed": True, "Unconfirmed": False}
 IMPORT_FORMAT = (
     "A CSV with a header row: `file` (the name the image was uploaded under) or `sha256` (of "
     "the image, as the export has it), and `outcome` (benign or malignant; 0 and 1 are read "
-    "as in the ISIC `target` column, 1 is malignant). Optional: `diagnosis` and "
-    "`confirmed_on` (a date such as 2024-03-12). A sha256 reaches every prediction of that "
+    "as in the ISIC `target` column, 1 is malignant). Optional: `diagnosis` (a name of the "
+    "diagnosis vocabulary or a usual spelling of one, such as MEL or nv) and `confirmed_on` "
+    "(a date such as 2024-03-12). A sha256 reaches every prediction of that "
     "image, a file name every prediction stored under it."
 )
 _PREVIEW = (

@@ -23,16 +23,15 @@ def predictor(run: runs.Run):
 
 
 def working_predictor(run: runs.Run):
-    """(Predictor, run) for `run`, or for the active or newest run that loads when it cannot.
+    """(Predictor, run) for `run`, else for the active run, else the committed default.
 
     A corrupt model.keras (or one Keras' safe mode refuses) must not take the page down: the
-    error names the broken run and the next good one is used. (None, None) when none loads.
+    error names the broken run and the next one is used, never a run nobody chose (the
+    newest, say). (None, None) when none loads.
     """
-    found, _ = runs.list_runs()
-    active_id = runs.active_run_id()
-    # One listing of the run folders serves both: the active run first, then newest first.
-    active = [candidate for candidate in found if candidate.run_id == active_id]
-    candidates = {c.run_id: c for c in (run, *active, *found)}
+    active, _ = runs.active_run()
+    chain = (run, active, runs.default_run())
+    candidates = {candidate.run_id: candidate for candidate in chain if candidate is not None}
     for candidate in candidates.values():
         try:
             loaded = predictor(candidate)
