@@ -66,6 +66,12 @@ class Calibration:
         return cls(method=str(values["method"]), a=float(values["a"]), b=float(values["b"]))
 
 
+def mean_logit(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities of several models (members, N) combined in logit space: the sigmoid of
+    their mean logit. Unlike a plain mean, one confident member is not averaged away."""
+    return np.asarray(_sigmoid(_logit(np.asarray(probabilities, dtype=float)).mean(axis=0)))
+
+
 def _fit_logistic(
     feature: np.ndarray, labels: np.ndarray, fit_intercept: bool
 ) -> tuple[float, float]:

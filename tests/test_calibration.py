@@ -122,3 +122,36 @@ def test_youden_rule_matches_roc_curve(seed: int) -> None:
 def test_choose_threshold_bad_input(labels, rule: str, target: float) -> None:
     with pytest.raises(ValueError):
         choose_threshold(labels, [0.1, 0.5, 0.9], rule=rule, target_sensitivity=target)
+
+
+def test_mean_logit_combines_in_logit_space():
+    from core.calibration import mean_logit
+
+    combined = mean_logit(np.array([[0.9, 0.5, 0.2], [0.5, 0.5, 0.8]]))
+    # logit(0.9) = 2.197 and logit(0.5) = 0 average to 1.099: sigmoid 0.75, not the mean 0.7.
+    assert combined[0] == pytest.approx(0.75, abs=1e-3)
+    assert combined[1] == pytest.approx(0.5)
+    assert combined[2] == pytest.approx(0.5)
+
+
+def test_fold_ensemble_pairs_recipes_by_source_and_image():
+    import pandas as pd
+
+    from scripts.fold_ensemble import compare
+
+    rng = np.random.default_rng(0)
+    labels = np.array([1] * 30 + [0] * 30)
+    index = pd.MultiIndex.from_arrays(
+        [["clinic"] * 60, [f"image_{i}" for i in range(60)]], names=["held_out", "image_name"]
+    )
+
+    def recipe(noise: float) -> pd.DataFrame:
+        scores = np.clip(0.3 + 0.3 * labels + rng.normal(0, noise, 60), 0.01, 0.99)
+        return pd.DataFrame({"label": labels, "probability": scores}, index=index)
+
+    result = compare({"first": recipe(0.3), "second": recipe(0.3)})["clinic"]
+    assert result["n"] == 60 and result["n_malignant"] == 30
+    # Two recipes with independent errors: their combination ranks better than either.
+    assert result["ensemble"]["roc_auc"] > max(
+        result["first"]["roc_auc"], result["second"]["roc_auc"]
+    )
