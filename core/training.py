@@ -31,7 +31,7 @@ from core import (
 )
 from core.calibration import choose_threshold, fit_calibration
 from core.card import build_card
-from core.inference import forward_in_batches, load_run_model, make_forward
+from core.inference import forward_in_batches, images_per_call, load_run_model, make_forward
 from core.model import (
     DIAGNOSIS_LAYER,
     HEAD_LAYER,
@@ -349,7 +349,7 @@ class Scores:
 
 def forward_rows(model, train_config, arrays, tta: bool):
     forward = make_forward(model, tta, train_config.tta_views)
-    return forward_in_batches(forward, arrays)
+    return forward_in_batches(forward, arrays, images_per_call(tta, train_config.tta_views))
 
 
 def pick_threshold(train_config, val_labels, val_probabilities, held_out=None):

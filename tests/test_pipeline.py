@@ -278,3 +278,11 @@ def test_refit_ood_gives_a_run_the_current_detector(trained):
     check = card["ood"]["non_dermoscopy_check"]
     assert check["n_non_dermoscopy"] > 100 and 0 <= check["non_dermoscopy_flagged"] <= 1
     assert runs.load_run(folder) and Predictor(runs.load_run(folder)).ood.detail_range
+
+
+def test_one_forward_call_holds_at_most_views_per_call_views():
+    from core.inference import VIEWS_PER_CALL, images_per_call
+
+    assert images_per_call(True, "dihedral") * 8 <= VIEWS_PER_CALL
+    assert images_per_call(True, "flips") * 3 <= VIEWS_PER_CALL
+    assert images_per_call(False, "dihedral") == VIEWS_PER_CALL
