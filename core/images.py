@@ -12,11 +12,13 @@ of rules applies everywhere:
 """
 
 import concurrent.futures
+import contextlib
 import hashlib
 import io
 import os
 import re
 import stat
+import threading
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -126,10 +128,46 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
 
 def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
     # 16-bit (and 32-bit integer) grey levels are treated as 0..65535 and scaled, not clipped:
-    # clipping would turn almost every pixel of a 16-bit scan white.
-    values = np.asarray(image, dtype=np.float64)
-    grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
-    return Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB")
+    # clipping would turn almost every pixel of a 16-bit scan white. (v + 128) // 257 is
+    # round(v / 257), computed in place in one int32 array: a 49-megapixel scan then needs
+    # 196 MB here, not the gigabyte float64 arrays took.
+    values = np.array(image, dtype=np.int32)
+    np.clip(values, 0, 65535, out=values)
+    values += 128
+    values //= 257
+    grey = Image.fromarray(values.astype(np.uint8), mode="L")
+    del values
+    return Image.merge("RGB", [grey] * 3)
+
+
+class PixelBudget:
+    """Pixels being decoded at once, across every thread of the process.
+
+    Each decode holds its image's pixels until its RGB image exists, so that parallel decodes
+    of large images (a ZIP of four 49-megapixel PNGs) wait for each other instead of adding
+    up; an image larger than the whole budget decodes alone.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.in_use = 0
+        self._condition = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int):
+        pixels = min(pixels, self.capacity)
+        with self._condition:
+            self._condition.wait_for(lambda: self.in_use + pixels <= self.capacity)
+            self.in_use += pixels
+        try:
+            yield
+        finally:
+            with self._condition:
+                self.in_use -= pixels
+                self._condition.notify_all()
+
+
+DECODE_BUDGET = PixelBudget(config.MAX_IMAGE_PIXELS)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -166,6 +204,23 @@ def decode_image(
     pixels. Other formats ignore it.
     """
     image = _open_checked(data, max_pixels)
+    with DECODE_BUDGET.hold(image.width * image.height):
+        return _decoded(image, max_pixels, reduce_to)
+
+
+def decode_for_model(data: bytes, size: int, resample: str = "bilinear"):
+    """Model input (size, size, 3) and the original (width, height) of untrusted bytes.
+
+    The decode budget is held until the full-size picture is resized away, so that large
+    images in flight never add up.
+    """
+    image = _open_checked(data, config.MAX_IMAGE_PIXELS)
+    with DECODE_BUDGET.hold(image.width * image.height):
+        rgb = _decoded(image, config.MAX_IMAGE_PIXELS, None)
+        return resize_for_model(rgb, size, resample), rgb.size
+
+
+def _decoded(image: Image.Image, max_pixels: int, reduce_to: int | None) -> Image.Image:
     try:
         if reduce_to:
             image.draft(None, (reduce_to, reduce_to))
@@ -194,7 +249,7 @@ def resize_for_model(image: Image.Image, size: int, resample: str = "bilinear") 
 
 def prepare_image(data: bytes, size: int, resample: str = "bilinear") -> np.ndarray:
     """Bytes to model input (decode, then resize): the one path for training and inference."""
-    return resize_for_model(decode_image(data), size, resample)
+    return decode_for_model(data, size, resample)[0]
 
 
 def load_image_file(path: str | os.PathLike, size: int, resample: str = "bilinear") -> np.ndarray:

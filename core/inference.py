@@ -349,9 +349,8 @@ class DecodedImage:
 
 
 def decode_for_model(data: bytes, image_size: int, resample: str) -> DecodedImage:
-    image = images.decode_image(data)
-    array = images.resize_for_model(image, image_size, resample)
-    return DecodedImage(array, image.width, image.height, images.sha256_bytes(data))
+    array, (width, height) = images.decode_for_model(data, image_size, resample)
+    return DecodedImage(array, width, height, images.sha256_bytes(data))
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

@@ -294,3 +294,36 @@ def test_zip_with_too_many_members_is_refused(tmp_path: Path) -> None:
 def test_not_a_zip_is_an_archive_error(tmp_path: Path) -> None:
     with pytest.raises(images.ArchiveError, match="not a readable zip"):
         images.safe_extract_zip(b"plain text", tmp_path / "out")
+
+
+def test_the_decode_budget_keeps_large_images_from_decoding_together():
+    import threading
+    import time
+
+    budget = images.PixelBudget(100)
+    peak, lock = [0], threading.Lock()
+
+    def decode(pixels: int) -> None:
+        with budget.hold(pixels):
+            with lock:
+                peak[0] = max(peak[0], budget.in_use)
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=decode, args=(60,)) for _ in range(6)]
+    threads.append(threading.Thread(target=decode, args=(500,)))  # over the budget: alone
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] <= 100 and budget.in_use == 0
+
+
+def test_sixteen_bit_grey_scales_exactly_as_rounding_v_over_257():
+    values = np.arange(0, 65536, 7, dtype=np.uint16)[:9000].reshape(90, 100)
+    for image in (
+        Image.frombytes("I;16", (100, 90), values.tobytes()),
+        Image.fromarray(values.astype(np.int32)),
+    ):
+        expected = np.rint(values / 257.0).astype(np.uint8)
+        converted = np.asarray(images.to_rgb(image))
+        assert converted.shape == (90, 100, 3) and (converted[..., 1] == expected).all()
