@@ -219,7 +219,7 @@ def _read_table(path: Path, columns: tuple[str, ...], optional: tuple[str, ...])
 
 def split_overlap(run: Run, sha256s, image_names) -> dict | None:
     """How many of these images the run trained, validated or was tested on; None when the
-    run has no split.csv to tell.
+    run has no split.csv (with image_name and split columns) to tell.
 
     Matched by content (split.csv's sha256 column) when the run has it, else by image name
     (runs from before it): `"by"` says which. Copies under another name are caught only by
@@ -229,6 +229,8 @@ def split_overlap(run: Run, sha256s, image_names) -> dict | None:
     if not path.is_file():
         return None
     table = pandas.read_csv(path, dtype="string")
+    if not {"image_name", "split"} <= set(table.columns):
+        return None
     by = "sha256" if "sha256" in table.columns and table["sha256"].notna().all() else "image_name"
     wanted = set(sha256s if by == "sha256" else image_names)
     inside = table[table[by].isin(wanted)]

@@ -110,7 +110,8 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_any_work(
 def test_the_metrics_page_shows_the_skipped_rows_of_an_evaluation(fresh_app):  # noqa: F811
     tests = scored(image_names(0, 30), 0)
     write_scored_run(fresh_app.models_dir, "run-1", 0.4, tests)
-    run = runs.load_run(fresh_app.models_dir / "run-1")
+    # A run is shown only when it is active (the newest folder is never taken instead).
+    run = runs.set_active("run-1", fresh_app.models_dir)
     predictions = tests.assign(
         sha256=[f"hash-{name}" for name in tests["image_name"]],
         ood_score=1.0,
