@@ -295,19 +295,12 @@ def command_crossval_merge(arguments) -> int:
     run = runs.resolve_run(arguments.run)
     records = [json.loads(Path(path).read_text()) for path in arguments.files]
     predictions = (
-        pd.concat([pd.read_csv(path) for path in arguments.predictions])
+        pd.concat([spreadsheet.read_csv(path) for path in arguments.predictions])
         if arguments.predictions
         else None
     )
     payload = crossval.merge(records, predictions, float(run.card["threshold"]["value"]))
-    fine_tuned = payload["preset"] == "full"
-    name = runs.CROSSVAL_FINE_TUNED_FILE if fine_tuned else runs.CROSSVAL_FILE
-    runs.write_json_atomic(run.folder / name, payload)
-    # The card carries each kind's summary, so listing runs never opens the fold files.
-    summary_key = "crossval_fine_tuned" if fine_tuned else "crossval"
-    runs.write_json_atomic(
-        run.folder / runs.CARD_FILE, {**run.card, summary_key: payload["summary"]}
-    )
+    name = crossval.save_with_run(run, payload)
     print(format_crossval(payload))
     print(f"wrote {name} in run {run.run_id}")
     return 0

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from core import spreadsheet
+from core import runs, spreadsheet
 from core.calibration import choose_threshold
 from core.metrics import evaluate
 from core.train_config import TrainConfig
@@ -339,7 +339,6 @@ def run_crossval(
 
     With a run, each fold is also scored at the run's own threshold (`at_run_threshold`).
     """
-    from core import runs
     from core.model import resolve_weights
     from core.training import Progress, prepare_data
 
@@ -373,5 +372,22 @@ def run_crossval(
         return result.to_json()
     run = runs.resolve_run(run_reference)
     payload = result.to_json(float(run.card["threshold"]["value"]))
-    runs.write_json_atomic(run.folder / runs.CROSSVAL_FILE, payload)
+    save_with_run(run, payload)
     return payload
+
+
+def save_with_run(run, payload: dict) -> str:
+    """The one writer of a finished run's held-out-source record; returns the file name.
+
+    Folds of the recipe as trained (preset "full") go to crossval_fine_tuned.json, head-only
+    ones to crossval.json, and the card gets the summary of that kind, so that listing runs
+    never opens the fold files.
+    """
+    fine_tuned = payload["preset"] == "full"
+    name = runs.CROSSVAL_FINE_TUNED_FILE if fine_tuned else runs.CROSSVAL_FILE
+    runs.write_json_atomic(run.folder / name, payload)
+    summary_key = "crossval_fine_tuned" if fine_tuned else "crossval"
+    runs.write_json_atomic(
+        run.folder / runs.CARD_FILE, {**run.card, summary_key: payload["summary"]}
+    )
+    return name

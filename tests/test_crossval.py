@@ -120,3 +120,46 @@ def test_folds_can_be_limited_to_named_sources():
 
 def held_out(frame, **options) -> list[str]:
     return crossval.held_out_sources(frame, **options)[0]
+
+
+def test_folds_run_one_at_a_time_merge_into_the_runs_fine_tuned_record(tmp_path):
+    folder = tmp_path / "run-1"
+    folder.mkdir()
+    card = {"run_id": "run-1", "image_size": 32, "threshold": {"value": 0.3}}
+    (folder / runs.CARD_FILE).write_text(json.dumps(card))
+    run = runs.Run(run_id="run-1", folder=folder, card=card)
+
+    def fold_file(source: str) -> dict:
+        fold = {"held_out": source, "threshold": 0.5, "metrics": {"roc_auc": 0.7}}
+        return {
+            "by": "source",
+            "preset": "full",
+            "config": {},
+            "min_cases": 30,
+            "created_at": "2026-12-07T00:00:00+00:00",
+            "folds": [fold],
+            "skipped": [],
+        }
+
+    labels = [1, 1, 0, 0] * 10
+    predictions = pd.DataFrame(
+        {
+            "held_out": ["A"] * 40 + ["B"] * 40,
+            "image_name": [f"i{n}" for n in range(80)],
+            "label": labels * 2,
+            "probability": [0.6, 0.2, 0.4, 0.1] * 20,
+        }
+    )
+    payload = crossval.merge([fold_file("A"), fold_file("B")], predictions, 0.3)
+    assert [fold["held_out"] for fold in payload["folds"]] == ["A", "B"]
+    # At the run's threshold 0.3: half the malignant (0.6 yes, 0.2 no), benign 0.4 called.
+    assert payload["folds"][0]["at_run_threshold"]["sensitivity"] == 0.5
+    assert payload["folds"][0]["at_run_threshold"]["specificity"] == 0.5
+    assert crossval.save_with_run(run, payload) == runs.CROSSVAL_FINE_TUNED_FILE
+    assert runs.load_crossval(run, runs.CROSSVAL_FINE_TUNED_FILE)["folds"][1]["held_out"] == "B"
+    saved_card = json.loads((folder / runs.CARD_FILE).read_text())
+    assert saved_card["crossval_fine_tuned"]["mean"]["roc_auc"] == 0.7
+    with pytest.raises(ValueError, match="held out twice"):
+        crossval.merge([fold_file("A"), fold_file("A")], None, 0.3)
+    with pytest.raises(ValueError, match="mix presets"):
+        crossval.merge([fold_file("A"), {**fold_file("B"), "preset": "quick"}], None, 0.3)
