@@ -78,6 +78,8 @@ class CaseReport:
     overlay: bytes | None = None
     overlay_caption: str = ""
     diagnoses: tuple[tuple[str, float], ...] = ()
+    # "card", or "local" when the installation's own threshold labelled it.
+    threshold_source: str = "card"
 
     @property
     def distance(self) -> float:
@@ -115,6 +117,7 @@ def build_report(
         probability=float(row["probability"]),
         label=row["label"],
         threshold=float(row["threshold"]),
+        threshold_source=row["threshold_source"] or "card",
         tta=bool(row["tta"]),
         width=int(row["width"]),
         height=int(row["height"]),
@@ -202,7 +205,12 @@ def _ood_text(report: CaseReport) -> str:
 def _prediction_rows(report: CaseReport) -> list[tuple[str, str]]:
     return [
         ("Malignant probability (calibrated)", _percent(report.probability)),
-        ("Label at the model's threshold", f"{report.label} (threshold {report.threshold:.1%})"),
+        (
+            "Label at this installation's own threshold"
+            if report.threshold_source == "local"
+            else "Label at the model's threshold",
+            f"{report.label} (threshold {report.threshold:.1%})",
+        ),
         ("Distance to the threshold", f"{report.distance:+.1%}"),
         ("Out-of-distribution score", _ood_text(report)),
         ("Test-time augmentation", "on" if report.tta else "off"),

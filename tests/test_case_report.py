@@ -60,8 +60,16 @@ def database(tmp_path):
     opened.close()
 
 
-def store(database, file_name="lesion.jpg", thumbnail=None, ood=(12.5, False), session="me"):
+def store(
+    database,
+    file_name="lesion.jpg",
+    thumbnail=None,
+    ood=(12.5, False),
+    session="me",
+    threshold_source="card",
+):
     record = db.PredictionRecord(
+        threshold_source=threshold_source,
         session_id=session,
         run_id=RUN_ID,
         file_name=file_name,
@@ -286,3 +294,12 @@ def test_long_fields_are_cut_so_that_the_pdf_stays_one_page(database, tmp_path):
     pages, text = pdf_text(case_report.to_pdf(report))
     assert pages == 1
     assert "ddd..." in text and "d" * 3000 not in text
+
+
+def test_a_report_says_when_the_installations_own_threshold_labelled(database, tmp_path):
+    write_run(tmp_path)
+    card_id, local_id = store(database), store(database, threshold_source="local")
+    card = rows(case_report.build_report(database, card_id, models_dir=tmp_path))
+    local = rows(case_report.build_report(database, local_id, models_dir=tmp_path))
+    assert card["Label at the model's threshold"] == "malignant (threshold 30.0%)"
+    assert local["Label at this installation's own threshold"] == "malignant (threshold 30.0%)"
