@@ -12,7 +12,7 @@ from test_pipeline import run_cli
 
 from core import config, crossval, runs
 from core.model import resolve_weights
-from core.training import prepare_data
+from core.recipe import prepare_data
 
 SOURCES = ("clinic A", "clinic B", "clinic C")
 

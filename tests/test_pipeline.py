@@ -20,8 +20,9 @@ from core import config, diagnoses, runs
 from core.__main__ import PREDICT_COLUMNS
 from core.diagnoses import MALIGNANT_NAMES
 from core.inference import Predictor
+from core.progress import Cancelled
 from core.train_config import TrainConfig
-from core.training import Cancelled, train
+from core.training import train
 
 SAMPLE_IMAGES = config.SAMPLE_DIR / "images"
 SAMPLE_CSV = config.SAMPLE_DIR / "metadata.csv"

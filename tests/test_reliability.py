@@ -27,7 +27,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import __main__ as cli
-from core import config, data, db, images, predict_service, runs, training, worker
+from core import config, data, db, images, predict_service, recipe, runs, training, worker
 from core.inference import Predictor
 
 SAMPLE_IMAGES = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))
@@ -489,7 +489,7 @@ def test_an_exception_in_an_epoch_fails_the_job_and_keeps_the_active_run(
     def broken_epoch(self, epoch, logs=None):
         raise RuntimeError(f"simulated failure in epoch {epoch + 1}")
 
-    monkeypatch.setattr(training.ProgressReporter, "on_epoch_end", broken_epoch)
+    monkeypatch.setattr(recipe.ProgressReporter, "on_epoch_end", broken_epoch)
     assert worker.run_job(job_folder) == 1
     reason = "RuntimeError: simulated failure in epoch 1"
     assert_failed_and_nothing_changed(job_folder, reason, trained_run, before)
