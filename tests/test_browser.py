@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from app_fixtures import app_paths, trained_run  # noqa: F401
 
 from core import config, runs
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from app_fixtures import app_paths, fresh_app, tiny_train_config, trained_run  # noqa: F401
+from app_fixtures import tiny_train_config
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -92,7 +92,7 @@ def bad_images(photo: Image.Image) -> dict[str, tuple[bytes, str]]:
 
 
 @pytest.fixture(scope="module")
-def predictor(app_paths, trained_run):  # noqa: F811
+def predictor(app_paths, trained_run):
     return Predictor(runs.load_run(app_paths.models_dir / trained_run))
 
 
@@ -208,8 +208,8 @@ def test_fuzzed_uploads_never_raise_and_only_good_ones_are_stored(predictor, dat
 
 
 def test_cli_predict_writes_an_error_row_for_each_bad_file(
-    app_paths,  # noqa: F811
-    trained_run,  # noqa: F811
+    app_paths,
+    trained_run,
     tmp_path,
     make_photo,
     capsys,
@@ -242,7 +242,7 @@ def write_broken_sample(folder: Path, make_photo) -> list[str]:
 
 
 def test_training_names_bad_files_and_trains_on_the_rest(
-    trained_run,  # noqa: F811
+    trained_run,
     make_photo,
     tmp_path,
     monkeypatch,
@@ -296,7 +296,7 @@ def test_ten_sessions_predicting_at_once_lose_no_row(predictor, database):
     assert len(everything) == 200 and everything["id"].is_unique
 
 
-def test_the_cli_runs_while_the_app_holds_the_database(app_paths, trained_run):  # noqa: F811
+def test_the_cli_runs_while_the_app_holds_the_database(app_paths, trained_run):
     database = db.open_database(config.DB_PATH)  # this process plays the app
     database.ingest_runs(app_paths.models_dir)
     completed = subprocess.run(
@@ -323,7 +323,7 @@ sys.stdin.read()
 """
 
 
-def test_a_second_app_process_gets_a_clear_message(fresh_app):  # noqa: F811
+def test_a_second_app_process_gets_a_clear_message(fresh_app):
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -360,7 +360,7 @@ def corrupt_database(path: Path) -> bytes:
 
 
 @pytest.mark.parametrize("page", [*PAGES, "pages/4_History.py"])
-def test_a_corrupt_database_file_is_explained_on_every_page(fresh_app, page):  # noqa: F811
+def test_a_corrupt_database_file_is_explained_on_every_page(fresh_app, page):
     corrupt_database(fresh_app.db_path)
     at = AppTest.from_file(str(config.REPO_ROOT / page), default_timeout=TIMEOUT).run()
     assert not at.exception
@@ -370,7 +370,7 @@ def test_a_corrupt_database_file_is_explained_on_every_page(fresh_app, page):  #
     assert str(fresh_app.db_path.parent) not in message
 
 
-def test_a_corrupt_database_names_the_migration_backup(fresh_app):  # noqa: F811
+def test_a_corrupt_database_names_the_migration_backup(fresh_app):
     corrupt_database(fresh_app.db_path)
     fresh_app.db_path.with_name("app.duckdb.v2.bak").write_bytes(b"")
     at = AppTest.from_file(str(config.REPO_ROOT / "Home.py"), default_timeout=TIMEOUT).run()
@@ -380,8 +380,8 @@ def test_a_corrupt_database_names_the_migration_backup(fresh_app):  # noqa: F811
 
 
 def test_predict_works_without_storage_when_the_database_is_corrupt(
-    app_paths,  # noqa: F811
-    trained_run,  # noqa: F811
+    app_paths,
+    trained_run,
     tmp_path,
     monkeypatch,
 ):
@@ -408,7 +408,7 @@ def run_folders(models_dir: Path) -> list[str]:
 
 
 @pytest.fixture
-def models_with_active_run(app_paths, trained_run, tmp_path):  # noqa: F811
+def models_with_active_run(app_paths, trained_run, tmp_path):
     """A models folder of its own holding a copy of the trained run, active."""
     models = tmp_path / "models"
     shutil.copytree(app_paths.models_dir / trained_run, models / trained_run)
@@ -481,7 +481,7 @@ def assert_failed_and_nothing_changed(folder: Path, reason: str, active: str, be
 
 def test_an_exception_in_an_epoch_fails_the_job_and_keeps_the_active_run(
     job_folder,
-    trained_run,  # noqa: F811
+    trained_run,
     monkeypatch,
 ):
     before = run_folders(job_folder.parent.parent)
@@ -497,7 +497,7 @@ def test_an_exception_in_an_epoch_fails_the_job_and_keeps_the_active_run(
 
 def test_a_disk_error_while_saving_leaves_no_partial_run(
     job_folder,
-    trained_run,  # noqa: F811
+    trained_run,
     monkeypatch,
 ):
     before = run_folders(job_folder.parent.parent)
@@ -524,7 +524,7 @@ def copy_run(source: Path, models: Path, run_id: str) -> Path:
 
 
 @pytest.fixture
-def good_and_broken_runs(fresh_app, app_paths, trained_run):  # noqa: F811
+def good_and_broken_runs(fresh_app, app_paths, trained_run):
     """Two copies of the trained run in fresh app folders; the newer one is active."""
     source = app_paths.models_dir / trained_run
     copy_run(source, fresh_app.models_dir, "20000101-000000-good")
