@@ -19,6 +19,19 @@ from core.data import ISIC_SITES
 pytest_plugins = ["app_fixtures"]
 
 SHARED_DATA = config.REPO_ROOT.parent / "shared" / "data" / "dermoscopy"
+# Fixtures that train a run: `trained_run` (app_fixtures) and `trained` (test_pipeline).
+TRAINING_FIXTURES = {"trained_run", "trained"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark slow every test that needs a training fixture, directly or through another.
+
+    First, so that `-m "not slow"` sees the mark when it deselects.
+    """
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def synthetic_image(rng: np.random.Generator, size: int = 32) -> Image.Image:

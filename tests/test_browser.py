@@ -45,6 +45,8 @@ def _find_chromium() -> str | None:
 CHROMIUM = _find_chromium()
 pytestmark = [
     pytest.mark.browser,
+    # Without the committed default model, the app's run is trained (`_models_for_the_app`).
+    pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: `make chromium` installs it"),
 ]
 

@@ -261,6 +261,7 @@ def test_bad_data_fails_before_anything_is_written(tmp_path):
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_runs_with_one_cpu_replica(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
     result = train(tiny_config(strategy="mirrored"), models_directory=tmp_path / "models")
