@@ -23,7 +23,7 @@ from bench.common import (
 from bench.report import Figure, Goal
 from core import config, images
 from core.inference import decode_for_model, find_images
-from core.training import uint8_function
+from core.recipe import uint8_function
 
 BATCH_SIZE = 32
 MEBIBYTE = 1024**2

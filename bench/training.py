@@ -23,17 +23,16 @@ from core.model import (
     named_outputs,
     set_fine_tune_layers,
 )
-from core.training import (
-    AUGMENTATION_STRENGTHS,
+from core.recipe import (
     PreparedData,
     Targets,
-    TrainConfig,
     compile_named,
     head_features,
     prepare_data,
     prepared_targets,
     train_head,
 )
+from core.train_config import AUGMENTATION_STRENGTHS, TrainConfig
 
 TIMED_HEAD_EPOCHS = 10
 HEAD_BATCH_SIZE = 64
@@ -211,7 +210,7 @@ def max_difference(first: list[np.ndarray], second: list[np.ndarray]) -> float:
 
 
 def fine_tune_model(settings: Settings, train: TrainConfig, targets: Targets) -> keras.Model:
-    """A model set up as `core.training.fine_tune` sets it up: top layers open, augmentation
+    """A model set up as `core.recipe.fine_tune` sets it up: top layers open, augmentation
     in the train step, compiled."""
     model = fresh_model(settings, train)
     set_fine_tune_layers(model, train.fine_tune_layers)

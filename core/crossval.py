@@ -18,6 +18,7 @@ import pandas as pd
 from core import runs, spreadsheet
 from core.calibration import choose_threshold
 from core.metrics import evaluate
+from core.progress import Progress
 from core.train_config import TrainConfig
 
 # A held-out source needs this many images of each class for an AUC worth reporting.
@@ -263,7 +264,9 @@ def _fold_data(prepared, source: str):
 
 def run_fold(train_config, prepared, weights, source, report, should_stop) -> Fold:
     """Train on every other source and score the held-out one at the fold's own threshold."""
-    from core.training import Progress, fit_model, score_splits
+    # The recipe loads TensorFlow: imported when a fold runs, so that merging and summarising
+    # records (`crossval-merge`) never loads it.
+    from core.recipe import fit_model, score_splits
 
     started = time.perf_counter()
     fold = _fold_data(prepared, source)
@@ -339,8 +342,9 @@ def run_crossval(
 
     With a run, each fold is also scored at the run's own threshold (`at_run_threshold`).
     """
+    # Imported here for the same reason as in `run_fold`: both load TensorFlow.
     from core.model import resolve_weights
-    from core.training import Progress, prepare_data
+    from core.recipe import prepare_data
 
     report = report or (lambda progress: None)
     train_config.validate()

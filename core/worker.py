@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core import data, runs
+from core.progress import Cancelled, Progress
 from core.train_config import TrainConfig
 
 JOBS_FOLDER = ".jobs"
@@ -301,8 +302,6 @@ class _JobReporter:
         return self.cancelled or (self.folder / "cancel").exists()
 
     def __call__(self, progress) -> None:
-        from core.training import Cancelled
-
         if self.should_stop():
             raise Cancelled(f"{self.status.kind} was cancelled")
         status = self.status
@@ -331,6 +330,8 @@ def _started_at(folder: Path) -> float:
 
 
 def _train(payload: dict, reporter: _JobReporter, directory: Path) -> str:
+    # Training and evaluation load TensorFlow: only the job's own process imports them, never
+    # the app that starts and polls it.
     from core.training import train
 
     train_config = TrainConfig.from_dict(payload["config"])
@@ -342,8 +343,8 @@ def _train(payload: dict, reporter: _JobReporter, directory: Path) -> str:
 
 
 def _evaluate(payload: dict, reporter: _JobReporter, directory: Path) -> str:
+    # Loads TensorFlow: see `_train`.
     from core import evaluation
-    from core.training import Progress
 
     request = EvaluationRequest.from_dict(payload["request"])
     reporter(Progress("data", "Checking the images"))
@@ -363,8 +364,6 @@ def _evaluate(payload: dict, reporter: _JobReporter, directory: Path) -> str:
 
 
 def _batch_reporter(reporter: _JobReporter, run_id: str, number: int, total_runs: int):
-    from core.training import Progress
-
     def report(done: int, total: int) -> None:
         message = f"Run {run_id}: {done} of {total} images scored"
         reporter(Progress("scoring", message, number, total_runs, done, total))
@@ -390,8 +389,6 @@ def _failure_text(error: Exception) -> str:
 
 def run_job(folder: Path) -> int:
     """The body of the process started by `start_training` or `start_evaluation`."""
-    from core.training import Cancelled
-
     folder = Path(folder)
     directory = folder.parent.parent
     payload = json.loads((folder / "config.json").read_text())

@@ -18,8 +18,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from core.model import build_model, resolve_weights
+from core.recipe import head_features, prepare_data
 from core.train_config import TrainConfig
-from core.training import head_features, prepare_data
 
 
 def fold_scores(vectors, labels, groups, sites, folds, seed, site_of_interest):

@@ -2,7 +2,7 @@
 
 AppTest runs page scripts in this process, so the paths are set both as environment variables
 (read by the training subprocess) and as `core.config` attributes (read by the pages).
-Test modules import the fixtures they use from here.
+tests/conftest.py loads the fixtures as a plugin; test modules import only the helpers.
 """
 
 import dataclasses

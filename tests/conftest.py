@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny synthetic datasets in both layouts, and the shared real dataset."""
+"""Shared fixtures: tiny synthetic datasets in both layouts (one with rows that cannot be
+scored), and the shared real dataset.
+
+The app fixtures (`app_paths`, `fresh_app`, `trained_run`) load from `app_fixtures` as a
+plugin; test modules import only its helpers.
+"""
 
 import csv
 from collections.abc import Callable
@@ -11,7 +16,22 @@ from PIL import Image
 from core import config
 from core.data import ISIC_SITES
 
+pytest_plugins = ["app_fixtures"]
+
 SHARED_DATA = config.REPO_ROOT.parent / "shared" / "data" / "dermoscopy"
+# Fixtures that train a run: `trained_run` (app_fixtures) and `trained` (test_pipeline).
+TRAINING_FIXTURES = {"trained_run", "trained"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark slow every test that needs a training fixture, directly or through another.
+
+    First, so that `-m "not slow"` sees the mark when it deselects.
+    """
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def synthetic_image(rng: np.random.Generator, size: int = 32) -> Image.Image:
@@ -90,6 +110,31 @@ def make_dataset(tmp_path: Path) -> Callable[..., Path]:
 def make_photo() -> Callable[..., Image.Image]:
     """Factory: make_photo(seed=0, size=32) -> a smooth random RGB image."""
     return lambda seed=0, size=32: synthetic_image(np.random.default_rng(seed), size)
+
+
+HOSTILE_TARGETS = ("maybe", "2", "-1")
+
+
+def add_bad_rows(data_dir) -> None:
+    """Three invalid targets, a name that matches no image and a repeated name."""
+    csv_path = data_dir / "metadata.csv"
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    first = rows[0]
+    bad = [{**first, "image_name": f"bad_{t}", "target": t} for t in HOSTILE_TARGETS]
+    bad += [{**first, "image_name": "ISIC_9999999"}, dict(first)]
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(first))
+        writer.writeheader()
+        writer.writerows(rows + bad)
+
+
+@pytest.fixture
+def hostile_dataset(make_dataset):
+    """12 good rows and 5 that cannot be scored, in the ISIC layout."""
+    data_dir = make_dataset("csv", n_benign=6, n_malignant=6)
+    add_bad_rows(data_dir)
+    return data_dir
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from app_fixtures import app, fresh_app, texts  # noqa: F401
+from app_fixtures import app, texts
 
 from core import compare, evaluation, metrics, runs
 
@@ -76,7 +76,7 @@ def write_evaluation(models_dir, run_id: str, frame: pd.DataFrame) -> str:
 
 
 @pytest.fixture
-def two_test_splits(fresh_app):  # noqa: F811
+def two_test_splits(fresh_app):
     """Two runs whose test splits share 30 of their images: 40 and 35 images."""
     splits = {FIRST: scored(image_names(0, 40), 0), SECOND: scored(image_names(10, 45), 1)}
     for (run_id, tests), threshold in zip(splits.items(), (0.4, 0.5), strict=True):
@@ -115,7 +115,7 @@ def test_different_test_splits_get_a_warning_and_are_paired_on_shared_images(two
     assert "ROC on the paired images" in titles
 
 
-def test_runs_tested_on_the_same_images_get_no_warning(fresh_app):  # noqa: F811
+def test_runs_tested_on_the_same_images_get_no_warning(fresh_app):
     tests = scored(image_names(0, 30), 0)
     write_run(fresh_app.models_dir, FIRST, 0.4, tests)
     write_run(
@@ -128,7 +128,7 @@ def test_runs_tested_on_the_same_images_get_no_warning(fresh_app):  # noqa: F811
 
 def test_a_shared_evaluation_set_is_offered_first_and_matched_by_content(
     two_test_splits,
-    fresh_app,  # noqa: F811
+    fresh_app,
 ):
     clinic = scored(image_names(100, 124), 2)
     clinic_key = write_evaluation(fresh_app.models_dir, FIRST, clinic)
@@ -157,7 +157,7 @@ def test_a_shared_evaluation_set_is_offered_first_and_matched_by_content(
     assert paired_table(at).columns.tolist() == [f"{SECOND} vs {FIRST}", f"{THIRD} vs {FIRST}"]
 
 
-def test_runs_without_shared_images_are_not_compared(fresh_app):  # noqa: F811
+def test_runs_without_shared_images_are_not_compared(fresh_app):
     write_run(fresh_app.models_dir, FIRST, 0.4, scored(image_names(0, 20), 0))
     write_run(fresh_app.models_dir, SECOND, 0.5, scored(image_names(20, 40), 1))
     at = compare_tab(FIRST, SECOND)

@@ -4,7 +4,7 @@ import io
 import zipfile
 
 import pytest
-from app_fixtures import SAMPLE_IMAGES, app, app_paths, texts, trained_run  # noqa: F401
+from app_fixtures import SAMPLE_IMAGES, app, texts
 
 from core import runs, worker
 
@@ -25,7 +25,7 @@ def keys(widgets) -> list[str]:
 
 
 def test_an_uploaded_dataset_is_evaluated_in_the_background_and_shown(
-    trained_run,  # noqa: F811
+    trained_run,
     labelled_zip,
 ):
     at = app("pages/3_Metrics.py").run()
@@ -63,7 +63,7 @@ def test_an_uploaded_dataset_is_evaluated_in_the_background_and_shown(
     assert shown["Sensitivity"] == pytest.approx(record["metrics"]["sensitivity"])
 
 
-def test_evaluating_needs_the_admin_secret_in_public_mode(trained_run, monkeypatch):  # noqa: F811
+def test_evaluating_needs_the_admin_secret_in_public_mode(trained_run, monkeypatch):
     monkeypatch.setenv("DERMO_ADMIN_SECRET", "a long enough secret for the test")
     at = app("pages/3_Metrics.py").run()
     assert not at.exception
@@ -107,7 +107,7 @@ def clinic_evaluation(run_id: str) -> str:
 
 
 def test_a_threshold_from_an_evaluation_is_adopted_and_predict_says_so(
-    trained_run,  # noqa: F811
+    trained_run,
 ):
     from core import operating_point
 

@@ -1,7 +1,7 @@
 """AppTest of the History page's outcome import: preview, import, overwrite, undo, access."""
 
 import pytest
-from app_fixtures import app, fresh_app, texts  # noqa: F401
+from app_fixtures import app, texts
 
 from core import access, config, db, reports
 
@@ -20,7 +20,7 @@ def database() -> db.Database:
 
 
 @pytest.fixture
-def history(fresh_app) -> dict[str, int]:  # noqa: F811
+def history(fresh_app) -> dict[str, int]:
     """Four stored predictions by file name; same.jpg and stored.jpg are confirmed benign."""
     names = ("new.jpg", "same.jpg", "stored.jpg", "odd.jpg")
     ids = database().insert_predictions(

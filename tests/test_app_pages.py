@@ -8,16 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from app_fixtures import (  # noqa: F401
-    SAMPLE_IMAGES,
-    TIMEOUT,
-    app,
-    app_paths,
-    crossval_payload,
-    fresh_app,
-    texts,
-    trained_run,
-)
+from app_fixtures import SAMPLE_IMAGES, app, crossval_payload, texts
 
 import ui
 import ui.metrics
@@ -37,13 +28,13 @@ def database() -> db.Database:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_every_page_renders_on_a_fresh_database(fresh_app, page):  # noqa: F811
+def test_every_page_renders_on_a_fresh_database(fresh_app, page):
     at = app(page).run()
     assert not at.exception
     assert not at.error
 
 
-def test_home_shows_the_active_model_and_the_research_notice(trained_run):  # noqa: F811
+def test_home_shows_the_active_model_and_the_research_notice(trained_run):
     at = app("Home.py").run()
     assert not at.exception
     assert trained_run in texts(at.markdown)
@@ -52,14 +43,14 @@ def test_home_shows_the_active_model_and_the_research_notice(trained_run):  # no
     assert len(at.get("page_link")) == 4
 
 
-def test_home_warns_when_storage_is_lost_on_restart(fresh_app, monkeypatch):  # noqa: F811
+def test_home_warns_when_storage_is_lost_on_restart(fresh_app, monkeypatch):
     monkeypatch.setenv("DERMO_EPHEMERAL_STORAGE", "1")
     at = app("Home.py").run()
     assert not at.exception
     assert "Temporary storage" in texts(at.warning)
 
 
-def test_predict_stores_good_images_and_reports_bad_ones(trained_run):  # noqa: F811
+def test_predict_stores_good_images_and_reports_bad_ones(trained_run):
     before = database().count_predictions(db.HistoryFilter())
     image = SAMPLE_IMAGES[0].read_bytes()
     at = app("pages/1_Predict.py").run()
@@ -83,7 +74,7 @@ def test_predict_stores_good_images_and_reports_bad_ones(trained_run):  # noqa: 
     assert "malignant" in outcomes["confirmed_label"].tolist()
 
 
-def test_uploading_the_same_image_again_shows_it_without_storing_it(trained_run):  # noqa: F811
+def test_uploading_the_same_image_again_shows_it_without_storing_it(trained_run):
     image = SAMPLE_IMAGES[5].read_bytes()
     at = app("pages/1_Predict.py").run()
     at.file_uploader(key="predict_upload").set_value(("first.jpg", image, "image/jpeg")).run()
@@ -96,7 +87,7 @@ def test_uploading_the_same_image_again_shows_it_without_storing_it(trained_run)
     assert database().count_predictions(db.HistoryFilter()) == stored
 
 
-def test_the_outcome_form_starts_empty_and_refuses_contradictions(trained_run):  # noqa: F811
+def test_the_outcome_form_starts_empty_and_refuses_contradictions(trained_run):
     at = app("pages/1_Predict.py").run()
     upload = ("outcome.jpg", SAMPLE_IMAGES[6].read_bytes(), "image/jpeg")
     at.file_uploader(key="predict_upload").set_value(upload).run()
@@ -134,7 +125,7 @@ def with_diagnoses_and_ood(monkeypatch, diagnoses=DIAGNOSES, ood_flag=True):
 
 
 def test_predict_warns_first_about_ood_and_shows_the_likely_diagnoses(
-    trained_run,  # noqa: F811
+    trained_run,
     monkeypatch,
 ):
     with_diagnoses_and_ood(monkeypatch)
@@ -150,7 +141,7 @@ def test_predict_warns_first_about_ood_and_shows_the_likely_diagnoses(
 
 
 def test_a_binary_model_shows_no_diagnoses_and_no_ood_warning(
-    trained_run,  # noqa: F811
+    trained_run,
     monkeypatch,
 ):
     with_diagnoses_and_ood(monkeypatch, diagnoses=(), ood_flag=False)
@@ -162,7 +153,7 @@ def test_a_binary_model_shows_no_diagnoses_and_no_ood_warning(
     assert "Out of distribution" not in texts(at.warning)
 
 
-def test_predict_a_zip_shows_a_table_and_a_csv(trained_run, monkeypatch):  # noqa: F811
+def test_predict_a_zip_shows_a_table_and_a_csv(trained_run, monkeypatch):
     with_diagnoses_and_ood(monkeypatch)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -183,7 +174,7 @@ def test_predict_a_zip_shows_a_table_and_a_csv(trained_run, monkeypatch):  # noq
     assert not at.exception and at.image
 
 
-def test_metrics_threshold_slider_recomputes_the_operating_point(trained_run):  # noqa: F811
+def test_metrics_threshold_slider_recomputes_the_operating_point(trained_run):
     at = app("pages/3_Metrics.py").run()
     assert not at.exception
     at.slider(key=f"metrics_threshold_{trained_run}").set_value(0.9).run()
@@ -207,7 +198,7 @@ def copy_run(source, models_dir, run_id: str, threshold: float):
 
 
 @pytest.fixture
-def two_runs(fresh_app, app_paths, trained_run):  # noqa: F811
+def two_runs(fresh_app, app_paths, trained_run):
     """Two copies of the trained run, thresholds 0.3 (active) and 0.6."""
     source = app_paths.models_dir / trained_run
     first = copy_run(source, fresh_app.models_dir, "20990101-000000-first", 0.3)
@@ -250,7 +241,7 @@ def test_metrics_draws_the_held_out_source_cross_validation(two_runs):
     assert {"ROC AUC on each held-out source", "ROC on held-out sources"} <= set(titles)
 
 
-def test_history_filters_by_file_name(trained_run):  # noqa: F811
+def test_history_filters_by_file_name(trained_run):
     records = [
         db.PredictionRecord(
             "test", trained_run, name, name * 4, 10, 10, 0.7, "malignant", 0.5, 1.0, False
@@ -267,7 +258,7 @@ def test_history_filters_by_file_name(trained_run):  # noqa: F811
     assert "sha256" not in columns and "session_id" not in columns
 
 
-def test_history_filters_on_the_out_of_distribution_flag(fresh_app):  # noqa: F811
+def test_history_filters_on_the_out_of_distribution_flag(fresh_app):
     records = [
         db.PredictionRecord(
             "test",
@@ -300,7 +291,7 @@ def test_history_filters_on_the_out_of_distribution_flag(fresh_app):  # noqa: F8
 REVERSING_NAME = "lesion\u202egpj.exe"
 
 
-def test_history_shows_file_names_without_bidirectional_controls(fresh_app):  # noqa: F811
+def test_history_shows_file_names_without_bidirectional_controls(fresh_app):
     record = db.PredictionRecord(
         "test", "run", REVERSING_NAME, "c" * 64, 10, 10, 0.4, "benign", 0.5, 1.0, False
     )
@@ -313,7 +304,7 @@ def test_history_shows_file_names_without_bidirectional_controls(fresh_app):  # 
     assert stored.tolist() == [REVERSING_NAME]
 
 
-def test_train_page_trains_in_the_background_and_activates(trained_run):  # noqa: F811
+def test_train_page_trains_in_the_background_and_activates(trained_run):
     at = app("pages/2_Train.py").run()
     assert not at.exception and not at.error
     at.selectbox(key="train_backbone").set_value("mobilenet_v3_small")
@@ -383,7 +374,7 @@ def test_the_delete_confirmation_belongs_to_one_run(two_runs):
     assert at.button(key="train_delete").disabled  # nothing armed for the run shown now
 
 
-def test_sites_are_all_or_named_never_both(fresh_app):  # noqa: F811
+def test_sites_are_all_or_named_never_both(fresh_app):
     at = app("pages/2_Train.py").run()
     assert at.multiselect(key="train_sites").value == ["all"]
     at.multiselect(key="train_sites").select("torso").run()
@@ -394,7 +385,7 @@ def test_sites_are_all_or_named_never_both(fresh_app):  # noqa: F811
     assert at.multiselect(key="train_sites").value == ["all"]
 
 
-def test_a_zip_without_a_dataset_layout_is_refused_and_removed(fresh_app):  # noqa: F811
+def test_a_zip_without_a_dataset_layout_is_refused_and_removed(fresh_app):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("photos/a.jpg", SAMPLE_IMAGES[0].read_bytes())
@@ -411,7 +402,7 @@ def test_a_zip_without_a_dataset_layout_is_refused_and_removed(fresh_app):  # no
     assert "__MACOSX" not in texts(at.warning)
 
 
-def test_unavailable_weights_stop_the_start_with_what_to_do(fresh_app, monkeypatch):  # noqa: F811
+def test_unavailable_weights_stop_the_start_with_what_to_do(fresh_app, monkeypatch):
     from core import model
 
     def offline(backbone, image_size, weights):
@@ -424,7 +415,7 @@ def test_unavailable_weights_stop_the_start_with_what_to_do(fresh_app, monkeypat
     assert worker.latest_job() is None
 
 
-def test_a_note_about_the_weights_is_shown_when_the_job_starts(fresh_app, monkeypatch):  # noqa: F811
+def test_a_note_about_the_weights_is_shown_when_the_job_starts(fresh_app, monkeypatch):
     from core import model
 
     started = []
@@ -453,7 +444,7 @@ def test_display_helpers_format_for_people():
     assert ui.metrics.change(None, 0.5) is None
 
 
-def test_train_page_clears_both_caches(fresh_app):  # noqa: F811
+def test_train_page_clears_both_caches(fresh_app):
     from core import features, image_cache
 
     shard = features.cache_root() / "shard.npz"

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from app_fixtures import app, app_paths, fresh_app, texts, trained_run  # noqa: F401
+from app_fixtures import app, texts
 from PIL import Image
 
 from core import access, case_report, config, db
@@ -48,7 +48,7 @@ def single_user(monkeypatch) -> None:
     monkeypatch.delenv(access.SECRET_VARIABLE, raising=False)
 
 
-def test_history_offers_the_report_of_a_stored_prediction(fresh_app, single_user):  # noqa: F811
+def test_history_offers_the_report_of_a_stored_prediction(fresh_app, single_user):
     database = db.open_database(config.DB_PATH)
     with_picture, without = database.insert_predictions(
         [record("me", "pictured.jpg", thumbnail()), record("me", "bare.jpg")]
@@ -67,7 +67,7 @@ def test_history_offers_the_report_of_a_stored_prediction(fresh_app, single_user
     assert not at.toggle(key="history_report_gradcam").proto.disabled
 
 
-def test_a_public_visitor_gets_reports_of_their_own_predictions_only(fresh_app, monkeypatch):  # noqa: F811
+def test_a_public_visitor_gets_reports_of_their_own_predictions_only(fresh_app, monkeypatch):
     monkeypatch.setenv(access.SECRET_VARIABLE, "a secret for this test")
     database = db.open_database(config.DB_PATH)
     mine, _ = database.insert_predictions(
@@ -81,7 +81,7 @@ def test_a_public_visitor_gets_reports_of_their_own_predictions_only(fresh_app, 
     assert download_keys(at) >= REPORT_KEYS
 
 
-def test_the_history_report_loads_no_tensorflow_until_grad_cam_is_asked_for(fresh_app):  # noqa: F811
+def test_the_history_report_loads_no_tensorflow_until_grad_cam_is_asked_for(fresh_app):
     # A fresh interpreter: this one may have imported TensorFlow for other tests already.
     database = db.open_database(config.DB_PATH)
     database.insert_predictions([record("me", "a.jpg", thumbnail())])
@@ -108,7 +108,7 @@ def test_the_history_report_loads_no_tensorflow_until_grad_cam_is_asked_for(fres
     assert finished.stdout.split()[-1] == "False", "History imported TensorFlow"
 
 
-def test_grad_cam_from_the_thumbnail_goes_into_the_report(trained_run, monkeypatch):  # noqa: F811
+def test_grad_cam_from_the_thumbnail_goes_into_the_report(trained_run, monkeypatch):
     built = []
     build = case_report.build_report
 

@@ -6,7 +6,6 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from app_fixtures import app_paths, trained_run  # noqa: F401
 from PIL import Image
 
 from core import config, datasets, db, images, metrics, predict_service, reports, runs
@@ -140,7 +139,7 @@ def test_thumbnails_are_small_jpegs():
         predict_service.thumbnail_jpeg(b"nope")
 
 
-def test_explain_draws_the_heat_map_over_the_whole_image(trained_run):  # noqa: F811
+def test_explain_draws_the_heat_map_over_the_whole_image(trained_run):
     predictor = Predictor(runs.load_run(config.MODELS_DIR / trained_run))
     data = min((config.SAMPLE_DIR / "images").glob("*.jpg")).read_bytes()
     explanation = predict_service.explain(predictor, data)

@@ -68,6 +68,7 @@ def test_machine_names_cpu_cores_and_versions():
     assert "python" in description["versions"]
 
 
+@pytest.mark.slow
 def test_epoch_probe_reports_speed_and_peak_memory_of_a_streamed_epoch(tmp_path):
     from core import image_cache
 

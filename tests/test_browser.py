@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from app_fixtures import app_paths, trained_run  # noqa: F401
 
 from core import config, runs
 
@@ -46,6 +45,8 @@ def _find_chromium() -> str | None:
 CHROMIUM = _find_chromium()
 pytestmark = [
     pytest.mark.browser,
+    # Without the committed default model, the app's run is trained (`_models_for_the_app`).
+    pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: `make chromium` installs it"),
 ]
 

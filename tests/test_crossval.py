@@ -12,7 +12,7 @@ from test_pipeline import run_cli
 
 from core import config, crossval, runs
 from core.model import resolve_weights
-from core.training import prepare_data
+from core.recipe import prepare_data
 
 SOURCES = ("clinic A", "clinic B", "clinic C")
 
@@ -49,6 +49,7 @@ def test_sources_without_enough_cases_are_skipped_with_a_reason():
     assert skipped[0]["source"] == "b" and "10 malignant" in skipped[0]["reason"]
 
 
+@pytest.mark.slow
 def test_crossval_scores_each_source_it_never_trained_on(three_clinics, tmp_path, monkeypatch):
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
     settings = tiny_train_config(data_dir=str(three_clinics), csv=None, image_size=32)

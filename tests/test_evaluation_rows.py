@@ -4,39 +4,13 @@ No model is needed: the refusals come before any image is scored, and the Metric
 a stored record. Scoring with `--skip-unmatched` is in `test_evaluation_worker.py`.
 """
 
-import csv
-
 import pytest
-from app_fixtures import app, fresh_app, texts  # noqa: F401
+from app_fixtures import app, texts
 from test_app_compare import image_names, scored
 from test_app_compare import write_run as write_scored_run
 
 from core import evaluation, runs
 from core.__main__ import main
-
-HOSTILE_TARGETS = ("maybe", "2", "-1")
-
-
-def add_bad_rows(data_dir) -> None:
-    """Three invalid targets, a name that matches no image and a repeated name."""
-    csv_path = data_dir / "metadata.csv"
-    with open(csv_path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    first = rows[0]
-    bad = [{**first, "image_name": f"bad_{t}", "target": t} for t in HOSTILE_TARGETS]
-    bad += [{**first, "image_name": "ISIC_9999999"}, dict(first)]
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(first))
-        writer.writeheader()
-        writer.writerows(rows + bad)
-
-
-@pytest.fixture
-def hostile_dataset(make_dataset):
-    """12 good rows and 5 that cannot be scored, in the ISIC layout."""
-    data_dir = make_dataset("csv", n_benign=6, n_malignant=6)
-    add_bad_rows(data_dir)
-    return data_dir
 
 
 def test_rows_that_cannot_be_scored_are_refused_with_their_counts(hostile_dataset):
@@ -81,7 +55,7 @@ def cli_evaluate(data_dir, run_folder, *options: str) -> int:
 
 def test_the_command_line_refuses_and_saves_nothing(
     hostile_dataset,
-    fresh_app,  # noqa: F811
+    fresh_app,
     capsys,
 ):
     write_scored_run(fresh_app.models_dir, "run-1", 0.4, scored(image_names(0, 10), 0))
@@ -94,7 +68,7 @@ def test_the_command_line_refuses_and_saves_nothing(
 
 def test_an_output_file_that_cannot_be_written_is_refused_before_any_work(
     hostile_dataset,
-    fresh_app,  # noqa: F811
+    fresh_app,
     capsys,
 ):
     write_scored_run(fresh_app.models_dir, "run-1", 0.4, scored(image_names(0, 10), 0))
@@ -107,7 +81,7 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_any_work(
     assert runs.evaluation_ids(folder) == []
 
 
-def test_the_metrics_page_shows_the_skipped_rows_of_an_evaluation(fresh_app):  # noqa: F811
+def test_the_metrics_page_shows_the_skipped_rows_of_an_evaluation(fresh_app):
     tests = scored(image_names(0, 30), 0)
     write_scored_run(fresh_app.models_dir, "run-1", 0.4, tests)
     # A run is shown only when it is active (the newest folder is never taken instead).

@@ -5,8 +5,6 @@ import json
 import shutil
 
 import pytest
-from app_fixtures import app_paths, trained_run  # noqa: F401
-from test_evaluation_rows import hostile_dataset  # noqa: F401
 
 from core import config, db, runs, worker
 from core.__main__ import main
@@ -24,7 +22,7 @@ def copy_run(source, models_dir, run_id: str, threshold: float):
 
 
 @pytest.fixture
-def two_runs(tmp_path, app_paths, trained_run):  # noqa: F811
+def two_runs(tmp_path, app_paths, trained_run):
     """A models folder holding two copies of the trained run, thresholds 0.3 and 0.6."""
     models = tmp_path / "models"
     source = app_paths.models_dir / trained_run
@@ -108,7 +106,7 @@ def test_evaluate_save_stores_the_record_with_the_run(
 
 def test_rows_that_cannot_be_scored_fail_the_job_in_words_unless_skipped(
     two_runs,
-    hostile_dataset,  # noqa: F811
+    hostile_dataset,
 ):
     models, (low, _) = two_runs
     csv_path = str(hostile_dataset / "metadata.csv")

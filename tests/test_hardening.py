@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas
 import pytest
-from app_fixtures import app, copy_run, fresh_app, texts  # noqa: F401
+from app_fixtures import app, copy_run, texts
 
 from bench.tiny import make_tiny_run
 from core import __main__ as cli
@@ -206,7 +206,7 @@ GOOD, NEWEST, GONE = "20000101-000000-good", "20990101-000000-newest", "20500101
 
 
 @pytest.fixture
-def default_and_newest(tiny_run, fresh_app) -> Path:  # noqa: F811
+def default_and_newest(tiny_run, fresh_app) -> Path:
     """The default run (active.json) and a newer run nobody chose; the models folder."""
     models = fresh_app.models_dir
     copy_run(tiny_run.folder, models, GOOD)

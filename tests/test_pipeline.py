@@ -20,8 +20,9 @@ from core import config, diagnoses, runs
 from core.__main__ import PREDICT_COLUMNS
 from core.diagnoses import MALIGNANT_NAMES
 from core.inference import Predictor
+from core.progress import Cancelled
 from core.train_config import TrainConfig
-from core.training import Cancelled, train
+from core.training import train
 
 SAMPLE_IMAGES = config.SAMPLE_DIR / "images"
 SAMPLE_CSV = config.SAMPLE_DIR / "metadata.csv"
@@ -260,6 +261,7 @@ def test_bad_data_fails_before_anything_is_written(tmp_path):
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_runs_with_one_cpu_replica(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
     result = train(tiny_config(strategy="mirrored"), models_directory=tmp_path / "models")

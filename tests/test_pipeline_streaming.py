@@ -146,6 +146,7 @@ def test_input_pipeline_flag_reaches_the_config():
         tiny_train_config(input_pipeline="disk").validate()
 
 
+@pytest.mark.slow
 def test_tiny_streamed_training_completes_and_its_card_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
     settings = tiny_train_config(fine_tune_epochs=1, input_pipeline="stream", tta=False)

@@ -22,18 +22,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from app_fixtures import (  # noqa: F401
-    app_paths,
-    copy_run,
-    fresh_app,
-    tiny_train_config,
-    trained_run,
-)
+from app_fixtures import copy_run, tiny_train_config
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import __main__ as cli
-from core import config, data, db, images, predict_service, runs, training, worker
+from core import config, data, db, images, predict_service, recipe, runs, training, worker
 from core.inference import Predictor
 
 SAMPLE_IMAGES = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))
@@ -98,7 +92,7 @@ def bad_images(photo: Image.Image) -> dict[str, tuple[bytes, str]]:
 
 
 @pytest.fixture(scope="module")
-def predictor(app_paths, trained_run):  # noqa: F811
+def predictor(app_paths, trained_run):
     return Predictor(runs.load_run(app_paths.models_dir / trained_run))
 
 
@@ -214,8 +208,8 @@ def test_fuzzed_uploads_never_raise_and_only_good_ones_are_stored(predictor, dat
 
 
 def test_cli_predict_writes_an_error_row_for_each_bad_file(
-    app_paths,  # noqa: F811
-    trained_run,  # noqa: F811
+    app_paths,
+    trained_run,
     tmp_path,
     make_photo,
     capsys,
@@ -248,7 +242,7 @@ def write_broken_sample(folder: Path, make_photo) -> list[str]:
 
 
 def test_training_names_bad_files_and_trains_on_the_rest(
-    trained_run,  # noqa: F811
+    trained_run,
     make_photo,
     tmp_path,
     monkeypatch,
@@ -302,7 +296,7 @@ def test_ten_sessions_predicting_at_once_lose_no_row(predictor, database):
     assert len(everything) == 200 and everything["id"].is_unique
 
 
-def test_the_cli_runs_while_the_app_holds_the_database(app_paths, trained_run):  # noqa: F811
+def test_the_cli_runs_while_the_app_holds_the_database(app_paths, trained_run):
     database = db.open_database(config.DB_PATH)  # this process plays the app
     database.ingest_runs(app_paths.models_dir)
     completed = subprocess.run(
@@ -329,7 +323,7 @@ sys.stdin.read()
 """
 
 
-def test_a_second_app_process_gets_a_clear_message(fresh_app):  # noqa: F811
+def test_a_second_app_process_gets_a_clear_message(fresh_app):
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -366,7 +360,7 @@ def corrupt_database(path: Path) -> bytes:
 
 
 @pytest.mark.parametrize("page", [*PAGES, "pages/4_History.py"])
-def test_a_corrupt_database_file_is_explained_on_every_page(fresh_app, page):  # noqa: F811
+def test_a_corrupt_database_file_is_explained_on_every_page(fresh_app, page):
     corrupt_database(fresh_app.db_path)
     at = AppTest.from_file(str(config.REPO_ROOT / page), default_timeout=TIMEOUT).run()
     assert not at.exception
@@ -376,7 +370,7 @@ def test_a_corrupt_database_file_is_explained_on_every_page(fresh_app, page):  #
     assert str(fresh_app.db_path.parent) not in message
 
 
-def test_a_corrupt_database_names_the_migration_backup(fresh_app):  # noqa: F811
+def test_a_corrupt_database_names_the_migration_backup(fresh_app):
     corrupt_database(fresh_app.db_path)
     fresh_app.db_path.with_name("app.duckdb.v2.bak").write_bytes(b"")
     at = AppTest.from_file(str(config.REPO_ROOT / "Home.py"), default_timeout=TIMEOUT).run()
@@ -386,8 +380,8 @@ def test_a_corrupt_database_names_the_migration_backup(fresh_app):  # noqa: F811
 
 
 def test_predict_works_without_storage_when_the_database_is_corrupt(
-    app_paths,  # noqa: F811
-    trained_run,  # noqa: F811
+    app_paths,
+    trained_run,
     tmp_path,
     monkeypatch,
 ):
@@ -414,7 +408,7 @@ def run_folders(models_dir: Path) -> list[str]:
 
 
 @pytest.fixture
-def models_with_active_run(app_paths, trained_run, tmp_path):  # noqa: F811
+def models_with_active_run(app_paths, trained_run, tmp_path):
     """A models folder of its own holding a copy of the trained run, active."""
     models = tmp_path / "models"
     shutil.copytree(app_paths.models_dir / trained_run, models / trained_run)
@@ -487,7 +481,7 @@ def assert_failed_and_nothing_changed(folder: Path, reason: str, active: str, be
 
 def test_an_exception_in_an_epoch_fails_the_job_and_keeps_the_active_run(
     job_folder,
-    trained_run,  # noqa: F811
+    trained_run,
     monkeypatch,
 ):
     before = run_folders(job_folder.parent.parent)
@@ -495,7 +489,7 @@ def test_an_exception_in_an_epoch_fails_the_job_and_keeps_the_active_run(
     def broken_epoch(self, epoch, logs=None):
         raise RuntimeError(f"simulated failure in epoch {epoch + 1}")
 
-    monkeypatch.setattr(training.ProgressReporter, "on_epoch_end", broken_epoch)
+    monkeypatch.setattr(recipe.ProgressReporter, "on_epoch_end", broken_epoch)
     assert worker.run_job(job_folder) == 1
     reason = "RuntimeError: simulated failure in epoch 1"
     assert_failed_and_nothing_changed(job_folder, reason, trained_run, before)
@@ -503,7 +497,7 @@ def test_an_exception_in_an_epoch_fails_the_job_and_keeps_the_active_run(
 
 def test_a_disk_error_while_saving_leaves_no_partial_run(
     job_folder,
-    trained_run,  # noqa: F811
+    trained_run,
     monkeypatch,
 ):
     before = run_folders(job_folder.parent.parent)
@@ -521,7 +515,7 @@ def test_a_disk_error_while_saving_leaves_no_partial_run(
 
 
 @pytest.fixture
-def good_and_broken_runs(fresh_app, app_paths, trained_run):  # noqa: F811
+def good_and_broken_runs(fresh_app, app_paths, trained_run):
     """Two copies of the trained run in fresh app folders: the older one is the default
     (active.json), the newer one the local choice."""
     source = app_paths.models_dir / trained_run

@@ -12,15 +12,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from app_fixtures import (  # noqa: F401
-    SAMPLE_IMAGES,
-    TIMEOUT,
-    app,
-    app_paths,
-    fresh_app,
-    texts,
-    trained_run,
-)
+from app_fixtures import SAMPLE_IMAGES, app, texts
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -88,7 +80,7 @@ def test_public_mode_needs_the_secret(monkeypatch):
 # --- the app in both modes --------------------------------------------------------------------
 
 
-def test_single_user_mode_is_announced_without_any_secrets_file(fresh_app, single_user):  # noqa: F811
+def test_single_user_mode_is_announced_without_any_secrets_file(fresh_app, single_user):
     at = app("Home.py").run()
     assert not at.exception
     assert "Single-user mode" in texts(at.info)
@@ -97,7 +89,7 @@ def test_single_user_mode_is_announced_without_any_secrets_file(fresh_app, singl
     assert "train_start" in keys(train.button)
 
 
-def test_public_mode_locks_training_until_the_secret_is_given(fresh_app, public):  # noqa: F811
+def test_public_mode_locks_training_until_the_secret_is_given(fresh_app, public):
     home = app("Home.py").run()
     assert "Public mode: anyone may predict" in texts(home.info)
     at = app("pages/2_Train.py").run()
@@ -114,7 +106,7 @@ def test_public_mode_locks_training_until_the_secret_is_given(fresh_app, public)
     assert "train_start" not in keys(at.button)
 
 
-def test_the_secret_may_come_from_streamlit_secrets(fresh_app, single_user):  # noqa: F811
+def test_the_secret_may_come_from_streamlit_secrets(fresh_app, single_user):
     at = app("pages/2_Train.py")
     at.secrets["admin_secret"] = SECRET
     at.run()
@@ -128,7 +120,7 @@ def record(session_id: str, file_name: str, sha256: str = "0" * 64) -> db.Predic
     )
 
 
-def test_a_visitor_sees_only_their_own_history(fresh_app, public):  # noqa: F811
+def test_a_visitor_sees_only_their_own_history(fresh_app, public):
     database = db.open_database(config.DB_PATH)
     database.insert_predictions([record("visitor", "mine.jpg"), record("other", "theirs.jpg")])
     at = app("pages/4_History.py")
@@ -142,7 +134,7 @@ def test_a_visitor_sees_only_their_own_history(fresh_app, public):  # noqa: F811
     assert "2 predictions" in texts(at.caption)
 
 
-def test_history_filter_values_are_never_sql(fresh_app, single_user):  # noqa: F811
+def test_history_filter_values_are_never_sql(fresh_app, single_user):
     database = db.open_database(config.DB_PATH)
     database.insert_predictions([record("visitor", "a.jpg"), record("visitor", "b.jpg")])
     at = app("pages/4_History.py").run()
@@ -152,7 +144,7 @@ def test_history_filter_values_are_never_sql(fresh_app, single_user):  # noqa: F
     assert database.count_predictions(db.HistoryFilter()) == 2
 
 
-def test_a_public_visitor_predicts_and_never_sees_other_sessions(trained_run, public):  # noqa: F811
+def test_a_public_visitor_predicts_and_never_sees_other_sessions(trained_run, public):
     image = SAMPLE_IMAGES[5].read_bytes()
     database = db.open_database(config.DB_PATH)
     database.insert_predictions([record("someone-else", "theirs.jpg", images.sha256_bytes(image))])
@@ -183,8 +175,8 @@ def photo_with_metadata() -> bytes:
 
 
 def test_no_image_bytes_are_stored_unless_thumbnails_are_enabled(
-    app_paths,  # noqa: F811
-    trained_run,  # noqa: F811
+    app_paths,
+    trained_run,
     tmp_path,
     monkeypatch,
 ):
@@ -246,7 +238,7 @@ def test_paths_from_the_ui_stay_inside_the_data_root(tmp_path):
 
 
 @pytest.fixture
-def run_copy(app_paths, trained_run, tmp_path):  # noqa: F811
+def run_copy(app_paths, trained_run, tmp_path):
     folder = tmp_path / "models" / trained_run
     shutil.copytree(app_paths.models_dir / trained_run, folder)
     return folder
