@@ -22,7 +22,9 @@ with st.expander("Filters", expanded=True):
     left, middle, right = st.columns(3)
     dates = left.date_input("Dates (UTC)", value=(), key="history_dates")
     chosen_models = left.multiselect("Models", models, key="history_model")
-    labels = middle.multiselect("Predicted label", db.LABELS, key="history_label")
+    labels = middle.multiselect(
+        "Result", db.LABELS, format_func=reports.shown_label, key="history_label"
+    )
     low, high = middle.slider("Probability", 0.0, 1.0, (0.0, 1.0), 0.01, key="history_probability")
     confirmed_choice = middle.radio(
         "Confirmed outcome",

@@ -21,7 +21,7 @@ from app_fixtures import (  # noqa: F401
 
 import ui
 import ui.metrics
-from core import config, db, metrics, predict_service, runs, worker
+from core import config, db, metrics, predict_service, reports, runs, worker
 
 PAGES = (
     "Home.py",
@@ -144,9 +144,29 @@ def test_predict_warns_first_about_ood_and_shows_the_likely_diagnoses(
     assert not at.exception
     facts = list(at.columns[1].children.values())
     assert facts[0].type == "warning" and "Out of distribution" in facts[0].value
+    # No result for a flagged image, but its probability stays in view.
+    assert reports.NOT_ASSESSED in texts(at.markdown)
+    assert "refer" not in texts(at.markdown) and "below referral" not in texts(at.markdown)
+    assert at.metric[0].value.endswith("%")
     diagnoses = at.dataframe[0].value
     assert diagnoses["diagnosis"].tolist() == ["nevus", "melanoma", "benign keratosis"]
     assert "not a diagnosis" in texts(at.caption)
+
+
+def test_a_result_reads_as_a_referral_with_its_distance_in_points(
+    trained_run,  # noqa: F811
+    monkeypatch,
+):
+    with_diagnoses_and_ood(monkeypatch, diagnoses=(), ood_flag=False)
+    at = app("pages/1_Predict.py").run()
+    upload = ("plain.jpg", SAMPLE_IMAGES[9].read_bytes(), "image/jpeg")
+    at.file_uploader(key="predict_upload").set_value(upload).run()
+    assert not at.exception
+    shown = texts(at.markdown)
+    assert ("refer (suspicious), at the model's threshold" in shown) != (
+        "below referral threshold, at the model's threshold" in shown
+    )
+    assert "percentage points" in at.metric[0].delta
 
 
 def test_a_binary_model_shows_no_diagnoses_and_no_ood_warning(
@@ -177,6 +197,7 @@ def test_predict_a_zip_shows_a_table_and_a_csv(trained_run, monkeypatch):  # noq
     assert len(table.value) == 3
     assert table.value["thumbnail"].str.startswith("data:image/jpeg;base64,").all()
     assert table.value["out_of_distribution"].all()
+    assert (table.value["label"] == reports.NOT_ASSESSED).all()
     assert at.get("download_button")
     # The Grad-CAM of an image inside the archive is drawn from the archive again.
     at.selectbox(key="predict_detail").set_value(2).run()
@@ -253,9 +274,9 @@ def test_metrics_draws_the_held_out_source_cross_validation(two_runs):
 def test_history_filters_by_file_name(trained_run):  # noqa: F811
     records = [
         db.PredictionRecord(
-            "test", trained_run, name, name * 4, 10, 10, 0.7, "malignant", 0.5, 1.0, False
+            "test", trained_run, name, name * 4, 10, 10, 0.7, "malignant", 0.5, 1.0, tta
         )
-        for name in ("alpha.jpg", "beta.jpg")
+        for name, tta in (("alpha.jpg", True), ("beta.jpg", False))
     ]
     database().insert_predictions(records)
     at = app("pages/4_History.py").run()
@@ -265,6 +286,9 @@ def test_history_filters_by_file_name(trained_run):  # noqa: F811
     assert "1 prediction," in texts(at.caption)
     columns = at.dataframe[0].value.columns
     assert "sha256" not in columns and "session_id" not in columns
+    # The run averages eight views: the column names them, not "flip".
+    shown = at.dataframe[0].value
+    assert shown["label"].tolist() == ["refer (suspicious)"]
 
 
 def test_history_filters_on_the_out_of_distribution_flag(fresh_app):  # noqa: F811
@@ -292,8 +316,12 @@ def test_history_filters_on_the_out_of_distribution_flag(fresh_app):  # noqa: F8
     at.radio(key="history_ood").set_value("Flagged").run()
     assert "1 prediction," in texts(at.caption)
     assert at.dataframe[0].value["file_name"].tolist() == ["odd.jpg"]
+    # The stored label stays benign; what people read is that the image was not assessed.
+    assert at.dataframe[0].value["label"].tolist() == [reports.NOT_ASSESSED]
+    assert database().query_predictions(db.HistoryFilter(ood_flag=True))["label"][0] == "benign"
     at.radio(key="history_ood").set_value("Not flagged").run()
     assert "2 predictions," in texts(at.caption)
+    assert at.dataframe[0].value["label"].tolist() == ["below referral threshold"] * 2
 
 
 # A right-to-left override makes "lesion<U+202E>gpj.exe" display as "lesionexe.jpg".

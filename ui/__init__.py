@@ -311,7 +311,8 @@ PREDICTION_COLUMNS = {
     "thumbnail": st.column_config.ImageColumn("Image", width="small"),
     # Pinned, so that a row stays identifiable when a narrow screen scrolls the rest.
     "file_name": st.column_config.TextColumn("File", pinned=True),
-    "label": st.column_config.TextColumn("Label"),
+    # The stored label as people read it (reports.shown_label); the data keeps benign/malignant.
+    "label": st.column_config.TextColumn("Result"),
     "probability": st.column_config.ProgressColumn(
         "Probability", min_value=0, max_value=100, format="%.1f%%"
     ),
@@ -339,6 +340,8 @@ def predictions_for_display(rows: pd.DataFrame) -> pd.DataFrame:
     shown = rows.drop(columns=["session_id", "sha256"], errors="ignore")
     if "file_name" in shown:
         shown["file_name"] = shown["file_name"].map(reports.display_name)
+    if "label" in shown:
+        shown["label"] = list(map(reports.shown_label, shown["label"], shown["ood_flag"]))
     for name in ("probability", "threshold"):
         if name in shown:
             shown[name] = shown[name] * 100
