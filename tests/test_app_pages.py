@@ -148,8 +148,11 @@ def test_predict_warns_first_about_ood_and_shows_the_likely_diagnoses(
     assert reports.NOT_ASSESSED in texts(at.markdown)
     assert "refer" not in texts(at.markdown) and "below referral" not in texts(at.markdown)
     assert at.metric[0].value.endswith("%")
-    diagnoses = at.dataframe[0].value
-    assert diagnoses["diagnosis"].tolist() == ["nevus", "melanoma", "benign keratosis"]
+    top, rest = (frame.value for frame in at.dataframe)
+    assert top["diagnosis"].tolist() == ["nevus", "melanoma", "benign keratosis"]
+    assert at.expander[0].label == "Other diagnoses (1)" and rest["diagnosis"].tolist() == [
+        "other"
+    ]
     assert "not a diagnosis" in texts(at.caption)
 
 

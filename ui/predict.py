@@ -230,9 +230,17 @@ def diagnoses_table(diagnoses: tuple[tuple[str, float], ...]) -> None:
     if not diagnoses:
         return
     st.markdown("**Most likely diagnoses**")
-    top = pd.DataFrame(diagnoses[:DIAGNOSES_SHOWN], columns=["diagnosis", "probability"])
+    _diagnoses_frame(diagnoses[:DIAGNOSES_SHOWN])
+    if len(diagnoses) > DIAGNOSES_SHOWN:
+        with st.expander(f"Other diagnoses ({len(diagnoses) - DIAGNOSES_SHOWN})"):
+            _diagnoses_frame(diagnoses[DIAGNOSES_SHOWN:])
+    st.caption("Model estimates, not a diagnosis: only histopathology or a clinician confirms.")
+
+
+def _diagnoses_frame(diagnoses: tuple[tuple[str, float], ...]) -> None:
+    shown = pd.DataFrame(diagnoses, columns=["diagnosis", "probability"])
     st.dataframe(
-        top.assign(probability=top["probability"] * 100),
+        shown.assign(probability=shown["probability"] * 100),
         hide_index=True,
         column_config={
             # Medium and small fit the result column, so the probability is never scrolled off.
@@ -242,7 +250,6 @@ def diagnoses_table(diagnoses: tuple[tuple[str, float], ...]) -> None:
             ),
         },
     )
-    st.caption("Model estimates, not a diagnosis: only histopathology or a clinician confirms.")
 
 
 def confirm_form(database: db.Database, prediction_id: int) -> None:
