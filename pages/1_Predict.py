@@ -33,7 +33,7 @@ if not files:
     st.info("Upload one or more images to predict.")
     st.stop()
 
-with st.spinner("Loading the model"):
+with st.spinner(ui.predict.LOADING_MODEL):
     predictor, run = ui.predict.working_predictor(run)
 if predictor is None:
     st.error("No trained run can be loaded: train a new one on the Train page.")

@@ -5,9 +5,11 @@ import io
 import json
 import shutil
 import zipfile
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
+import streamlit as st
 from app_fixtures import (  # noqa: F401
     SAMPLE_IMAGES,
     TIMEOUT,
@@ -21,6 +23,7 @@ from app_fixtures import (  # noqa: F401
 
 import ui
 import ui.metrics
+import ui.predict
 from core import config, db, metrics, predict_service, reports, runs, worker
 
 PAGES = (
@@ -161,10 +164,13 @@ def test_a_result_reads_as_a_referral_with_its_distance_in_points(
     monkeypatch,
 ):
     with_diagnoses_and_ood(monkeypatch, diagnoses=(), ood_flag=False)
+    spinners = []
+    monkeypatch.setattr(st, "spinner", lambda text, **_: spinners.append(text) or nullcontext())
     at = app("pages/1_Predict.py").run()
     upload = ("plain.jpg", SAMPLE_IMAGES[9].read_bytes(), "image/jpeg")
     at.file_uploader(key="predict_upload").set_value(upload).run()
     assert not at.exception
+    assert ui.predict.LOADING_MODEL in spinners
     shown = texts(at.markdown)
     assert ("refer (suspicious), at the model's threshold" in shown) != (
         "below referral threshold, at the model's threshold" in shown

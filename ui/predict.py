@@ -6,8 +6,12 @@ import streamlit as st
 import ui
 from core import datasets, db, reports, runs
 
+# Loading TensorFlow and a model takes seconds the first time: the page says so (a spinner
+# shows only after half a second, so a cached model flashes nothing).
+LOADING_MODEL = "Loading the model (first time: about 10 s)…"
 
-@st.cache_resource(max_entries=3)
+
+@st.cache_resource(max_entries=3, show_spinner=False)
 def _load_predictor(run_id: str, models_dir: str, model_mtime_ns: int):
     # The mtime is part of the key: a run folder rewritten in place loads a fresh model.
     from core.inference import Predictor
