@@ -128,6 +128,21 @@ def whose_threshold(threshold_source: str) -> str:
     return "this installation's own" if threshold_source == LOCAL_THRESHOLD else "the model's"
 
 
+def tta_views_text(card: dict) -> str:
+    """What a run's test-time augmentation averages the image with, in words."""
+    if card.get("tta_views") == "dihedral":
+        return "its 7 other flips and quarter turns"
+    return "its two mirror images"
+
+
+def tta_text(card: dict | None, on: bool) -> str:
+    """ "on: the image and its 7 other flips and quarter turns", "off", or "on" alone when the
+    run's card is gone."""
+    if not on:
+        return "off"
+    return "on" if card is None else f"on: the image and {tta_views_text(card)}"
+
+
 def threshold_distance(distance: float, threshold: float) -> str:
     """ "+39.9 percentage points above the threshold 6.1%": a difference of two percentages is
     in points; "+40.0%" would read as a relative change."""

@@ -19,7 +19,7 @@ tta = st.toggle(
     "Test-time augmentation",
     value=bool(run.card.get("tta")),
     key="predict_tta",
-    help=f"Average the image and {ui.predict.tta_views_text(run.card)}. The model's threshold "
+    help=f"Average the image and {reports.tta_views_text(run.card)}. The model's threshold "
     f"was chosen with TTA {'on' if run.card.get('tta') else 'off'}.",
 )
 files = st.file_uploader(

@@ -53,6 +53,10 @@ def test_home_shows_the_active_model_and_the_research_notice(trained_run):  # no
     assert "not a diagnostic device" in texts(at.warning)
     assert {metric.label for metric in at.metric} >= {"Test ROC AUC", "Runs", "Stored predictions"}
     assert len(at.get("page_link")) == 4
+    facts = at.dataframe[0].value.set_index("Property")["Value"]
+    assert (
+        facts["Test-time augmentation"] == "on: the image and its 7 other flips and quarter turns"
+    )
 
 
 def test_home_warns_when_storage_is_lost_on_restart(fresh_app, monkeypatch):  # noqa: F811
@@ -297,6 +301,7 @@ def test_history_filters_by_file_name(trained_run):  # noqa: F811
     assert "sha256" not in columns and "session_id" not in columns
     # The run averages eight views: the column names them, not "flip".
     shown = at.dataframe[0].value
+    assert shown["tta"].tolist() == ["on: the image and its 7 other flips and quarter turns"]
     assert shown["label"].tolist() == ["refer (suspicious)"]
 
 

@@ -324,7 +324,7 @@ PREDICTION_COLUMNS = {
     "threshold_source": st.column_config.TextColumn("Threshold from"),
     "ood_flag": st.column_config.CheckboxColumn("Out of distribution"),
     "ood_score": st.column_config.NumberColumn("OOD score", format="%.1f"),
-    "tta": st.column_config.CheckboxColumn("Flip TTA"),
+    "tta": st.column_config.TextColumn("Test-time augmentation"),
     "size": st.column_config.TextColumn("Size (px)"),
     "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%.0f"),
     "confirmed_at": st.column_config.DatetimeColumn("Confirmed (UTC)", format="YYYY-MM-DD HH:mm"),
@@ -342,6 +342,13 @@ def predictions_for_display(rows: pd.DataFrame) -> pd.DataFrame:
         shown["file_name"] = shown["file_name"].map(reports.display_name)
     if "label" in shown:
         shown["label"] = list(map(reports.shown_label, shown["label"], shown["ood_flag"]))
+    if "tta" in shown:
+        # A prediction stores whether TTA was on; which views it averaged is its run's setting.
+        cards = run_cards()
+        shown["tta"] = [
+            reports.tta_text(cards.get(run_id), bool(on))
+            for run_id, on in zip(shown["run_id"], shown["tta"], strict=True)
+        ]
     for name in ("probability", "threshold"):
         if name in shown:
             shown[name] = shown[name] * 100

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core import datasets, db
+from core import datasets, db, reports
 
 
 def run_facts(card: dict) -> pd.DataFrame:
@@ -23,7 +23,7 @@ def run_facts(card: dict) -> pd.DataFrame:
         "Threshold": f"{ui.number(threshold.get('value'))} (rule: {threshold.get('rule')})",
         "Sensitivity at threshold": ui.with_interval(test, "sensitivity"),
         "Specificity at threshold": ui.with_interval(test, "specificity"),
-        "Flip TTA": "on" if card.get("tta") else "off",
+        "Test-time augmentation": reports.tta_text(card, bool(card.get("tta"))),
         "Trained at": ui.utc_time(card.get("created_at")),
     }
     return pd.DataFrame({"Property": list(facts), "Value": list(facts.values())})

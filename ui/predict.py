@@ -222,13 +222,6 @@ def prediction_summary(result, ood_threshold: float | None) -> None:
 DIAGNOSES_SHOWN = 3
 
 
-def tta_views_text(card: dict) -> str:
-    """What the run's test-time augmentation averages over, in words."""
-    if card.get("tta_views") == "dihedral":
-        return "its 7 other flips and quarter turns"
-    return "its two mirror images"
-
-
 def diagnoses_table(diagnoses: tuple[tuple[str, float], ...]) -> None:
     """The most likely diagnoses of a diagnosis model; nothing for a binary model."""
     if not diagnoses:
