@@ -380,8 +380,15 @@ def subgroup_table(evaluation: dict) -> pd.DataFrame:
         groups = (evaluation.get("subgroups") or {}).get(key) or {}
         if set(groups) <= {metrics.UNKNOWN_SUBGROUP}:
             continue
-        rows.extend(_subgroup_row(name, value, group) for value, group in groups.items())
+        values = sorted(groups, key=_age_order) if key == "age_band" else list(groups)
+        rows.extend(_subgroup_row(name, value, groups[value]) for value in values)
     return pd.DataFrame(rows, columns=_SUBGROUP_COLUMNS)
+
+
+def _age_order(band: str) -> int:
+    """Age bands youngest first, then unknown: as text, "<30" would sort after "75+"."""
+    bands = [*(name for _, name in data.AGE_BANDS), data.OLDEST_BAND]
+    return bands.index(band) if band in bands else len(bands)
 
 
 _SUBGROUP_COLUMNS = [
