@@ -23,6 +23,7 @@ _PREVIEW = (
     (outcomes.MATCHED, "Matched", "imported"),
     (outcomes.UNCHANGED, "Unchanged", "already stored so"),
     (outcomes.UNMATCHED, "Unmatched", "no stored prediction of that image"),
+    (outcomes.INVALID, "Invalid", "not imported: correct these values in the file"),
     (
         outcomes.CONFLICT,
         "Conflicting",
@@ -195,7 +196,8 @@ def _import_preview(plan: outcomes.ImportPlan) -> None:
         if rows.empty:
             continue
         st.markdown(f"**{title}** ({meaning})")
-        shown = rows if status == outcomes.CONFLICT else rows.drop(columns="reason")
+        explained = status in (outcomes.CONFLICT, outcomes.INVALID)
+        shown = rows if explained else rows.drop(columns="reason")
         st.dataframe(shown, hide_index=True, placeholder="-", key=f"history_import_{status}")
 
 
@@ -224,11 +226,15 @@ def _import_message(
     database: db.Database, import_id: int, plan: outcomes.ImportPlan, overwrite: bool
 ) -> str:
     record = database.outcome_imports().set_index("import_id").loc[import_id]
-    left_out = len(plan.with_status(outcomes.CONFLICT)) - len(plan.overwritable) * overwrite
+    conflicting = len(plan.with_status(outcomes.CONFLICT)) - len(plan.overwritable) * overwrite
+    invalid = len(plan.with_status(outcomes.INVALID))
+    left_out = ui.plural(conflicting, "conflicting row")
+    if invalid:
+        left_out += f" and {ui.plural(invalid, 'invalid row')}"
     return (
         f"Import {import_id} from {record['file_name']}: "
-        f"{ui.plural(int(record['n_changed']), 'prediction')} changed, "
-        f"{ui.plural(left_out, 'conflicting row')} left out. It can be undone below."
+        f"{ui.plural(int(record['n_changed']), 'prediction')} changed, {left_out} left out. "
+        "It can be undone below."
     )
 
 
