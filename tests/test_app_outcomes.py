@@ -49,6 +49,11 @@ def upload(at, text: str = CSV, version: int = 0):
     return at.run()
 
 
+def import_expander(at):
+    (expander,) = [e for e in at.expander if e.label == "Import confirmed outcomes (CSV)"]
+    return expander
+
+
 def test_the_preview_counts_each_kind_and_the_import_takes_only_the_matches(history):
     at = upload(app("pages/4_History.py").run())
     assert not at.exception
@@ -65,6 +70,7 @@ def test_the_preview_counts_each_kind_and_the_import_takes_only_the_matches(hist
     assert reasons[0] == ["row 7: outcome 'perhaps' is not benign, malignant, 0 or 1"]
     assert at.button(key="history_import").label == "Import: change 1 prediction"
 
+    assert not import_expander(at).proto.expanded
     at.text_input(key="history_import_by").set_value("Dr Example")
     at.button(key="history_import").click().run()
     assert not at.exception
@@ -72,6 +78,9 @@ def test_the_preview_counts_each_kind_and_the_import_takes_only_the_matches(hist
         "Import 1 from outcomes.csv: 1 prediction changed, 2 conflicting rows and 1 invalid row "
         "left out" in texts(at.success)
     )
+    # The undo is inside the import expander: it opens, so that "below" is in view.
+    assert "It can be undone under Past imports, below." in texts(at.success)
+    assert import_expander(at).proto.expanded
     assert outcome("new.jpg") == ("malignant", "melanoma")
     assert outcome("stored.jpg")[0] == "benign"
     (entry,) = database().outcome_imports().to_dict("records")

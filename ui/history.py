@@ -31,6 +31,8 @@ _PREVIEW = (
     ),
 )
 _IMPORT_VERSION = "history_import_version"
+# The import expander's state: opened after an import, so that its undo is in view.
+IMPORT_OPEN = "history_import_open"
 _IMPORT_COLUMNS = {
     "import_id": st.column_config.NumberColumn("Import", format="%d"),
     "imported_at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
@@ -219,6 +221,7 @@ def _import(database: db.Database, data: bytes, file_name: str, overwrite: bool)
     _start_over()
     st.session_state[_IMPORT_VERSION] = st.session_state.get(_IMPORT_VERSION, 0) + 1
     st.session_state["history_import_overwrite"] = False
+    st.session_state[IMPORT_OPEN] = True
     st.session_state[_NOTICE] = (True, _import_message(database, import_id, plan, overwrite))
 
 
@@ -234,7 +237,7 @@ def _import_message(
     return (
         f"Import {import_id} from {record['file_name']}: "
         f"{ui.plural(int(record['n_changed']), 'prediction')} changed, {left_out} left out. "
-        "It can be undone below."
+        "It can be undone under Past imports, below."
     )
 
 
