@@ -4,7 +4,7 @@ import streamlit as st
 
 import ui
 import ui.predict
-from core import config, predict_service, reports
+from core import predict_service, reports
 
 st.set_page_config(page_title="Predict", page_icon=ui.page_icon("biotech"), layout="wide")
 st.title("Predict")
@@ -26,7 +26,7 @@ files = st.file_uploader(
     "Dermoscopy images (JPEG, PNG), or a ZIP of images",
     type=["jpg", "jpeg", "png", "zip"],
     accept_multiple_files=True,
-    max_upload_size=config.MAX_UPLOAD_BYTES // 1024**2,
+    max_upload_size=ui.upload_limit_mb(),
     key="predict_upload",
 )
 if not files:

@@ -436,6 +436,28 @@ def test_sites_are_all_or_named_never_both(fresh_app):  # noqa: F811
     assert at.multiselect(key="train_sites").value == ["all"]
 
 
+def test_every_uploader_states_its_limit_from_the_config(trained_run):  # noqa: F811
+    predict = app("pages/1_Predict.py").run()
+    history = app("pages/4_History.py").run()
+    train = app("pages/2_Train.py").run()
+    train.radio(key="train_source").set_value("Upload a ZIP").run()
+    limits = {
+        key: at.file_uploader(key=key).proto.max_upload_size_mb
+        for at, key in (
+            (predict, "predict_upload"),
+            (history, "history_import_file_0"),
+            (train, "train_zip"),
+        )
+    }
+    per_file = config.MAX_UPLOAD_BYTES // 1024**2
+    dataset = config.MAX_DATASET_UPLOAD_BYTES // 1024**2
+    assert limits == {
+        "predict_upload": per_file,
+        "history_import_file_0": per_file,
+        "train_zip": dataset,
+    }
+
+
 def test_a_zip_without_a_dataset_layout_is_refused_and_removed(fresh_app):  # noqa: F811
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:

@@ -217,6 +217,13 @@ def save_outcome(
     return True, f"Outcome {label} saved for {plural(changed, 'prediction')}."
 
 
+def upload_limit_mb(limit_bytes: int | None = None) -> int:
+    """An upload limit from `core.config` (MAX_UPLOAD_BYTES unless given) in the MB that
+    st.file_uploader's max_upload_size takes, so every uploader states its limit one way."""
+    limit = config.MAX_UPLOAD_BYTES if limit_bytes is None else limit_bytes
+    return max(1, limit // 1024**2)
+
+
 def data_url(jpeg) -> str | None:
     """A data URL that st.column_config.ImageColumn can show; None for a missing thumbnail."""
     # Database frames hold missing blobs as pandas.NA, fresh results as None.
@@ -393,6 +400,7 @@ def dataset_upload(prefix: str) -> None:
     archive = st.file_uploader(
         "ZIP with images and a ground-truth CSV, or benign/ and malignant/ folders",
         type=["zip"],
+        max_upload_size=upload_limit_mb(config.MAX_DATASET_UPLOAD_BYTES),
         key=f"{prefix}_zip",
     )
     if archive is None or not st.button("Unpack into the data folder", key=f"{prefix}_unpack"):

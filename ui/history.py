@@ -163,7 +163,12 @@ def import_outcomes(database: db.Database) -> None:
     st.caption(IMPORT_FORMAT)
     # A new key after each import empties the uploader, so one click cannot import twice.
     version = st.session_state.get(_IMPORT_VERSION, 0)
-    upload = st.file_uploader("Outcomes CSV", type="csv", key=f"history_import_file_{version}")
+    upload = st.file_uploader(
+        "Outcomes CSV",
+        type="csv",
+        max_upload_size=ui.upload_limit_mb(),
+        key=f"history_import_file_{version}",
+    )
     if upload is None:
         return
     try:
