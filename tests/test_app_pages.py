@@ -503,6 +503,30 @@ def test_a_note_about_the_weights_is_shown_when_the_job_starts(fresh_app, monkey
     assert started and "Offline: using the 224 px file." in texts(at.info)
 
 
+def test_the_quick_preset_sets_its_settings_and_says_what_it_costs(fresh_app, monkeypatch):  # noqa: F811
+    from core import model
+
+    started = []
+    monkeypatch.setattr(model, "resolve_weights", lambda *_: model.ResolvedWeights("none", None))
+    monkeypatch.setattr(worker, "start_training", lambda *a, **k: started.append(a[0]) or "job")
+    at = app("pages/2_Train.py").run()
+    assert at.radio(key="train_preset").value == "default"
+    assert at.selectbox(key="train_image_size").value == 224
+    assert "about 8 minutes" in at.radio(key="train_preset").proto.captions[1]
+    at.radio(key="train_preset").set_value("quick").run()
+    assert not at.exception and not at.warning
+    assert at.selectbox(key="train_image_size").value == 160
+    assert at.number_input(key="train_fine_tune").value == 3
+    assert at.selectbox(key="train_rule").value == "sensitivity"
+    at.number_input(key="train_epochs").set_value(2)  # a setting the preset leaves alone
+    at.button(key="train_start").click().run()
+    (config,) = started
+    assert (config.image_size, config.tta_views, config.head_epochs) == (160, "flips", 2)
+    at.radio(key="train_preset").set_value("default").run()
+    assert at.selectbox(key="train_image_size").value == 224
+    assert at.number_input(key="train_epochs").value == 2
+
+
 def test_display_helpers_format_for_people():
     assert ui.plural(1, "prediction") == "1 prediction"
     assert ui.plural(0, "prediction") == "0 predictions"
