@@ -52,7 +52,10 @@ def test_home_shows_the_active_model_and_the_research_notice(trained_run):  # no
     assert trained_run in texts(at.markdown)
     assert "not a diagnostic device" in texts(at.warning)
     assert {metric.label for metric in at.metric} >= {"Test ROC AUC", "Runs", "Stored predictions"}
-    assert len(at.get("page_link")) == 4
+    assert [subheader.value for subheader in at.subheader][:2] == ["Start here", "Active model"]
+    links = [link.proto.label for link in at.get("page_link")]
+    assert [link.split(" ")[0] for link in links] == ["Predict", "Train", "Evaluate", "Later,"]
+    assert "bundled sample" in links[1]
     facts = at.dataframe[0].value.set_index("Property")["Value"]
     assert (
         facts["Test-time augmentation"] == "on: the image and its 7 other flips and quarter turns"

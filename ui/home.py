@@ -6,6 +6,30 @@ import streamlit as st
 import ui
 from core import datasets, db, reports
 
+# What a first visit can do, each with the page that does it; History keeps what was done.
+START_HERE = (
+    (
+        "pages/1_Predict.py",
+        "Predict an image: its malignant probability and Grad-CAM, from the active model",
+        ":material/biotech:",
+    ),
+    (
+        "pages/2_Train.py",
+        "Train a model on the bundled sample (a few minutes), or on your own dataset",
+        ":material/model_training:",
+    ),
+    (
+        "pages/3_Metrics.py",
+        "Evaluate a model on your own labelled images, and compare runs",
+        ":material/monitoring:",
+    ),
+    (
+        "pages/4_History.py",
+        "Later, History: stored predictions, and their confirmed outcomes",
+        ":material/history:",
+    ),
+)
+
 
 def run_facts(card: dict) -> pd.DataFrame:
     """What a researcher asks first about a model, from its card."""
