@@ -1,4 +1,4 @@
-"""Home: the active model at a glance, the database, and the way to each page."""
+"""Home: what to do first, the active model at a glance, and the database."""
 
 import streamlit as st
 
@@ -20,6 +20,10 @@ database = ui.optional_database()
 active, problems = runs.active_run()
 ui.show_problems([*problems, *(database.ingest_problems if database else ())])
 
+st.subheader("Start here")
+for path, label, icon in ui.home.START_HERE:
+    st.page_link(path, label=label, icon=icon)
+
 st.subheader("Active model")
 if active is None:
     st.info("No active model. Train one on the bundled sample, or activate a run, on Train.")
@@ -32,16 +36,5 @@ else:
     specificity.metric("Specificity", ui.percent(test.get("specificity")))
     st.dataframe(ui.home.run_facts(active.card), hide_index=True)
 
-stored, pages = st.columns(2, gap="large")
-with stored:
-    st.subheader("Database")
-    ui.home.database_summary(database)
-with pages:
-    st.subheader("Pages")
-    for path, label, icon in (
-        ("pages/1_Predict.py", "Predict: classify images, see Grad-CAM", ":material/biotech:"),
-        ("pages/2_Train.py", "Train: new runs on your data", ":material/model_training:"),
-        ("pages/3_Metrics.py", "Metrics: evaluate and compare runs", ":material/monitoring:"),
-        ("pages/4_History.py", "History: stored predictions and outcomes", ":material/history:"),
-    ):
-        st.page_link(path, label=label, icon=icon)
+st.subheader("Database")
+ui.home.database_summary(database)

@@ -20,7 +20,7 @@ from fpdf import FPDF
 from fpdf.fonts import TTFFont
 from PIL import Image
 
-from core import config, db, images, reports, runs
+from core import config, db, images, operating_point, reports, runs
 
 # Longest side of the report's pictures: enough for print, small enough for a download.
 PICTURE_PIXELS = 512
@@ -78,8 +78,7 @@ class CaseReport:
     overlay: bytes | None = None
     overlay_caption: str = ""
     diagnoses: tuple[tuple[str, float], ...] = ()
-    # "card", or "local" when the installation's own threshold labelled it.
-    threshold_source: str = "card"
+    threshold_source: str = operating_point.CARD
 
     @property
     def distance(self) -> float:
@@ -117,7 +116,6 @@ def build_report(
         probability=float(row["probability"]),
         label=row["label"],
         threshold=float(row["threshold"]),
-        threshold_source=row["threshold_source"] or "card",
         tta=bool(row["tta"]),
         width=int(row["width"]),
         height=int(row["height"]),
@@ -125,6 +123,7 @@ def build_report(
         ood_score=row["ood_score"],
         ood_flag=row["ood_flag"],
         ood_threshold=((run.card.get("ood") or {}).get("threshold") if run else None),
+        threshold_source=row["threshold_source"],
         confirmed_label=row["confirmed_label"],
         confirmed_diagnosis=row["confirmed_diagnosis"],
         confirmed_at=row["confirmed_at"],
@@ -202,16 +201,20 @@ def _ood_text(report: CaseReport) -> str:
     return f"{report.ood_score:.1f} ({verdict}{limit})"
 
 
+def _result_text(report: CaseReport) -> str:
+    shown = reports.shown_label(report.label, report.ood_flag)
+    whose = reports.whose_threshold(report.threshold_source)
+    return f"{shown} (at {whose} threshold {report.threshold:.1%})"
+
+
 def _prediction_rows(report: CaseReport) -> list[tuple[str, str]]:
     return [
         ("Malignant probability (calibrated)", _percent(report.probability)),
+        ("Result", _result_text(report)),
         (
-            "Label at this installation's own threshold"
-            if report.threshold_source == "local"
-            else "Label at the model's threshold",
-            f"{report.label} (threshold {report.threshold:.1%})",
+            "Distance to the threshold",
+            reports.threshold_distance(report.distance, report.threshold),
         ),
-        ("Distance to the threshold", f"{report.distance:+.1%}"),
         ("Out-of-distribution score", _ood_text(report)),
         ("Test-time augmentation", "on" if report.tta else "off"),
         ("Image", f"{report.width} x {report.height} px, sha256 {report.sha256[:16]}..."),

@@ -39,6 +39,11 @@ DEFAULT_IMAGE_SIZE = 224
 MAX_IMAGE_PIXELS = int(os.environ.get("DERMO_MAX_IMAGE_PIXELS", "50000000"))
 # Uploads (and members of uploaded ZIPs) larger than this are refused before decoding.
 MAX_UPLOAD_BYTES = int(os.environ.get("DERMO_MAX_UPLOAD_BYTES", str(50 * 1024 * 1024)))
+# The one exception: a whole dataset uploaded as one ZIP (Train, Metrics). The server's own cap,
+# maxUploadSize in .streamlit/config.toml, must not be below it.
+MAX_DATASET_UPLOAD_BYTES = int(
+    os.environ.get("DERMO_MAX_DATASET_UPLOAD_BYTES", str(2 * 1024 * 1024 * 1024))
+)
 # Off by default: a public deployment keeps no picture of what visitors upload. When on, the
 # History page shows a small JPEG of each prediction, re-encoded without any metadata.
 STORE_THUMBNAILS = _flag_from_env("DERMO_STORE_THUMBNAILS")

@@ -36,6 +36,10 @@ ISIC_SITES = (
     "oral/genital",
 )
 UNKNOWN_SITE = "unknown"
+# Upper bounds (exclusive) of the age bands of `age_approx`, youngest first; older is
+# OLDEST_BAND. Here, not in `evaluation`, so that tables can sort by them without TensorFlow.
+AGE_BANDS = ((30, "<30"), (45, "30-44"), (60, "45-59"), (75, "60-74"))
+OLDEST_BAND = "75+"
 ALL_SITES = "all"
 SITE_CHOICES = (ALL_SITES, *ISIC_SITES, UNKNOWN_SITE)
 # ISIC 2019 and older metadata split the torso; the 2020 vocabulary does not.

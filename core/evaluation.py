@@ -21,9 +21,6 @@ from core.inference import BATCH_SIZE, Predictor
 
 # The subgroups of an evaluation, in the order the Metrics page lists them.
 SUBGROUP_COLUMNS = ("site", "sex", "age_band", "source")
-# Upper bounds (exclusive) of the age bands; older is OLDEST_BAND.
-AGE_BANDS = ((30, "<30"), (45, "30-44"), (60, "45-59"), (75, "60-74"))
-OLDEST_BAND = "75+"
 
 BatchCallback = Callable[[int, int], None]
 MAX_SKIPPED_EXAMPLES = 5
@@ -41,7 +38,7 @@ def age_band(age) -> str:
         return metrics.UNKNOWN_SUBGROUP
     if not math.isfinite(years):
         return metrics.UNKNOWN_SUBGROUP
-    return next((name for upper, name in AGE_BANDS if years < upper), OLDEST_BAND)
+    return next((name for upper, name in data.AGE_BANDS if years < upper), data.OLDEST_BAND)
 
 
 def dataset_key(sha256s) -> str:

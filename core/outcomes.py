@@ -10,11 +10,12 @@ value, so every imported diagnosis is one the app knows) and `confirmed_on`
 
 A row with a sha256 reaches every stored prediction of that image, whatever its file name; a
 row with only a file name reaches every prediction stored under that name. Planning sorts the
-rows into matched (something to change), unchanged (already stored so), unmatched and
-conflicting. Conflicts are bad values, an outcome that contradicts the row's own diagnosis,
-one image given different outcomes in one file, a file name shared by several different
-images (give the sha256 to say which), and a different outcome or diagnosis already stored.
-Only the last kind can be imported, and only when the caller asks to overwrite.
+rows into matched (something to change), unchanged (already stored so), unmatched, invalid (a
+value that cannot be read: fix the file) and conflicting. Conflicts are an outcome that
+contradicts the row's own diagnosis, one image given different outcomes in one file, a file
+name shared by several different images (give the sha256 to say which), and a different
+outcome or diagnosis already stored. Only the last kind can be imported, and only when the
+caller asks to overwrite.
 """
 
 import csv
@@ -28,10 +29,15 @@ import pandas
 from core import db, diagnoses
 
 MAX_ROWS = 100_000
-MATCHED, UNCHANGED, UNMATCHED, CONFLICT = "matched", "unchanged", "unmatched", "conflict"
+MATCHED, UNCHANGED, UNMATCHED, INVALID, CONFLICT = (
+    "matched",
+    "unchanged",
+    "unmatched",
+    "invalid",
+    "conflict",
+)
 # Conflict kinds; only STORED may be overwritten on request.
-BAD_VALUE, CONTRADICTION, DUPLICATE, AMBIGUOUS, STORED = (
-    "bad value",
+CONTRADICTION, DUPLICATE, AMBIGUOUS, STORED = (
     "contradiction",
     "duplicate",
     "ambiguous file name",
@@ -57,7 +63,8 @@ class OutcomeRow:
 
 @dataclasses.dataclass(frozen=True)
 class PlannedRow:
-    """A row and the stored predictions it reaches; `kind` and `reason` say why it conflicts."""
+    """A row and the stored predictions it reaches; `kind` says why it conflicts, `reason` why
+    it conflicts or is invalid."""
 
     row: OutcomeRow
     status: str
@@ -243,7 +250,7 @@ def _duplicates(rows: list[OutcomeRow], reached: dict[int, list[_Stored]]) -> di
 
 def _plan_row(row: OutcomeRow, reached: list[_Stored], duplicate: str | None) -> PlannedRow:
     if row.problem is not None:
-        return PlannedRow(row, CONFLICT, kind=BAD_VALUE, reason=row.problem)
+        return PlannedRow(row, INVALID, reason=row.problem)
     ids = tuple(stored.id for stored in reached)
     n_images = len({stored.sha256 for stored in reached})
     if problem := diagnoses.contradiction(str(row.outcome), row.diagnosis):

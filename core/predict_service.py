@@ -336,5 +336,6 @@ def earlier_predictions(
     frame = database.predictions_for_hash(
         result.prediction.sha256, exclude_ids=list(batch_ids), session_id=session_id
     )
-    columns = ["created_at", "run_id", "file_name", "probability", "label", "tta"]
+    # The OOD flag goes with the label: a flagged image's label is shown as not assessed.
+    columns = ["created_at", "run_id", "file_name", "probability", "label", "ood_flag", "tta"]
     return frame[[*columns, "confirmed_label", "confirmed_diagnosis"]].reset_index(drop=True)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from core import data, datasets, metrics
+from core.operating_point import LOCAL as LOCAL_THRESHOLD
 
 HEADLINE_METRICS = {
     "roc_auc": "ROC AUC",
@@ -23,6 +24,12 @@ HEADLINE_METRICS = {
     "accuracy": "Accuracy",
 }
 LABEL_VALUES = {"benign": 0, "malignant": 1}
+# How a stored label reads on screen and in reports. The threshold is an operating point
+# chosen for high sensitivity (often a few percent), so a probability above it is a reason to
+# refer, not a finding of malignancy. Stored labels stay benign or malignant.
+SHOWN_LABELS = {"malignant": "refer (suspicious)", "benign": "below referral threshold"}
+# An image flagged out of distribution gets no result, whichever side of the threshold it is.
+NOT_ASSESSED = "not assessed: not dermoscopy?"
 # Shown for a metric that cannot be computed (one class only, nothing predicted positive);
 # the same words the app's metric tiles use.
 MISSING = "n/a"
@@ -106,6 +113,44 @@ def classification_report(test_predictions: pd.DataFrame, threshold: float) -> p
         test_predictions["label"].to_numpy(), test_predictions["probability"].to_numpy(), threshold
     )
     return _floats(pd.DataFrame(rows), ("precision", "recall", "f1"))
+
+
+def shown_label(label: str | None, ood_flag=None) -> str:
+    """A stored label as people read it: NOT_ASSESSED when flagged out of distribution."""
+    # Database frames hold an unscored flag as pandas.NA, which has no truth value.
+    if ood_flag is not None and not pd.isna(ood_flag) and bool(ood_flag):
+        return NOT_ASSESSED
+    return SHOWN_LABELS.get(str(label), "" if label is None else str(label))
+
+
+def whose_threshold(threshold_source: str) -> str:
+    """ "the model's" (its card's) or "this installation's own" (a local operating point)."""
+    return "this installation's own" if threshold_source == LOCAL_THRESHOLD else "the model's"
+
+
+def tta_views_text(card: dict) -> str:
+    """What a run's test-time augmentation averages the image with, in words."""
+    if card.get("tta_views") == "dihedral":
+        return "its 7 other flips and quarter turns"
+    return "its two mirror images"
+
+
+def tta_text(card: dict | None, on: bool) -> str:
+    """ "on: the image and its 7 other flips and quarter turns", "off", or "on" alone when the
+    run's card is gone."""
+    if not on:
+        return "off"
+    return "on" if card is None else f"on: the image and {tta_views_text(card)}"
+
+
+def threshold_distance(distance: float, threshold: float) -> str:
+    """ "+39.9 percentage points above the threshold 6.1%": a difference of two percentages is
+    in points; "+40.0%" would read as a relative change."""
+    points = distance * 100
+    if round(points, 1) == 0:
+        return f"at the threshold {threshold:.1%}"
+    side = "above" if points > 0 else "below"
+    return f"{points:+.1f} percentage points {side} the threshold {threshold:.1%}"
 
 
 def format_number(value: float | None, digits: int = 3) -> str:
@@ -335,8 +380,15 @@ def subgroup_table(evaluation: dict) -> pd.DataFrame:
         groups = (evaluation.get("subgroups") or {}).get(key) or {}
         if set(groups) <= {metrics.UNKNOWN_SUBGROUP}:
             continue
-        rows.extend(_subgroup_row(name, value, group) for value, group in groups.items())
+        values = sorted(groups, key=_age_order) if key == "age_band" else list(groups)
+        rows.extend(_subgroup_row(name, value, groups[value]) for value in values)
     return pd.DataFrame(rows, columns=_SUBGROUP_COLUMNS)
+
+
+def _age_order(band: str) -> int:
+    """Age bands youngest first, then unknown: as text, "<30" would sort after "75+"."""
+    bands = [*(name for _, name in data.AGE_BANDS), data.OLDEST_BAND]
+    return bands.index(band) if band in bands else len(bands)
 
 
 _SUBGROUP_COLUMNS = [

@@ -4,7 +4,7 @@ import streamlit as st
 
 import ui
 import ui.predict
-from core import config, predict_service, reports
+from core import predict_service, reports
 
 st.set_page_config(page_title="Predict", page_icon=ui.page_icon("biotech"), layout="wide")
 st.title("Predict")
@@ -19,21 +19,21 @@ tta = st.toggle(
     "Test-time augmentation",
     value=bool(run.card.get("tta")),
     key="predict_tta",
-    help=f"Average the image and {ui.predict.tta_views_text(run.card)}. The model's threshold "
+    help=f"Average the image and {reports.tta_views_text(run.card)}. The model's threshold "
     f"was chosen with TTA {'on' if run.card.get('tta') else 'off'}.",
 )
 files = st.file_uploader(
     "Dermoscopy images (JPEG, PNG), or a ZIP of images",
     type=["jpg", "jpeg", "png", "zip"],
     accept_multiple_files=True,
-    max_upload_size=config.MAX_UPLOAD_BYTES // 1024**2,
+    max_upload_size=ui.upload_limit_mb(),
     key="predict_upload",
 )
 if not files:
     st.info("Upload one or more images to predict.")
     st.stop()
 
-with st.spinner("Loading the model"):
+with st.spinner(ui.predict.LOADING_MODEL):
     predictor, run = ui.predict.working_predictor(run)
 if predictor is None:
     st.error("No trained run can be loaded: train a new one on the Train page.")

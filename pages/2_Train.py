@@ -21,7 +21,7 @@ report = ui.train.validation_report(str(data_dir), str(csv) if csv else None, si
 if not report.ok:
     st.stop()
 
-settings = ui.train.train_settings()
+settings = ui.train.train_settings(ui.train.preset_picker())
 ui.train.start_button(
     TrainConfig(data_dir=str(data_dir), csv=str(csv) if csv else None, sites=sites, **settings)
 )

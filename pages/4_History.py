@@ -22,7 +22,9 @@ with st.expander("Filters", expanded=True):
     left, middle, right = st.columns(3)
     dates = left.date_input("Dates (UTC)", value=(), key="history_dates")
     chosen_models = left.multiselect("Models", models, key="history_model")
-    labels = middle.multiselect("Predicted label", db.LABELS, key="history_label")
+    labels = middle.multiselect(
+        "Result", db.LABELS, format_func=reports.shown_label, key="history_label"
+    )
     low, high = middle.slider("Probability", 0.0, 1.0, (0.0, 1.0), 0.01, key="history_probability")
     confirmed_choice = middle.radio(
         "Confirmed outcome",
@@ -51,7 +53,7 @@ history_filter = db.HistoryFilter(
     confirmed=ui.history.CONFIRMED_CHOICES[confirmed_choice],
 )
 ui.history.notice()
-with st.expander("Import confirmed outcomes (CSV)"):
+with st.expander("Import confirmed outcomes (CSV)", key=ui.history.IMPORT_OPEN, on_change="rerun"):
     if ui.require_admin("Outcome imports"):
         ui.history.import_outcomes(database)
         st.subheader("Past imports")

@@ -12,6 +12,7 @@ CSV = (
     "gone.jpg,,benign,,\n"  # unmatched
     "stored.jpg,,malignant,,\n"  # conflicts with the stored benign
     "odd.jpg,,benign,melanoma,\n"  # contradicts itself
+    "new.jpg,,perhaps,,\n"  # invalid
 )
 
 
@@ -48,24 +49,42 @@ def upload(at, text: str = CSV, version: int = 0):
     return at.run()
 
 
+def import_expander(at):
+    (expander,) = [e for e in at.expander if e.label == "Import confirmed outcomes (CSV)"]
+    return expander
+
+
 def test_the_preview_counts_each_kind_and_the_import_takes_only_the_matches(history):
     at = upload(app("pages/4_History.py").run())
     assert not at.exception
     counts = {metric.label: metric.value for metric in at.metric}
-    assert counts == {"Matched": "1", "Unchanged": "1", "Unmatched": "1", "Conflicting": "2"}
+    assert counts == {
+        "Matched": "1",
+        "Unchanged": "1",
+        "Unmatched": "1",
+        "Invalid": "1",
+        "Conflicting": "2",
+    }
     assert "stored outcome benign on 1 of 1 predictions" in texts(at.dataframe)
+    reasons = [t.value["reason"].tolist() for t in at.dataframe if "reason" in t.value]
+    assert reasons[0] == ["row 7: outcome 'perhaps' is not benign, malignant, 0 or 1"]
     assert at.button(key="history_import").label == "Import: change 1 prediction"
 
+    assert not import_expander(at).proto.expanded
     at.text_input(key="history_import_by").set_value("Dr Example")
     at.button(key="history_import").click().run()
     assert not at.exception
-    assert "Import 1 from outcomes.csv: 1 prediction changed, 2 conflicting rows left out" in (
-        texts(at.success)
+    assert (
+        "Import 1 from outcomes.csv: 1 prediction changed, 2 conflicting rows and 1 invalid row "
+        "left out" in texts(at.success)
     )
+    # The undo is inside the import expander: it opens, so that "below" is in view.
+    assert "It can be undone under Past imports, below." in texts(at.success)
+    assert import_expander(at).proto.expanded
     assert outcome("new.jpg") == ("malignant", "melanoma")
     assert outcome("stored.jpg")[0] == "benign"
     (entry,) = database().outcome_imports().to_dict("records")
-    assert (entry["imported_by"], entry["n_rows"], entry["n_changed"]) == ("Dr Example", 5, 1)
+    assert (entry["imported_by"], entry["n_rows"], entry["n_changed"]) == ("Dr Example", 6, 1)
     # The uploader starts empty again, so a second click cannot import the file twice.
     assert at.file_uploader(key="history_import_file_1").value is None
     assert at.selectbox(key="history_undo_choice").options == ["Import 1"]

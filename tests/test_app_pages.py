@@ -5,14 +5,17 @@ import io
 import json
 import shutil
 import zipfile
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
+import streamlit as st
 from app_fixtures import SAMPLE_IMAGES, app, crossval_payload, texts
 
 import ui
 import ui.metrics
-from core import config, db, metrics, predict_service, runs, worker
+import ui.predict
+from core import config, db, metrics, predict_service, reports, runs, worker
 
 PAGES = (
     "Home.py",
@@ -40,7 +43,14 @@ def test_home_shows_the_active_model_and_the_research_notice(trained_run):
     assert trained_run in texts(at.markdown)
     assert "not a diagnostic device" in texts(at.warning)
     assert {metric.label for metric in at.metric} >= {"Test ROC AUC", "Runs", "Stored predictions"}
-    assert len(at.get("page_link")) == 4
+    assert [subheader.value for subheader in at.subheader][:2] == ["Start here", "Active model"]
+    links = [link.proto.label for link in at.get("page_link")]
+    assert [link.split(" ")[0] for link in links] == ["Predict", "Train", "Evaluate", "Later,"]
+    assert "bundled sample" in links[1]
+    facts = at.dataframe[0].value.set_index("Property")["Value"]
+    assert (
+        facts["Test-time augmentation"] == "on: the image and its 7 other flips and quarter turns"
+    )
 
 
 def test_home_warns_when_storage_is_lost_on_restart(fresh_app, monkeypatch):
@@ -135,9 +145,35 @@ def test_predict_warns_first_about_ood_and_shows_the_likely_diagnoses(
     assert not at.exception
     facts = list(at.columns[1].children.values())
     assert facts[0].type == "warning" and "Out of distribution" in facts[0].value
-    diagnoses = at.dataframe[0].value
-    assert diagnoses["diagnosis"].tolist() == ["nevus", "melanoma", "benign keratosis"]
+    # No result for a flagged image, but its probability stays in view.
+    assert reports.NOT_ASSESSED in texts(at.markdown)
+    assert "refer" not in texts(at.markdown) and "below referral" not in texts(at.markdown)
+    assert at.metric[0].value.endswith("%")
+    top, rest = (frame.value for frame in at.dataframe)
+    assert top["diagnosis"].tolist() == ["nevus", "melanoma", "benign keratosis"]
+    assert at.expander[0].label == "Other diagnoses (1)" and rest["diagnosis"].tolist() == [
+        "other"
+    ]
     assert "not a diagnosis" in texts(at.caption)
+
+
+def test_a_result_reads_as_a_referral_with_its_distance_in_points(
+    trained_run,
+    monkeypatch,
+):
+    with_diagnoses_and_ood(monkeypatch, diagnoses=(), ood_flag=False)
+    spinners = []
+    monkeypatch.setattr(st, "spinner", lambda text, **_: spinners.append(text) or nullcontext())
+    at = app("pages/1_Predict.py").run()
+    upload = ("plain.jpg", SAMPLE_IMAGES[9].read_bytes(), "image/jpeg")
+    at.file_uploader(key="predict_upload").set_value(upload).run()
+    assert not at.exception
+    assert ui.predict.LOADING_MODEL in spinners
+    shown = texts(at.markdown)
+    assert ("refer (suspicious), at the model's threshold" in shown) != (
+        "below referral threshold, at the model's threshold" in shown
+    )
+    assert "percentage points" in at.metric[0].delta
 
 
 def test_a_binary_model_shows_no_diagnoses_and_no_ood_warning(
@@ -168,6 +204,7 @@ def test_predict_a_zip_shows_a_table_and_a_csv(trained_run, monkeypatch):
     assert len(table.value) == 3
     assert table.value["thumbnail"].str.startswith("data:image/jpeg;base64,").all()
     assert table.value["out_of_distribution"].all()
+    assert (table.value["label"] == reports.NOT_ASSESSED).all()
     assert at.get("download_button")
     # The Grad-CAM of an image inside the archive is drawn from the archive again.
     at.selectbox(key="predict_detail").set_value(2).run()
@@ -244,9 +281,9 @@ def test_metrics_draws_the_held_out_source_cross_validation(two_runs):
 def test_history_filters_by_file_name(trained_run):
     records = [
         db.PredictionRecord(
-            "test", trained_run, name, name * 4, 10, 10, 0.7, "malignant", 0.5, 1.0, False
+            "test", trained_run, name, name * 4, 10, 10, 0.7, "malignant", 0.5, 1.0, tta
         )
-        for name in ("alpha.jpg", "beta.jpg")
+        for name, tta in (("alpha.jpg", True), ("beta.jpg", False))
     ]
     database().insert_predictions(records)
     at = app("pages/4_History.py").run()
@@ -256,6 +293,10 @@ def test_history_filters_by_file_name(trained_run):
     assert "1 prediction," in texts(at.caption)
     columns = at.dataframe[0].value.columns
     assert "sha256" not in columns and "session_id" not in columns
+    # The run averages eight views: the column names them, not "flip".
+    shown = at.dataframe[0].value
+    assert shown["tta"].tolist() == ["on: the image and its 7 other flips and quarter turns"]
+    assert shown["label"].tolist() == ["refer (suspicious)"]
 
 
 def test_history_filters_on_the_out_of_distribution_flag(fresh_app):
@@ -283,8 +324,12 @@ def test_history_filters_on_the_out_of_distribution_flag(fresh_app):
     at.radio(key="history_ood").set_value("Flagged").run()
     assert "1 prediction," in texts(at.caption)
     assert at.dataframe[0].value["file_name"].tolist() == ["odd.jpg"]
+    # The stored label stays benign; what people read is that the image was not assessed.
+    assert at.dataframe[0].value["label"].tolist() == [reports.NOT_ASSESSED]
+    assert database().query_predictions(db.HistoryFilter(ood_flag=True))["label"][0] == "benign"
     at.radio(key="history_ood").set_value("Not flagged").run()
     assert "2 predictions," in texts(at.caption)
+    assert at.dataframe[0].value["label"].tolist() == ["below referral threshold"] * 2
 
 
 # A right-to-left override makes "lesion<U+202E>gpj.exe" display as "lesionexe.jpg".
@@ -385,6 +430,28 @@ def test_sites_are_all_or_named_never_both(fresh_app):
     assert at.multiselect(key="train_sites").value == ["all"]
 
 
+def test_every_uploader_states_its_limit_from_the_config(trained_run):
+    predict = app("pages/1_Predict.py").run()
+    history = app("pages/4_History.py").run()
+    train = app("pages/2_Train.py").run()
+    train.radio(key="train_source").set_value("Upload a ZIP").run()
+    limits = {
+        key: at.file_uploader(key=key).proto.max_upload_size_mb
+        for at, key in (
+            (predict, "predict_upload"),
+            (history, "history_import_file_0"),
+            (train, "train_zip"),
+        )
+    }
+    per_file = config.MAX_UPLOAD_BYTES // 1024**2
+    dataset = config.MAX_DATASET_UPLOAD_BYTES // 1024**2
+    assert limits == {
+        "predict_upload": per_file,
+        "history_import_file_0": per_file,
+        "train_zip": dataset,
+    }
+
+
 def test_a_zip_without_a_dataset_layout_is_refused_and_removed(fresh_app):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -428,6 +495,30 @@ def test_a_note_about_the_weights_is_shown_when_the_job_starts(fresh_app, monkey
     at = app("pages/2_Train.py").run()
     at.button(key="train_start").click().run()
     assert started and "Offline: using the 224 px file." in texts(at.info)
+
+
+def test_the_quick_preset_sets_its_settings_and_says_what_it_costs(fresh_app, monkeypatch):
+    from core import model
+
+    started = []
+    monkeypatch.setattr(model, "resolve_weights", lambda *_: model.ResolvedWeights("none", None))
+    monkeypatch.setattr(worker, "start_training", lambda *a, **k: started.append(a[0]) or "job")
+    at = app("pages/2_Train.py").run()
+    assert at.radio(key="train_preset").value == "default"
+    assert at.selectbox(key="train_image_size").value == 224
+    assert "about 8 minutes" in at.radio(key="train_preset").proto.captions[1]
+    at.radio(key="train_preset").set_value("quick").run()
+    assert not at.exception and not at.warning
+    assert at.selectbox(key="train_image_size").value == 160
+    assert at.number_input(key="train_fine_tune").value == 3
+    assert at.selectbox(key="train_rule").value == "sensitivity"
+    at.number_input(key="train_epochs").set_value(2)  # a setting the preset leaves alone
+    at.button(key="train_start").click().run()
+    (config,) = started
+    assert (config.image_size, config.tta_views, config.head_epochs) == (160, "flips", 2)
+    at.radio(key="train_preset").set_value("default").run()
+    assert at.selectbox(key="train_image_size").value == 224
+    assert at.number_input(key="train_epochs").value == 2
 
 
 def test_display_helpers_format_for_people():

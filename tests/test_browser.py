@@ -354,7 +354,7 @@ def test_an_outcome_shows_at_once_and_a_contradiction_is_refused(served_app, bro
     page.get_by_role("button", name="Save outcome").click()
     settle(page)
     expect(page.get_by_text("Outcome malignant saved for 1 prediction.")).to_be_visible()
-    # The top row's Confirmed and Diagnosis cells (after File, Label, Probability, When).
+    # The top row's Confirmed and Diagnosis cells (after File, Result, Probability, When).
     cells = page.get_by_test_id("stDataFrame").first.locator("td[role=gridcell]")
     expect(cells.nth(4)).to_have_text("malignant")
     expect(cells.nth(5)).to_have_text("melanoma")

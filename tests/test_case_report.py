@@ -1,9 +1,11 @@
 """Case reports: assembled from a stored prediction and its run, rendered as HTML and PDF."""
 
+import dataclasses
 import io
 import json
 
 import numpy as np
+import pandas as pd
 import pypdf
 import pytest
 from app_fixtures import crossval_payload
@@ -110,8 +112,10 @@ def test_a_full_report_holds_picture_crossval_diagnoses_and_outcome(database, tm
     assert report.distance == pytest.approx(0.1321)
     shown = rows(report)
     assert shown["Malignant probability (calibrated)"] == "43.2%"
-    assert shown["Label at the model's threshold"] == "malignant (threshold 30.0%)"
-    assert shown["Distance to the threshold"] == "+13.2%"
+    assert shown["Result"] == "refer (suspicious) (at the model's threshold 30.0%)"
+    assert (
+        shown["Distance to the threshold"] == "+13.2 percentage points above the threshold 30.0%"
+    )
     assert shown["Out-of-distribution score"] == "12.5 (not flagged, limit 40.0)"
     assert shown["Test ROC AUC"] == "0.912 (95% CI 0.881-0.940)"
     assert shown["Test sensitivity at threshold 30.0%"] == "0.875 (95% CI 0.800-0.940)"
@@ -301,5 +305,31 @@ def test_a_report_says_when_the_installations_own_threshold_labelled(database, t
     card_id, local_id = store(database), store(database, threshold_source="local")
     card = rows(case_report.build_report(database, card_id, models_dir=tmp_path))
     local = rows(case_report.build_report(database, local_id, models_dir=tmp_path))
-    assert card["Label at the model's threshold"] == "malignant (threshold 30.0%)"
-    assert local["Label at this installation's own threshold"] == "malignant (threshold 30.0%)"
+    assert card["Result"] == "refer (suspicious) (at the model's threshold 30.0%)"
+    assert local["Result"] == "refer (suspicious) (at this installation's own threshold 30.0%)"
+
+
+def test_a_flagged_image_is_reported_as_not_assessed_at_the_local_threshold(database, tmp_path):
+    write_run(tmp_path)
+    prediction_id = store(database, ood=(55.0, True))
+    report = case_report.build_report(database, prediction_id, "me", models_dir=tmp_path)
+    report = dataclasses.replace(report, threshold_source="local")
+    shown = rows(report)
+    assert (
+        shown["Result"]
+        == "not assessed: not dermoscopy? (at this installation's own threshold 30.0%)"
+    )
+    assert shown["Malignant probability (calibrated)"] == "43.2%"
+    assert report.label == "malignant"  # the stored label is data, not what people read
+
+
+def test_labels_and_distances_read_as_what_they_are():
+    assert reports.shown_label("malignant") == "refer (suspicious)"
+    assert reports.shown_label("benign", False) == "below referral threshold"
+    assert reports.shown_label("benign", True) == reports.NOT_ASSESSED
+    assert reports.shown_label("malignant", pd.NA) == "refer (suspicious)"
+    assert reports.threshold_distance(0.46 - 0.061, 0.061) == (
+        "+39.9 percentage points above the threshold 6.1%"
+    )
+    assert reports.threshold_distance(-0.032, 0.061).startswith("-3.2 percentage points below")
+    assert reports.threshold_distance(0.0001, 0.061) == "at the threshold 6.1%"

@@ -114,6 +114,8 @@ def test_the_subgroup_table_says_too_few_cases_instead_of_a_number(tmp_path):
     table = reports.subgroup_table(record["metrics"])
     # Source is unknown for every image, so it has no rows.
     assert list(dict.fromkeys(table["Subgroup"])) == ["Site", "Sex", "Age band"]
+    ages = table.loc[table["Subgroup"] == "Age band", "Value"].tolist()
+    assert ages == ["<30", "30-44", "45-59", "75+", "unknown"]  # by age, not as text
     rows = table.set_index(["Subgroup", "Value"])
     palms = rows.loc[("Site", "palms/soles")]
     assert palms["Images"] == 3

@@ -217,6 +217,13 @@ def save_outcome(
     return True, f"Outcome {label} saved for {plural(changed, 'prediction')}."
 
 
+def upload_limit_mb(limit_bytes: int | None = None) -> int:
+    """An upload limit from `core.config` (MAX_UPLOAD_BYTES unless given) in the MB that
+    st.file_uploader's max_upload_size takes, so every uploader states its limit one way."""
+    limit = config.MAX_UPLOAD_BYTES if limit_bytes is None else limit_bytes
+    return max(1, limit // 1024**2)
+
+
 def data_url(jpeg) -> str | None:
     """A data URL that st.column_config.ImageColumn can show; None for a missing thumbnail."""
     # Database frames hold missing blobs as pandas.NA, fresh results as None.
@@ -311,7 +318,8 @@ PREDICTION_COLUMNS = {
     "thumbnail": st.column_config.ImageColumn("Image", width="small"),
     # Pinned, so that a row stays identifiable when a narrow screen scrolls the rest.
     "file_name": st.column_config.TextColumn("File", pinned=True),
-    "label": st.column_config.TextColumn("Label"),
+    # The stored label as people read it (reports.shown_label); the data keeps benign/malignant.
+    "label": st.column_config.TextColumn("Result"),
     "probability": st.column_config.ProgressColumn(
         "Probability", min_value=0, max_value=100, format="%.1f%%"
     ),
@@ -323,7 +331,7 @@ PREDICTION_COLUMNS = {
     "threshold_source": st.column_config.TextColumn("Threshold from"),
     "ood_flag": st.column_config.CheckboxColumn("Out of distribution"),
     "ood_score": st.column_config.NumberColumn("OOD score", format="%.1f"),
-    "tta": st.column_config.CheckboxColumn("Flip TTA"),
+    "tta": st.column_config.TextColumn("Test-time augmentation"),
     "size": st.column_config.TextColumn("Size (px)"),
     "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%.0f"),
     "confirmed_at": st.column_config.DatetimeColumn("Confirmed (UTC)", format="YYYY-MM-DD HH:mm"),
@@ -339,6 +347,15 @@ def predictions_for_display(rows: pd.DataFrame) -> pd.DataFrame:
     shown = rows.drop(columns=["session_id", "sha256"], errors="ignore")
     if "file_name" in shown:
         shown["file_name"] = shown["file_name"].map(reports.display_name)
+    if "label" in shown:
+        shown["label"] = list(map(reports.shown_label, shown["label"], shown["ood_flag"]))
+    if "tta" in shown:
+        # A prediction stores whether TTA was on; which views it averaged is its run's setting.
+        cards = run_cards()
+        shown["tta"] = [
+            reports.tta_text(cards.get(run_id), bool(on))
+            for run_id, on in zip(shown["run_id"], shown["tta"], strict=True)
+        ]
     for name in ("probability", "threshold"):
         if name in shown:
             shown[name] = shown[name] * 100
@@ -383,6 +400,7 @@ def dataset_upload(prefix: str) -> None:
     archive = st.file_uploader(
         "ZIP with images and a ground-truth CSV, or benign/ and malignant/ folders",
         type=["zip"],
+        max_upload_size=upload_limit_mb(config.MAX_DATASET_UPLOAD_BYTES),
         key=f"{prefix}_zip",
     )
     if archive is None or not st.button("Unpack into the data folder", key=f"{prefix}_unpack"):

@@ -24,6 +24,7 @@ _PREVIEW = (
     (outcomes.MATCHED, "Matched", "imported"),
     (outcomes.UNCHANGED, "Unchanged", "already stored so"),
     (outcomes.UNMATCHED, "Unmatched", "no stored prediction of that image"),
+    (outcomes.INVALID, "Invalid", "not imported: correct these values in the file"),
     (
         outcomes.CONFLICT,
         "Conflicting",
@@ -31,6 +32,8 @@ _PREVIEW = (
     ),
 )
 _IMPORT_VERSION = "history_import_version"
+# The import expander's state: opened after an import, so that its undo is in view.
+IMPORT_OPEN = "history_import_open"
 _IMPORT_COLUMNS = {
     "import_id": st.column_config.NumberColumn("Import", format="%d"),
     "imported_at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
@@ -161,7 +164,12 @@ def import_outcomes(database: db.Database) -> None:
     st.caption(IMPORT_FORMAT)
     # A new key after each import empties the uploader, so one click cannot import twice.
     version = st.session_state.get(_IMPORT_VERSION, 0)
-    upload = st.file_uploader("Outcomes CSV", type="csv", key=f"history_import_file_{version}")
+    upload = st.file_uploader(
+        "Outcomes CSV",
+        type="csv",
+        max_upload_size=ui.upload_limit_mb(),
+        key=f"history_import_file_{version}",
+    )
     if upload is None:
         return
     try:
@@ -196,7 +204,8 @@ def _import_preview(plan: outcomes.ImportPlan) -> None:
         if rows.empty:
             continue
         st.markdown(f"**{title}** ({meaning})")
-        shown = rows if status == outcomes.CONFLICT else rows.drop(columns="reason")
+        explained = status in (outcomes.CONFLICT, outcomes.INVALID)
+        shown = rows if explained else rows.drop(columns="reason")
         st.dataframe(shown, hide_index=True, placeholder="-", key=f"history_import_{status}")
 
 
@@ -218,6 +227,7 @@ def _import(database: db.Database, data: bytes, file_name: str, overwrite: bool)
     _start_over()
     st.session_state[_IMPORT_VERSION] = st.session_state.get(_IMPORT_VERSION, 0) + 1
     st.session_state["history_import_overwrite"] = False
+    st.session_state[IMPORT_OPEN] = True
     st.session_state[_NOTICE] = (True, _import_message(database, import_id, plan, overwrite))
 
 
@@ -225,11 +235,15 @@ def _import_message(
     database: db.Database, import_id: int, plan: outcomes.ImportPlan, overwrite: bool
 ) -> str:
     record = database.outcome_imports().set_index("import_id").loc[import_id]
-    left_out = len(plan.with_status(outcomes.CONFLICT)) - len(plan.overwritable) * overwrite
+    conflicting = len(plan.with_status(outcomes.CONFLICT)) - len(plan.overwritable) * overwrite
+    invalid = len(plan.with_status(outcomes.INVALID))
+    left_out = ui.plural(conflicting, "conflicting row")
+    if invalid:
+        left_out += f" and {ui.plural(invalid, 'invalid row')}"
     return (
         f"Import {import_id} from {record['file_name']}: "
-        f"{ui.plural(int(record['n_changed']), 'prediction')} changed, "
-        f"{ui.plural(left_out, 'conflicting row')} left out. It can be undone below."
+        f"{ui.plural(int(record['n_changed']), 'prediction')} changed, {left_out} left out. "
+        "It can be undone under Past imports, below."
     )
 
 

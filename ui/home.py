@@ -4,7 +4,31 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core import datasets, db
+from core import datasets, db, reports
+
+# What a first visit can do, each with the page that does it; History keeps what was done.
+START_HERE = (
+    (
+        "pages/1_Predict.py",
+        "Predict an image: its malignant probability and Grad-CAM, from the active model",
+        ":material/biotech:",
+    ),
+    (
+        "pages/2_Train.py",
+        "Train a model on the bundled sample (a few minutes), or on your own dataset",
+        ":material/model_training:",
+    ),
+    (
+        "pages/3_Metrics.py",
+        "Evaluate a model on your own labelled images, and compare runs",
+        ":material/monitoring:",
+    ),
+    (
+        "pages/4_History.py",
+        "Later, History: stored predictions, and their confirmed outcomes",
+        ":material/history:",
+    ),
+)
 
 
 def run_facts(card: dict) -> pd.DataFrame:
@@ -23,7 +47,7 @@ def run_facts(card: dict) -> pd.DataFrame:
         "Threshold": f"{ui.number(threshold.get('value'))} (rule: {threshold.get('rule')})",
         "Sensitivity at threshold": ui.with_interval(test, "sensitivity"),
         "Specificity at threshold": ui.with_interval(test, "specificity"),
-        "Flip TTA": "on" if card.get("tta") else "off",
+        "Test-time augmentation": reports.tta_text(card, bool(card.get("tta"))),
         "Trained at": ui.utc_time(card.get("created_at")),
     }
     return pd.DataFrame({"Property": list(facts), "Value": list(facts.values())})

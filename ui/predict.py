@@ -6,8 +6,12 @@ import streamlit as st
 import ui
 from core import datasets, db, reports, runs
 
+# Loading TensorFlow and a model takes seconds the first time: the page says so (a spinner
+# shows only after half a second, so a cached model flashes nothing).
+LOADING_MODEL = "Loading the model (first time: about 10 s)…"
 
-@st.cache_resource(max_entries=3)
+
+@st.cache_resource(max_entries=3, show_spinner=False)
 def _load_predictor(run_id: str, models_dir: str, model_mtime_ns: int):
     # The mtime is part of the key: a run folder rewritten in place loads a fresh model.
     from core.inference import Predictor
@@ -182,19 +186,26 @@ def prediction_summary(result, ood_threshold: float | None) -> None:
             "below is unreliable. Is it a dermoscopy image of a skin lesion?",
             icon=":material/warning:",
         )
-    threshold = f"the threshold {prediction.threshold:.1%}"
-    # A distance that rounds to zero gets a plain grey note, not a coloured up arrow.
-    exact = round(result.distance, 3) == 0
+    # A distance that rounds to zero points gets a plain grey note, not a coloured up arrow.
+    exact = round(result.distance * 100, 1) == 0
     st.metric(
         "Malignant probability (calibrated)",
         ui.percent(prediction.probability),
-        delta=f"at {threshold}" if exact else f"{result.distance:+.1%} from {threshold}",
+        delta=reports.threshold_distance(result.distance, prediction.threshold),
         delta_color="off" if exact else "inverse",
         delta_arrow="off" if exact else "auto",
     )
-    color = "red" if prediction.label == "malignant" else "green"
-    whose = "this installation's own" if prediction.threshold_source == "local" else "the model's"
-    st.badge(f"{prediction.label} at {whose} threshold", color=color)
+    shown = reports.shown_label(prediction.label, prediction.ood_flag)
+    if prediction.ood_flag:
+        st.badge(shown, color="gray", icon=":material/help:")
+    else:
+        whose = reports.whose_threshold(prediction.threshold_source)
+        st.badge(
+            f"{shown}, at {whose} threshold {prediction.threshold:.1%}",
+            color="red" if prediction.label == "malignant" else "green",
+            help="Above the threshold means a closer look is advised, not that the lesion is "
+            "malignant: the threshold is an operating point, usually chosen for high sensitivity.",
+        )
     diagnoses_table(prediction.diagnoses)
     st.caption(
         f"Model {prediction.model}, {prediction.width}x{prediction.height} px, "
@@ -210,21 +221,22 @@ def prediction_summary(result, ood_threshold: float | None) -> None:
 DIAGNOSES_SHOWN = 3
 
 
-def tta_views_text(card: dict) -> str:
-    """What the run's test-time augmentation averages over, in words."""
-    if card.get("tta_views") == "dihedral":
-        return "its 7 other flips and quarter turns"
-    return "its two mirror images"
-
-
 def diagnoses_table(diagnoses: tuple[tuple[str, float], ...]) -> None:
     """The most likely diagnoses of a diagnosis model; nothing for a binary model."""
     if not diagnoses:
         return
     st.markdown("**Most likely diagnoses**")
-    top = pd.DataFrame(diagnoses[:DIAGNOSES_SHOWN], columns=["diagnosis", "probability"])
+    _diagnoses_frame(diagnoses[:DIAGNOSES_SHOWN])
+    if len(diagnoses) > DIAGNOSES_SHOWN:
+        with st.expander(f"Other diagnoses ({len(diagnoses) - DIAGNOSES_SHOWN})"):
+            _diagnoses_frame(diagnoses[DIAGNOSES_SHOWN:])
+    st.caption("Model estimates, not a diagnosis: only histopathology or a clinician confirms.")
+
+
+def _diagnoses_frame(diagnoses: tuple[tuple[str, float], ...]) -> None:
+    shown = pd.DataFrame(diagnoses, columns=["diagnosis", "probability"])
     st.dataframe(
-        top.assign(probability=top["probability"] * 100),
+        shown.assign(probability=shown["probability"] * 100),
         hide_index=True,
         column_config={
             # Medium and small fit the result column, so the probability is never scrolled off.
@@ -234,7 +246,6 @@ def diagnoses_table(diagnoses: tuple[tuple[str, float], ...]) -> None:
             ),
         },
     )
-    st.caption("Model estimates, not a diagnosis: only histopathology or a clinician confirms.")
 
 
 def confirm_form(database: db.Database, prediction_id: int) -> None:
@@ -252,13 +263,14 @@ def confirm_form(database: db.Database, prediction_id: int) -> None:
 # Percent columns hold 0-100, so that one printf format gives one decimal everywhere.
 _RESULT_COLUMNS = {
     "thumbnail": st.column_config.ImageColumn("Image", width="small"),
-    "label": st.column_config.TextColumn("Label", width="small"),
+    "label": st.column_config.TextColumn("Result", width="medium"),
     "probability": st.column_config.ProgressColumn(
         "Probability", min_value=0, max_value=100, format="%.1f%%"
     ),
     "out_of_distribution": st.column_config.CheckboxColumn("Out of distribution"),
     "file": st.column_config.TextColumn("File"),
-    "distance": st.column_config.NumberColumn("From threshold", format="%+.1f%%"),
+    # Probability minus threshold: a difference of percentages, in percentage points.
+    "distance": st.column_config.NumberColumn("From threshold (points)", format="%+.1f pp"),
     "model": st.column_config.TextColumn("Model"),
     "threshold": st.column_config.NumberColumn("Threshold", format="%.1f%%"),
     "threshold_source": st.column_config.TextColumn("Threshold from"),
@@ -272,10 +284,12 @@ def results_table(results) -> None:
 
     frame = predict_service.results_frame(results)
     percents = {name: frame[name] * 100 for name in ("probability", "distance", "threshold")}
+    labels = map(reports.shown_label, frame["label"], frame["out_of_distribution"])
     st.dataframe(
         frame.assign(
             thumbnail=frame["thumbnail"].map(ui.data_url),
             file=frame["file"].map(reports.display_name),
+            label=list(labels),
             **percents,
         ),
         hide_index=True,

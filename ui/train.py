@@ -70,16 +70,51 @@ def validation_report(data_dir: str, csv: str | None, sites: tuple[str, ...]):
 IMAGE_SIZES = (64, 96, 128, 160, 192, 224, 240, 260)
 
 
-def train_settings() -> dict:
+# The Settings widgets that a preset sets, by TrainConfig field; its tta_views has no widget.
+_PRESET_WIDGETS = {
+    "image_size": "train_image_size",
+    "fine_tune_epochs": "train_fine_tune",
+    "threshold_rule": "train_rule",
+}
+
+
+def preset_picker() -> str:
+    """The recipe, as on the command line (--preset), with what each costs."""
+    from core.train_config import PRESET_COSTS, PRESETS
+
+    return st.radio(
+        "Preset",
+        list(PRESETS),
+        captions=[PRESET_COSTS[name] for name in PRESETS],
+        key="train_preset",
+        on_change=_apply_preset,
+        help="Sets input size, fine-tune epochs, TTA views and threshold rule; the settings "
+        "below can still be changed on top of it.",
+    )
+
+
+def _apply_preset() -> None:
+    # The preset's values replace those of the settings it sets; the others stay as chosen.
+    from core.train_config import preset_config
+
+    chosen = preset_config(st.session_state["train_preset"], data_dir="")
+    for field, key in _PRESET_WIDGETS.items():
+        st.session_state[key] = getattr(chosen, field)
+
+
+def train_settings(preset: str) -> dict:
     """The Settings expander of the Train page: TrainConfig's keyword arguments.
 
-    Choices and defaults come from core (TrainConfig, THRESHOLD_RULES, model.TARGETS), the
-    same ones the command line uses.
+    Choices and defaults come from core (the preset's TrainConfig, THRESHOLD_RULES,
+    model.TARGETS), the same ones the command line uses. The widgets a preset sets take their
+    value from session state only, so that the preset's callback can set them.
     """
     from core.model import BACKBONES, TARGETS
-    from core.train_config import AUGMENTATION_STRENGTHS, THRESHOLD_RULES, TrainConfig
+    from core.train_config import AUGMENTATION_STRENGTHS, THRESHOLD_RULES, preset_config
 
-    defaults = TrainConfig(data_dir="")
+    defaults = preset_config(preset, data_dir="")
+    for field, key in _PRESET_WIDGETS.items():
+        st.session_state.setdefault(key, getattr(defaults, field))
 
     def default(options, value) -> int:
         return list(options).index(value)
@@ -93,12 +128,7 @@ def train_settings() -> dict:
                 default(BACKBONES, defaults.backbone),
                 key="train_backbone",
             ),
-            "image_size": left.selectbox(
-                "Input size (px)",
-                IMAGE_SIZES,
-                default(IMAGE_SIZES, defaults.image_size),
-                key="train_image_size",
-            ),
+            "image_size": left.selectbox("Input size (px)", IMAGE_SIZES, key="train_image_size"),
             "weights": left.radio(
                 "Initial weights",
                 ["imagenet", "none"],
@@ -117,7 +147,7 @@ def train_settings() -> dict:
                 "Head epochs", 1, 200, defaults.head_epochs, key="train_epochs"
             ),
             "fine_tune_epochs": middle.number_input(
-                "Fine-tune epochs", 0, 100, defaults.fine_tune_epochs, key="train_fine_tune"
+                "Fine-tune epochs", 0, 100, key="train_fine_tune"
             ),
             "seed": middle.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="train_seed"),
             "imbalance": right.selectbox(
@@ -132,7 +162,6 @@ def train_settings() -> dict:
             "threshold_rule": right.selectbox(
                 "Threshold rule",
                 THRESHOLD_RULES,
-                default(THRESHOLD_RULES, defaults.threshold_rule),
                 key="train_rule",
                 help="'held_out_sources' chooses it on sources held out in turn (slower).",
             ),
@@ -145,7 +174,7 @@ def train_settings() -> dict:
             key="train_target",
             disabled=settings["threshold_rule"] == "youden",
         )
-    return settings
+    return {**settings, "tta_views": defaults.tta_views}
 
 
 def start_button(train_config) -> None:
