@@ -136,8 +136,8 @@ def test_an_imported_diagnosis_outside_the_vocabulary_is_a_bad_value(database):
     database.insert_predictions([record("a.jpg")])
     text = f'file,outcome,diagnosis\na.jpg,malignant,"{COMMAND_DIAGNOSIS}"\nb.jpg,1,MEL\n'
     plan = outcomes.plan_import(database, text, "outcomes.csv")
-    [bad] = plan.with_status(outcomes.CONFLICT)
-    assert bad.kind == outcomes.BAD_VALUE and "not in the vocabulary" in str(bad.reason)
+    [bad] = plan.with_status(outcomes.INVALID)
+    assert "not in the vocabulary" in str(bad.reason)
     assert not plan.with_status(outcomes.MATCHED)
     assert [planned.row.diagnosis for planned in plan.with_status(outcomes.UNMATCHED)] == [
         "melanoma"
