@@ -3,18 +3,16 @@
 import csv
 import io
 import json
-import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from test_pipeline import run_cli
 
 from core import config, operating_point, runs
 from core.metrics import wilson_interval
-from tests.conftest import SHARED_DATA
 
 DEFAULT_RUN = "20261201-221100-mobilenet-v2-73df"
 
@@ -125,31 +123,20 @@ def test_the_local_state_file_is_ignored_by_git():
 
 
 def cli(arguments, models_dir) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "DERMO_MODELS_DIR": str(models_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(
-        [sys.executable, "-m", "core", *arguments],
-        cwd=config.REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_cli(arguments, models_dir, models_dir.parent / "cache", check=False)
 
 
 @pytest.fixture
-def unseen_images(tmp_path):
+def unseen_images(tmp_path, shared_data):
     """40 malignant and 40 benign images of the default run's test split (never trained on)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("needs the shared dermoscopy images beside the repository")
     split = pd.read_csv(config.REPO_ROOT / "models" / DEFAULT_RUN / runs.SPLIT_FILE)
-    metadata = pd.read_csv(SHARED_DATA / "metadata.csv")
+    metadata = pd.read_csv(shared_data / "metadata.csv")
     test = metadata[metadata["image_name"].isin(split[split["split"] == "test"]["image_name"])]
     chosen = pd.concat([test[test["target"] == label].head(40) for label in (1, 0)])
     folder = tmp_path / "clinic"
     (folder / "images").mkdir(parents=True)
     for name in chosen["image_name"]:
-        shutil.copy(SHARED_DATA / "images" / f"{name}.jpg", folder / "images")
+        shutil.copy(shared_data / "images" / f"{name}.jpg", folder / "images")
     chosen.to_csv(folder / "metadata.csv", index=False)
     return folder
 
