@@ -32,6 +32,8 @@ BATCH_SIZE = 32
 # of 32 images with the 8 dihedral views is cut into calls of 4 images (one 32-image batch of
 # activations, about 1 GB at 224 px, instead of 256 images' worth).
 VIEWS_PER_CALL = 32
+# Images decoded together while the previous chunk runs through the model.
+MIN_CHUNK = 8
 
 
 @dataclass(frozen=True)
@@ -299,9 +301,13 @@ class Predictor:
         Every image is labelled at the threshold in force when the first one is.
         """
         threshold = self.current_threshold()
+        use_tta = self.default_tta if tta is None else tta
+        # Chunks no larger than needed to keep the forward calls full: with TTA a chunk of 32
+        # would hold results back (and a progress bar still) for seconds.
+        chunk_size = max(MIN_CHUNK, images_per_call(use_tta, self.tta_views))
         with ThreadPoolExecutor() as pool:
             pending = None
-            for chunk in _chunks(items, BATCH_SIZE):
+            for chunk in _chunks(items, chunk_size):
                 submitted = pool.map(self._decode_item, chunk)
                 if pending is not None:
                     yield from self._predict_chunk(*pending, tta, threshold)

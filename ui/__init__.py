@@ -333,7 +333,9 @@ PREDICTION_COLUMNS = {
     "ood_score": st.column_config.NumberColumn("OOD score", format="%.1f"),
     "tta": st.column_config.TextColumn("Test-time augmentation"),
     "size": st.column_config.TextColumn("Size (px)"),
-    "latency_ms": st.column_config.NumberColumn("Latency (ms)", format="%.0f"),
+    "latency_ms": st.column_config.NumberColumn(
+        "Latency (ms per image)", format="%.0f", help="The mean over the images predicted with it"
+    ),
     "confirmed_at": st.column_config.DatetimeColumn("Confirmed (UTC)", format="YYYY-MM-DD HH:mm"),
     "id": st.column_config.NumberColumn("ID", format="%d"),
 }
