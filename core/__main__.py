@@ -394,7 +394,7 @@ def command_evaluate(arguments) -> int:
         print(f"  out of distribution: {ood['flagged']} of {ood['n_scored']} ({ood['share']:.1%})")
     if record["unreadable"]:
         print(f"skipped {len(record['unreadable'])} unreadable images", file=sys.stderr)
-    if warning := evaluation.overlap_warning(record):
+    if warning := reports.overlap_warning(record):
         print(f"warning: {warning}", file=sys.stderr)
     if arguments.save:
         evaluation.save_evaluation(run, record, predictions)

@@ -185,19 +185,6 @@ def evaluation_record(
     }
 
 
-def overlap_warning(record: dict) -> str | None:
-    """What to tell people when the evaluated images include ones the run learned from."""
-    overlap = record.get("overlap") or {}
-    seen = overlap.get("train", 0) + overlap.get("val", 0)
-    if not seen:
-        return None
-    return (
-        f"{seen} of the {record['metrics']['n']} images were in the run's training "
-        f"({overlap['train']}) or validation ({overlap['val']}) split (matched by "
-        f"{overlap['by']}): these figures flatter the run; evaluate on images it never saw"
-    )
-
-
 def evaluate_run(
     run: runs.Run,
     dataset: data.Dataset,

@@ -262,6 +262,19 @@ CROSSVAL_THRESHOLDS = (
 )
 
 
+def overlap_warning(record: dict) -> str | None:
+    """What to tell people when the evaluated images include ones the run learned from."""
+    overlap = record.get("overlap") or {}
+    seen = overlap.get("train", 0) + overlap.get("val", 0)
+    if not seen:
+        return None
+    return (
+        f"{seen} of the {record['metrics']['n']} images were in the run's training "
+        f"({overlap['train']}) or validation ({overlap['val']}) split (matched by "
+        f"{overlap['by']}): these figures flatter the run; evaluate on images it never saw"
+    )
+
+
 def local_threshold_table(point: dict) -> pd.DataFrame:
     """A local operating point (`core.operating_point.choose`) against the card's threshold."""
     intervals = point["intervals"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from test_pipeline import run_cli
 
-from core import config, operating_point, runs
+from core import config, operating_point, reports, runs
 from core.metrics import wilson_interval
 
 DEFAULT_RUN = "20261201-221100-mobilenet-v2-73df"
@@ -177,3 +177,26 @@ def test_cli_refuses_the_bundled_sample_the_default_run_trained_on(tmp_path):
     assert result.returncode != 0
     assert "training" in result.stderr and "matched by sha256" in result.stderr
     assert not (models / operating_point.OPERATING_POINTS_FILE).exists()
+
+
+def test_an_evaluation_names_its_overlap_with_the_runs_training():
+    record = {
+        "metrics": {"n": 30},
+        "overlap": {"by": "sha256", "train": 20, "val": 4, "test": 6},
+    }
+    warning = reports.overlap_warning(record)
+    assert warning is not None and warning.startswith("24 of the 30 images were in the run's")
+    assert "training (20) or validation (4)" in warning
+    assert reports.overlap_warning({**record, "overlap": {"train": 0, "val": 0}}) is None
+    assert reports.overlap_warning({**record, "overlap": None}) is None
+
+
+@pytest.mark.slow
+def test_evaluate_warns_that_the_bundled_sample_was_trained_on(tmp_path):
+    sample = config.SAMPLE_DIR
+    models = tmp_path / "models"
+    shutil.copytree(config.REPO_ROOT / "models" / DEFAULT_RUN, models / DEFAULT_RUN)
+    data = ["--data", str(sample / "images"), "--csv", str(sample / "metadata.csv")]
+    result = cli(["evaluate", "--model", DEFAULT_RUN, "--no-tta", *data], models)
+    assert result.returncode == 0, result.stderr
+    assert "warning: 254 of the 300 images were in the run's training (200)" in result.stderr

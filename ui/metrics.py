@@ -288,6 +288,9 @@ def show_evaluation(run_id: str, record: dict, predictions: pd.DataFrame) -> Non
     skipped = record.get("skipped_rows") or {}
     if skipped:
         ui.show_problems([f"Skipped {reports.describe_skipped_rows(skipped)}."])
+    overlap = reports.overlap_warning(record)
+    if overlap:
+        st.warning(overlap, icon=":material/warning:")
     few_cases = reports.few_cases_warning(scored)
     if few_cases:
         st.warning(few_cases, icon=":material/warning:")
