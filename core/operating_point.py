@@ -139,22 +139,6 @@ def check_set(run: runs.Run, images: pd.DataFrame) -> None:
         )
 
 
-def choose_from_evaluation(
-    run: runs.Run, evaluation_id: str, target_sensitivity: float = DEFAULT_SENSITIVITY
-) -> dict:
-    """The operating point of a stored evaluation of `run` (its per-image predictions)."""
-    record = runs.read_evaluation(run.folder, evaluation_id)
-    predictions = runs.read_evaluation_predictions(run.folder, evaluation_id)
-    return choose(
-        run,
-        predictions,
-        target_sensitivity,
-        dataset=record["dataset"],
-        tta=bool(record["tta"]),
-        evaluation_id=evaluation_id,
-    )
-
-
 def adopt(point: dict, directory: Path | None = None) -> dict:
     """Make `point` (from `choose`) the threshold of its run on this installation."""
     points = load_all(directory)

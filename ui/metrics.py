@@ -297,7 +297,7 @@ def show_evaluation(run_id: str, record: dict, predictions: pd.DataFrame) -> Non
     headline_table(scored)
     point = reports.operating_point(predictions, record["threshold"])
     evaluation_charts(run_id, scored, predictions, point, "metrics_eval")
-    local_threshold_form(runs.load_run(runs.models_dir() / run_id), record["evaluation_id"])
+    local_threshold_form(runs.load_run(runs.models_dir() / run_id), record, predictions)
     st.markdown("**Subgroups**")
     table = reports.subgroup_table(scored)
     if table.empty:
@@ -310,10 +310,11 @@ def show_evaluation(run_id: str, record: dict, predictions: pd.DataFrame) -> Non
     st.table(table, hide_index=True)
 
 
-def local_threshold_form(run: runs.Run, evaluation_id: str) -> None:
+def local_threshold_form(run: runs.Run, record: dict, predictions: pd.DataFrame) -> None:
     """Use a threshold from this evaluation: preview what it gives, adopt it, or go back."""
     from core import operating_point, reports
 
+    evaluation_id = record["evaluation_id"]
     current = operating_point.threshold_for(run)
     with st.expander("Use a threshold from this evaluation", expanded=current.source == "local"):
         st.caption(
@@ -330,8 +331,15 @@ def local_threshold_form(run: runs.Run, evaluation_id: str) -> None:
             key=f"metrics_local_target_{evaluation_id}",
         )
         try:
-            point = operating_point.choose_from_evaluation(run, evaluation_id, target)
-        except (ValueError, runs.RunError) as error:
+            point = operating_point.choose(
+                run,
+                predictions,
+                target,
+                dataset=record["dataset"],
+                tta=bool(record["tta"]),
+                evaluation_id=evaluation_id,
+            )
+        except ValueError as error:
             st.warning(f"This evaluation cannot set a threshold: {error}", icon=":material/block:")
             point = None
         if point is not None:
