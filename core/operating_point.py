@@ -89,7 +89,6 @@ def choose(
         raise ValueError(f"target sensitivity must be in [0.5, 1), got {target_sensitivity}")
     check_set(run, predictions)
     labels = predictions["label"].to_numpy(dtype="int64")
-    n_malignant, n_benign = int(labels.sum()), int((labels == 0).sum())
     probabilities = predictions["probability"].to_numpy(dtype=float)
     threshold = choose_threshold(labels, probabilities, "sensitivity", target_sensitivity)
     at = threshold_metrics(labels, probabilities, threshold)
@@ -105,8 +104,8 @@ def choose(
         },
         "confusion": {name: at[name] for name in ("tn", "fp", "fn", "tp")},
         "n": len(labels),
-        "n_malignant": n_malignant,
-        "n_benign": n_benign,
+        "n_malignant": at["tp"] + at["fn"],
+        "n_benign": at["tn"] + at["fp"],
         "dataset": dataset,
         "evaluation_id": evaluation_id,
         "tta": tta,
