@@ -98,6 +98,26 @@ def add_operating_point_parser(commands) -> None:
         action.add_argument("--model", help="run id or path (default: the active run)")
 
 
+def add_ensemble_parser(commands) -> None:
+    parser = commands.add_parser(
+        "ensemble", help="combine two or more trained runs into one ensemble run"
+    )
+    parser.add_argument(
+        "--member", action="append", required=True, help="run id or folder (repeat, two or more)"
+    )
+    parser.add_argument(
+        "--held-out",
+        action="append",
+        default=[],
+        metavar="RUN=CSV[,CSV]",
+        help="a member's fine-tuned fold predictions (crossval --predictions), for each member: "
+        "the held-out-source threshold and figures then come from their fold ensembles",
+    )
+    parser.add_argument("--data", help="the members' image folder, if it moved")
+    parser.add_argument("--csv", help="the members' ground-truth CSV, if it moved")
+    parser.add_argument("--activate", action="store_true", help="make the new run active")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(train)
     add_training_arguments(train)
     train.add_argument("--activate", action="store_true", help="make the new run active")
+
+    add_ensemble_parser(commands)
 
     crossval = commands.add_parser(
         "crossval", help="hold each source out in turn: train on the others, score it"
@@ -267,6 +289,33 @@ def command_train(arguments) -> int:
     return 0
 
 
+def held_out_files(values: list[str]) -> dict[str, list[str]]:
+    """RUN=CSV[,CSV] arguments as {run: [csv, ...]}."""
+    files: dict[str, list[str]] = {}
+    for value in values:
+        run, _, paths = value.partition("=")
+        if not run or not paths:
+            raise ValueError(f"--held-out takes RUN=CSV[,CSV], got {value!r}")
+        files.setdefault(run, []).extend(paths.split(","))
+    return files
+
+
+def command_ensemble(arguments) -> int:
+    from core.ensemble import build_ensemble_run
+
+    result = build_ensemble_run(
+        arguments.member,
+        held_out_files(arguments.held_out),
+        report=lambda p: print(p.message, flush=True),
+        activate=arguments.activate,
+        data_dir=arguments.data,
+        csv=arguments.csv,
+    )
+    print(f"run {result.run_id} saved in {result.folder}")
+    print(format_metrics(result.test_metrics, "test split"))
+    return 0
+
+
 def command_crossval(arguments) -> int:
     from core.crossval import run_crossval
 
@@ -314,7 +363,13 @@ def crossval_config(arguments) -> TrainConfig:
         return training_config(arguments, data_dir=arguments.data, csv=arguments.csv)
     from core.runs import resolve_run
 
-    recipe = dict(resolve_run(arguments.run).card["config"])
+    run = resolve_run(arguments.run)
+    if run.card.get("members"):
+        raise ValueError(
+            f"run {run.run_id} is an ensemble, which trains nothing itself: run crossval on "
+            "each member with --predictions, then give those files to `ensemble --held-out`"
+        )
+    recipe = dict(run.card["config"])
     if arguments.data:
         recipe.update(data_dir=arguments.data, csv=arguments.csv)
     options = training_config(arguments, data_dir="")
@@ -807,6 +862,7 @@ def command_worker(arguments) -> int:
 
 COMMANDS = {
     "train": command_train,
+    "ensemble": command_ensemble,
     "crossval": command_crossval,
     "crossval-merge": command_crossval_merge,
     "refit-ood": command_refit_ood,

@@ -5,6 +5,9 @@ nested layer: input -> [rescaling] -> "backbone" -> "pooled" -> "head_dropout" -
 "malignant_probability". The backbone's output is its last convolutional feature map, so the
 map is computed on it: the gradient of the head's logit with respect to each feature channel,
 averaged over space, weights the channels; their ReLU'd sum is the heat map.
+
+An ensemble's map is the mean of its members' maps, each scaled to its own peak first, so
+that every member counts alike whatever the size of its gradients.
 """
 
 import keras
@@ -18,6 +21,7 @@ from core.model import (
     HEAD_DROPOUT_LAYER,
     HEAD_LAYER,
     POOLED_LAYER,
+    ensemble_members,
     has_diagnoses,
 )
 
@@ -64,6 +68,10 @@ def grad_cam(model: keras.Model, image: np.ndarray, toward: str = "malignant") -
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"image must have shape (height, width, 3), got {image.shape}")
+    members = ensemble_members(model)
+    if members:
+        maps = [_member_map(member, image, toward) for member in members]
+        return _scaled_to_peak(np.mean(maps, axis=0))
     x = tf.convert_to_tensor(image[None], dtype=tf.float32)
     for layer in _layers_before_backbone(model):
         x = layer(x)
@@ -76,9 +84,27 @@ def grad_cam(model: keras.Model, image: np.ndarray, toward: str = "malignant") -
     gradients = tape.gradient(score, feature_map)
     channel_weights = tf.reduce_mean(gradients, axis=(0, 1, 2))
     heatmap = tf.nn.relu(tf.reduce_sum(feature_map[0] * channel_weights, axis=-1)).numpy()
+    return resize_heatmap(_scaled_to_peak(heatmap), image.shape[1], image.shape[0])
+
+
+def _scaled_to_peak(heatmap: np.ndarray) -> np.ndarray:
     peak = float(heatmap.max())
-    heatmap = heatmap / peak if peak > 0 else np.zeros_like(heatmap)
-    return resize_heatmap(heatmap, image.shape[1], image.shape[0])
+    return heatmap / peak if peak > 0 else np.zeros_like(heatmap)
+
+
+def _member_map(member: keras.Model, image: np.ndarray, toward: str) -> np.ndarray:
+    """One member's map at the image's size, from the image resized to the member's input."""
+    rows = member.input_shape[1]
+    resized = image
+    if image.shape[:2] != (rows, rows):
+        resized = tf.image.resize(image, (rows, rows), antialias=True).numpy()
+    return resize_heatmap(grad_cam(member, resized, toward), image.shape[1], image.shape[0])
+
+
+def source_note(model: keras.Model) -> str:
+    """How the map was made, when that is not the plain single-model Grad-CAM."""
+    members = ensemble_members(model)
+    return f"mean of the {len(members)} ensemble members' maps" if members else ""
 
 
 def resize_heatmap(heatmap: np.ndarray, width: int, height: int) -> np.ndarray:

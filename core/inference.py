@@ -23,7 +23,7 @@ from threadpoolctl import ThreadpoolController
 from core import images, operating_point
 from core.calibration import Calibration
 from core.diagnoses import coherent_distribution
-from core.model import POOLED_LAYER
+from core.model import with_features
 from core.ood import load_ood
 from core.runs import MODEL_FILE, Run, RunError
 
@@ -113,8 +113,7 @@ def make_forward(model: keras.Model, tta: bool, tta_views: str = "flips"):
     """
     if tta_views not in TTA_VIEWS:
         raise ValueError(f"tta_views must be one of {TTA_VIEWS}, got {tta_views!r}")
-    pooled = model.get_layer(POOLED_LAYER).output
-    both = keras.Model(model.input, [*model.outputs, pooled])
+    both = with_features(model)
     size = model.input_shape[1]
 
     def split(outputs, count):

@@ -315,3 +315,84 @@ def set_fine_tune_layers(model: keras.Model, trainable_layers: int) -> None:
         # Batch statistics of a small dermoscopy set would wreck ImageNet's; keep BN frozen.
         is_batch_norm = isinstance(layer, layers.BatchNormalization)
         layer.trainable = index >= cutoff and not is_batch_norm
+
+
+# An ensemble nests each member's model under this prefix and its index.
+MEMBER_PREFIX = "member_"
+MEAN_LOGIT_LAYER = "mean_logit"
+# Keeps the logit of a saturated member probability finite.
+LOGIT_EPSILON = 1e-7
+
+
+def ensemble_members(model: keras.Model) -> list[keras.Model]:
+    """The member models of an ensemble in order; [] for a single model."""
+    return [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.Model) and layer.name.startswith(MEMBER_PREFIX)
+    ]
+
+
+def _logit(probability):
+    clipped = keras.ops.clip(probability, LOGIT_EPSILON, 1 - LOGIT_EPSILON)
+    return keras.ops.log(clipped) - keras.ops.log(1 - clipped)
+
+
+def _ensemble_outputs(members: list[keras.Model], inputs) -> tuple[list, list]:
+    """[malignant, diagnoses or nothing] of the ensemble on `inputs`, and the members' pooled
+    features.
+
+    The malignant probability is the sigmoid of the members' mean logit, so one confident
+    member is not averaged away; the diagnoses are the members' mean distribution (the
+    predictor makes it agree with the calibrated probability).
+    """
+    size = inputs.shape[1]
+    called = []
+    for member in members:
+        x = inputs
+        if member.input_shape[1] != size:
+            rows = member.input_shape[1]
+            x = layers.Resizing(rows, rows, antialias=True, name=f"resize_for_{member.name}")(x)
+        # Never trained as a whole: members always run as at inference, BatchNorm included.
+        called.append(member(x, training=False))
+    logits = [_logit(outputs[0]) for outputs in called]
+    mean = layers.Average(name=MEAN_LOGIT_LAYER)(logits)
+    outputs = [layers.Activation("sigmoid", name=HEAD_LAYER)(mean)]
+    if len(called[0]) == 3:
+        outputs.append(layers.Average(name=DIAGNOSIS_LAYER)([member[1] for member in called]))
+    return outputs, [member[-1] for member in called]
+
+
+def build_ensemble(models: list[keras.Model]) -> keras.Model:
+    """One model of two or more trained ones: raw RGB at the largest member's size in, the
+    combined malignant probability (and diagnoses) out. Members keep their own preprocessing;
+    a smaller member gets the image resized for it."""
+    if len(models) < 2:
+        raise ValueError(f"an ensemble needs two or more members, got {len(models)}")
+    if len({has_diagnoses(model) for model in models}) > 1:
+        raise ValueError("ensemble members must share a target: all diagnosis or all binary")
+    size = max(model.input_shape[1] for model in models)
+    inputs = keras.Input(shape=(size, size, 3), name="rgb_0_255")
+    members = []
+    for index, model in enumerate(models):
+        features = model.get_layer(POOLED_LAYER).output
+        members.append(
+            keras.Model(model.input, [*model.outputs, features], name=f"{MEMBER_PREFIX}{index}")
+        )
+    outputs, _ = _ensemble_outputs(members, inputs)
+    return keras.Model(inputs, outputs, name="dermoscopy_ensemble")
+
+
+def with_features(model: keras.Model) -> keras.Model:
+    """`model` with its pooled features as one more, last output.
+
+    An ensemble's features are its members' side by side; they lie off the path to its
+    outputs, so its graph is called again on a new input, sharing every layer.
+    """
+    members = ensemble_members(model)
+    if not members:
+        return keras.Model(model.input, [*model.outputs, model.get_layer(POOLED_LAYER).output])
+    inputs = keras.Input(shape=model.input_shape[1:], name="rgb_0_255")
+    outputs, features = _ensemble_outputs(members, inputs)
+    pooled = layers.Concatenate(name=POOLED_LAYER)(features)
+    return keras.Model(inputs, [*outputs, pooled])

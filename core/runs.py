@@ -187,7 +187,11 @@ def process_alive(pid: int | None) -> bool:
 
 def write_tables(folder: Path, history: list[dict], tests, split) -> None:
     """The run's epoch history, test predictions and split as CSV (pandas frames)."""
-    spreadsheet.to_csv(pandas.DataFrame(history), folder / HISTORY_FILE, index=False)
+    # An ensemble trains nothing itself: its history is the header alone.
+    epochs = (
+        pandas.DataFrame(history) if history else pandas.DataFrame(columns=list(EPOCH_COLUMNS))
+    )
+    spreadsheet.to_csv(epochs, folder / HISTORY_FILE, index=False)
     # Full precision: the Metrics page recomputes labels at the card threshold from these.
     columns = list(TEST_PREDICTION_COLUMNS)
     spreadsheet.to_csv(tests[columns], folder / TEST_PREDICTIONS_FILE, index=False)

@@ -19,8 +19,9 @@ from core.data import ISIC_SITES
 pytest_plugins = ["app_fixtures"]
 
 SHARED_DATA = config.REPO_ROOT.parent / "shared" / "data" / "dermoscopy"
-# Fixtures that train a run: `trained_run` (app_fixtures) and `trained` (test_pipeline).
-TRAINING_FIXTURES = {"trained_run", "trained"}
+# Fixtures that train a run: `trained_run` (app_fixtures), `trained` (test_pipeline) and
+# `member_runs` (test_ensemble).
+TRAINING_FIXTURES = {"trained_run", "trained", "member_runs"}
 
 
 @pytest.hookimpl(tryfirst=True)
