@@ -299,7 +299,7 @@ def command_crossval_merge(arguments) -> int:
         if arguments.predictions
         else None
     )
-    payload = crossval.merge(records, predictions, float(run.card["threshold"]["value"]))
+    payload = crossval.merge(records, predictions, run.card.threshold)
     name = crossval.save_with_run(run, payload)
     print(format_crossval(payload))
     print(f"wrote {name} in run {run.run_id}")
@@ -314,7 +314,7 @@ def crossval_config(arguments) -> TrainConfig:
         return training_config(arguments, data_dir=arguments.data, csv=arguments.csv)
     from core.runs import resolve_run
 
-    recipe = dict(resolve_run(arguments.run).card["config"])
+    recipe = dict(resolve_run(arguments.run).card.config)
     if arguments.data:
         recipe.update(data_dir=arguments.data, csv=arguments.csv)
     options = training_config(arguments, data_dir="")
@@ -549,17 +549,13 @@ def predict_files(arguments, run) -> None:
         if not kept_bytes:
             spreadsheet.writer(handle).writerow(predict_columns(run))
         write_predictions(
-            predictions, len(todo), handle, arguments.out is None, run_diagnoses(run)
+            predictions, len(todo), handle, arguments.out is None, run.card.diagnoses
         )
-
-
-def run_diagnoses(run) -> tuple[str, ...]:
-    return tuple(run.card.get("diagnoses") or ())
 
 
 def predict_columns(run) -> tuple[str, ...]:
     """PREDICT_COLUMNS, then one `dx_` column per diagnosis class of a diagnosis model."""
-    return PREDICT_COLUMNS + tuple(diagnoses.column_name(name) for name in run_diagnoses(run))
+    return PREDICT_COLUMNS + tuple(diagnoses.column_name(name) for name in run.card.diagnoses)
 
 
 def check_output_paths(*paths: str | None) -> None:
@@ -779,11 +775,11 @@ def command_runs(arguments) -> int:
     found, problems = list_runs()
     active = active_run_id()
     for run in found:
-        test = run.card.get("metrics", {}).get("test", {})
+        test = run.card.test_metrics
         auc = test.get("roc_auc")
         marker = "*" if run.run_id == active else " "
         auc_text = "n/a" if auc is None else f"{auc:.3f}"
-        print(f"{marker} {run.run_id}  {run.card.get('backbone')}  test AUC {auc_text}")
+        print(f"{marker} {run.run_id}  {run.card.backbone}  test AUC {auc_text}")
     for problem in problems:
         print(f"! {problem}", file=sys.stderr)
     if not found:

@@ -375,7 +375,7 @@ def run_crossval(
     if run_reference is None:
         return result.to_json()
     run = runs.resolve_run(run_reference)
-    payload = result.to_json(float(run.card["threshold"]["value"]))
+    payload = result.to_json(run.card.threshold)
     save_with_run(run, payload)
     return payload
 
@@ -391,7 +391,5 @@ def save_with_run(run, payload: dict) -> str:
     name = runs.CROSSVAL_FINE_TUNED_FILE if fine_tuned else runs.CROSSVAL_FILE
     runs.write_json_atomic(run.folder / name, payload)
     summary_key = "crossval_fine_tuned" if fine_tuned else "crossval"
-    runs.write_json_atomic(
-        run.folder / runs.CARD_FILE, {**run.card, summary_key: payload["summary"]}
-    )
+    runs.write_card(run.folder, run.card.replace(**{summary_key: payload["summary"]}))
     return name

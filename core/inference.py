@@ -179,15 +179,14 @@ class Predictor:
     def __init__(self, run: Run):
         self.run = run
         self.card = run.card
-        self.image_size = int(run.card["image_size"])
-        self.resample = run.card.get("resample", "bilinear")
-        self.default_tta = bool(run.card.get("tta", False))
-        # Cards from before dihedral TTA averaged the image and its two mirror images.
-        self.tta_views = run.card.get("tta_views", "flips")
-        self.calibration = Calibration.from_dict(run.card["calibration"])
+        self.image_size = run.card.image_size
+        self.resample = run.card.resample
+        self.default_tta = run.card.tta
+        self.tta_views = run.card.tta_views
+        self.calibration = Calibration.from_dict(run.card.calibration)
         self.ood = load_ood(run.folder)
         self.model = load_run_model(run)
-        self.diagnosis_names = tuple(run.card.get("diagnoses") or ())
+        self.diagnosis_names = run.card.diagnoses
         self._forwards = {
             tta: make_forward(self.model, tta, self.tta_views) for tta in (False, True)
         }
