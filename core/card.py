@@ -15,6 +15,7 @@ from typing import Any
 
 from core import config, data
 from core.diagnoses import DIAGNOSIS_NAMES
+from core.labels import CLASS_NAMES
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "scikit-learn", "pillow", "pandas")
 # 2: the first card with a version; a card without one reads as version 1.
@@ -301,8 +302,8 @@ def build_card(run_id, train_config, prepared, scores, timings, weights, crossva
             "fingerprint": data.dataset_fingerprint(frame),
             "n_images": len(frame),
             "class_balance": {
-                "benign": int((frame["label"] == 0).sum()),
-                "malignant": int((frame["label"] == 1).sum()),
+                name: int((frame["label"] == label).sum())
+                for label, name in enumerate(CLASS_NAMES)
             },
         },
         "split": {

@@ -30,11 +30,11 @@ import pandas
 
 from core import config, diagnoses, runs, spreadsheet
 from core.card import Card
+from core.labels import CLASS_NAMES
 from core.operating_point import THRESHOLD_SOURCES
 
 logger = logging.getLogger(__name__)
 
-LABELS = ("benign", "malignant")
 MAX_PAGE_SIZE = 1000
 MAX_HISTOGRAM_BINS = 1000
 # 2048 rows per vector: the CSV export holds about 100k rows in memory at a time.
@@ -1008,8 +1008,8 @@ def _placeholders(count: int) -> str:
 
 
 def _check_label(label: str, what: str) -> None:
-    if label not in LABELS:
-        raise ValueError(f"{what}: label {label!r} is not one of {LABELS}")
+    if label not in CLASS_NAMES:
+        raise ValueError(f"{what}: label {label!r} is not one of {CLASS_NAMES}")
 
 
 def _confirmed_diagnosis(label: str, diagnosis: str | None) -> str | None:

@@ -23,6 +23,7 @@ from threadpoolctl import ThreadpoolController
 from core import images, operating_point
 from core.calibration import Calibration
 from core.diagnoses import coherent_distribution
+from core.labels import BENIGN, MALIGNANT
 from core.model import POOLED_LAYER
 from core.ood import load_ood
 from core.runs import MODEL_FILE, Run, RunError
@@ -57,7 +58,7 @@ class Prediction:
 
 
 def label_for(probability: float, threshold: float) -> str:
-    return "malignant" if probability >= threshold else "benign"
+    return MALIGNANT if probability >= threshold else BENIGN
 
 
 TTA_VIEWS = ("flips", "dihedral")

@@ -11,6 +11,7 @@ import pandas as pd
 
 from core import data, datasets, metrics
 from core.card import Card
+from core.labels import BENIGN, LABEL_VALUES, MALIGNANT
 from core.operating_point import LOCAL as LOCAL_THRESHOLD
 
 HEADLINE_METRICS = {
@@ -24,11 +25,10 @@ HEADLINE_METRICS = {
     "balanced_accuracy": "Balanced accuracy",
     "accuracy": "Accuracy",
 }
-LABEL_VALUES = {"benign": 0, "malignant": 1}
 # How a stored label reads on screen and in reports. The threshold is an operating point
 # chosen for high sensitivity (often a few percent), so a probability above it is a reason to
 # refer, not a finding of malignancy. Stored labels stay benign or malignant.
-SHOWN_LABELS = {"malignant": "refer (suspicious)", "benign": "below referral threshold"}
+SHOWN_LABELS = {MALIGNANT: "refer (suspicious)", BENIGN: "below referral threshold"}
 # An image flagged out of distribution gets no result, whichever side of the threshold it is.
 NOT_ASSESSED = "not assessed: not dermoscopy?"
 # Shown for a metric that cannot be computed (one class only, nothing predicted positive);

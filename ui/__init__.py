@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import access, config, datasets, db, diagnoses, reports, runs, worker
+from core import access, config, datasets, db, diagnoses, labels, reports, runs, worker
 from core.card import Card
 
 ADMIN_FLAG = "is_admin"
@@ -185,7 +185,7 @@ def outcome_inputs(prefix: str) -> None:
     """
     st.selectbox(
         "Confirmed outcome",
-        db.LABELS,
+        labels.CLASS_NAMES,
         index=None,
         placeholder="Choose benign or malignant",
         key=f"{prefix}_label",
