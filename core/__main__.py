@@ -15,12 +15,16 @@ import time
 from pathlib import Path
 
 from core import diagnoses, spreadsheet
+from core.backbones import BACKBONE_NAMES, MIN_IMAGE_SIZE
 from core.operating_point import DEFAULT_SENSITIVITY
 from core.train_config import (
     INPUT_PIPELINES,
     PRESETS,
     STRATEGIES,
+    TARGETS,
     THRESHOLD_RULES,
+    TTA_VIEWS,
+    WEIGHTS,
     TrainConfig,
     preset_config,
 )
@@ -199,16 +203,16 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default="default",
         help="default: the committed model's recipe; quick: about 15 minutes on 2 CPU cores",
     )
-    parser.add_argument("--backbone")
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--weights", help="imagenet, none or a weights file")
-    parser.add_argument("--target", choices=("diagnosis", "binary"))
+    parser.add_argument("--backbone", choices=BACKBONE_NAMES)
+    parser.add_argument("--image-size", type=int, help=f"pixels a side, at least {MIN_IMAGE_SIZE}")
+    parser.add_argument("--weights", help=f"{', '.join(WEIGHTS)} or a weights file")
+    parser.add_argument("--target", choices=TARGETS)
     parser.add_argument("--epochs", type=int, help="head epochs (frozen backbone)")
     parser.add_argument("--fine-tune-epochs", type=int)
     parser.add_argument("--fine-tune-layers", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--threshold-rule", choices=THRESHOLD_RULES)
-    parser.add_argument("--tta-views", choices=("flips", "dihedral"))
+    parser.add_argument("--tta-views", choices=TTA_VIEWS)
     parser.add_argument("--no-tta", action="store_true", help="no test-time augmentation")
     parser.add_argument(
         "--input-pipeline",

@@ -19,7 +19,7 @@ from core import runs, spreadsheet
 from core.calibration import choose_threshold
 from core.metrics import evaluate
 from core.progress import Progress
-from core.train_config import TrainConfig
+from core.train_config import TARGET_SENSITIVITY, TrainConfig
 
 # A held-out source needs this many images of each class for an AUC worth reporting.
 MIN_CASES = 30
@@ -87,7 +87,7 @@ class CrossvalResult:
             return None
         labels = np.concatenate([other.labels for other in others])
         probabilities = np.concatenate([other.probabilities for other in others])
-        target = float(self.config.get("target_sensitivity", 0.92))
+        target = float(self.config.get("target_sensitivity", TARGET_SENSITIVITY))
         return min(fold.threshold, choose_threshold(labels, probabilities, "sensitivity", target))
 
     def write_predictions(self, path) -> None:

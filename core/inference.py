@@ -27,6 +27,7 @@ from core.labels import BENIGN, MALIGNANT
 from core.model import POOLED_LAYER
 from core.ood import load_ood
 from core.runs import MODEL_FILE, Run, RunError
+from core.train_config import TTA_VIEWS
 
 BATCH_SIZE = 32
 # Images times TTA views in one forward call: activation memory grows with it, so a batch
@@ -59,9 +60,6 @@ class Prediction:
 
 def label_for(probability: float, threshold: float) -> str:
     return MALIGNANT if probability >= threshold else BENIGN
-
-
-TTA_VIEWS = ("flips", "dihedral")
 
 
 def view_count(tta: bool, tta_views: str) -> int:
