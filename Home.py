@@ -29,7 +29,7 @@ if active is None:
     st.info("No active model. Train one on the bundled sample, or activate a run, on Train.")
 else:
     st.markdown(f"**{active.run_id}**")
-    test = (active.card.get("metrics") or {}).get("test") or {}
+    test = active.card.test_metrics
     auc, sensitivity, specificity = st.columns(3)
     auc.metric("Test ROC AUC", ui.number(test.get("roc_auc")))
     sensitivity.metric("Sensitivity", ui.percent(test.get("sensitivity")))

@@ -1,31 +1,29 @@
 """A tiny untrained run, so the benchmark's smoke test needs no trained model."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from core import config
+from core.calibration import Calibration
+from core.card import Card
 from core.model import build_model
-from core.runs import CARD_FILE, MODEL_FILE, Run, load_run
+from core.runs import MODEL_FILE, Run, load_run, write_card
 
 TINY_IMAGE_SIZE = 32
 TINY_RUN_ID = "tiny-untrained"
 
 
-def tiny_card(image_size: int) -> dict:
-    return {
-        "run_id": TINY_RUN_ID,
-        "backbone": config.DEFAULT_BACKBONE,
-        "image_size": image_size,
-        "resample": "bilinear",
-        "weights": "none",
-        "tta": False,
-        "threshold": {"value": 0.5, "rule": "youden", "target_sensitivity": None},
-        "calibration": {"method": "none", "a": 1.0, "b": 0.0, "applied": "card"},
-        "config": {"fine_tune_layers": 20, "batch_size": 32, "seed": 42},
-    }
+def tiny_card(image_size: int) -> Card:
+    return Card.minimal(
+        TINY_RUN_ID,
+        image_size,
+        0.5,
+        weights="none",
+        calibration=Calibration("none", 1.0, 0.0).to_dict(),
+        config={"fine_tune_layers": 20, "batch_size": 32, "seed": 42},
+    )
 
 
 def make_tiny_run(models_dir: Path, image_size: int = TINY_IMAGE_SIZE, seed: int = 42) -> Run:
@@ -36,7 +34,7 @@ def make_tiny_run(models_dir: Path, image_size: int = TINY_IMAGE_SIZE, seed: int
     folder = Path(models_dir) / TINY_RUN_ID
     folder.mkdir(parents=True, exist_ok=True)
     build_model(config.DEFAULT_BACKBONE, image_size, weights="none").save(folder / MODEL_FILE)
-    (folder / CARD_FILE).write_text(json.dumps(tiny_card(image_size)))
+    write_card(folder, tiny_card(image_size))
     generator = np.random.default_rng(seed)
     labels = generator.integers(0, 2, 1000)
     probabilities = np.clip(0.3 * labels + 0.7 * generator.random(1000), 0, 1)

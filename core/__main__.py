@@ -15,12 +15,16 @@ import time
 from pathlib import Path
 
 from core import diagnoses, spreadsheet
+from core.backbones import BACKBONE_NAMES, MIN_IMAGE_SIZE
 from core.operating_point import DEFAULT_SENSITIVITY
 from core.train_config import (
     INPUT_PIPELINES,
     PRESETS,
     STRATEGIES,
+    TARGETS,
     THRESHOLD_RULES,
+    TTA_VIEWS,
+    WEIGHTS,
     TrainConfig,
     preset_config,
 )
@@ -221,16 +225,16 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default="default",
         help="default: the committed model's recipe; quick: about 15 minutes on 2 CPU cores",
     )
-    parser.add_argument("--backbone")
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--weights", help="imagenet, none or a weights file")
-    parser.add_argument("--target", choices=("diagnosis", "binary"))
+    parser.add_argument("--backbone", choices=BACKBONE_NAMES)
+    parser.add_argument("--image-size", type=int, help=f"pixels a side, at least {MIN_IMAGE_SIZE}")
+    parser.add_argument("--weights", help=f"{', '.join(WEIGHTS)} or a weights file")
+    parser.add_argument("--target", choices=TARGETS)
     parser.add_argument("--epochs", type=int, help="head epochs (frozen backbone)")
     parser.add_argument("--fine-tune-epochs", type=int)
     parser.add_argument("--fine-tune-layers", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--threshold-rule", choices=THRESHOLD_RULES)
-    parser.add_argument("--tta-views", choices=("flips", "dihedral"))
+    parser.add_argument("--tta-views", choices=TTA_VIEWS)
     parser.add_argument("--no-tta", action="store_true", help="no test-time augmentation")
     parser.add_argument(
         "--input-pipeline",
@@ -348,7 +352,7 @@ def command_crossval_merge(arguments) -> int:
         if arguments.predictions
         else None
     )
-    payload = crossval.merge(records, predictions, float(run.card["threshold"]["value"]))
+    payload = crossval.merge(records, predictions, run.card.threshold)
     name = crossval.save_with_run(run, payload)
     print(format_crossval(payload))
     print(f"wrote {name} in run {run.run_id}")
@@ -364,12 +368,12 @@ def crossval_config(arguments) -> TrainConfig:
     from core.runs import resolve_run
 
     run = resolve_run(arguments.run)
-    if run.card.get("members"):
+    if run.card.is_ensemble:
         raise ValueError(
             f"run {run.run_id} is an ensemble, which trains nothing itself: run crossval on "
             "each member with --predictions, then give those files to `ensemble --held-out`"
         )
-    recipe = dict(run.card["config"])
+    recipe = dict(run.card.config)
     if arguments.data:
         recipe.update(data_dir=arguments.data, csv=arguments.csv)
     options = training_config(arguments, data_dir="")
@@ -604,17 +608,13 @@ def predict_files(arguments, run) -> None:
         if not kept_bytes:
             spreadsheet.writer(handle).writerow(predict_columns(run))
         write_predictions(
-            predictions, len(todo), handle, arguments.out is None, run_diagnoses(run)
+            predictions, len(todo), handle, arguments.out is None, run.card.diagnoses
         )
-
-
-def run_diagnoses(run) -> tuple[str, ...]:
-    return tuple(run.card.get("diagnoses") or ())
 
 
 def predict_columns(run) -> tuple[str, ...]:
     """PREDICT_COLUMNS, then one `dx_` column per diagnosis class of a diagnosis model."""
-    return PREDICT_COLUMNS + tuple(diagnoses.column_name(name) for name in run_diagnoses(run))
+    return PREDICT_COLUMNS + tuple(diagnoses.column_name(name) for name in run.card.diagnoses)
 
 
 def check_output_paths(*paths: str | None) -> None:
@@ -834,11 +834,11 @@ def command_runs(arguments) -> int:
     found, problems = list_runs()
     active = active_run_id()
     for run in found:
-        test = run.card.get("metrics", {}).get("test", {})
+        test = run.card.test_metrics
         auc = test.get("roc_auc")
         marker = "*" if run.run_id == active else " "
         auc_text = "n/a" if auc is None else f"{auc:.3f}"
-        print(f"{marker} {run.run_id}  {run.card.get('backbone')}  test AUC {auc_text}")
+        print(f"{marker} {run.run_id}  {run.card.backbone}  test AUC {auc_text}")
     for problem in problems:
         print(f"! {problem}", file=sys.stderr)
     if not found:

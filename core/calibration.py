@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from core.metrics import validate_predictions
+from core.train_config import TARGET_SENSITIVITY
 
 CALIBRATION_METHODS = ("platt", "temperature", "none")
 THRESHOLD_RULES = ("sensitivity", "youden")
@@ -144,7 +145,10 @@ def _youden_threshold(label_array: np.ndarray, probability_array: np.ndarray) ->
 
 
 def choose_threshold(
-    labels, probabilities, rule: str = "sensitivity", target_sensitivity: float = 0.92
+    labels,
+    probabilities,
+    rule: str = "sensitivity",
+    target_sensitivity: float = TARGET_SENSITIVITY,
 ) -> float:
     """Decision threshold (probability >= threshold means malignant) chosen on these data.
 

@@ -122,7 +122,7 @@ def build_report(
         sha256=row["sha256"],
         ood_score=row["ood_score"],
         ood_flag=row["ood_flag"],
-        ood_threshold=((run.card.get("ood") or {}).get("threshold") if run else None),
+        ood_threshold=run.card.ood_threshold if run else None,
         threshold_source=row["threshold_source"],
         confirmed_label=row["confirmed_label"],
         confirmed_diagnosis=row["confirmed_diagnosis"],
@@ -170,8 +170,8 @@ def _model_figures(run: runs.Run) -> ModelFigures:
     crossval = runs.load_crossval(run)
     return ModelFigures(
         run_id=run.run_id,
-        backbone=run.card.get("backbone"),
-        test=(run.card.get("metrics") or {}).get("test") or {},
+        backbone=run.card.backbone,
+        test=run.card.test_metrics,
         crossval_summary=(crossval.get("summary") or {}) if crossval else None,
         n_sources=len(crossval["folds"]) if crossval else 0,
     )

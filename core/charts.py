@@ -12,8 +12,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.labels import CLASS_NAMES
+
 TEMPLATE = "plotly_white"
-CLASS_NAMES = ("benign", "malignant")
 FIGURE_HEIGHT = 420
 CHANCE_LINE = {"dash": "dash", "color": "gray", "width": 1}
 THEME_COLOUR = "#1f6f8b"

@@ -19,7 +19,7 @@ from core import runs, spreadsheet
 from core.calibration import choose_threshold
 from core.metrics import evaluate
 from core.progress import Progress
-from core.train_config import TrainConfig
+from core.train_config import TARGET_SENSITIVITY, TrainConfig
 
 # A held-out source needs this many images of each class for an AUC worth reporting.
 MIN_CASES = 30
@@ -87,7 +87,7 @@ class CrossvalResult:
             return None
         labels = np.concatenate([other.labels for other in others])
         probabilities = np.concatenate([other.probabilities for other in others])
-        target = float(self.config.get("target_sensitivity", 0.92))
+        target = float(self.config.get("target_sensitivity", TARGET_SENSITIVITY))
         return min(fold.threshold, choose_threshold(labels, probabilities, "sensitivity", target))
 
     def write_predictions(self, path) -> None:
@@ -375,7 +375,7 @@ def run_crossval(
     if run_reference is None:
         return result.to_json()
     run = runs.resolve_run(run_reference)
-    payload = result.to_json(float(run.card["threshold"]["value"]))
+    payload = result.to_json(run.card.threshold)
     save_with_run(run, payload)
     return payload
 
@@ -391,7 +391,5 @@ def save_with_run(run, payload: dict) -> str:
     name = runs.CROSSVAL_FINE_TUNED_FILE if fine_tuned else runs.CROSSVAL_FILE
     runs.write_json_atomic(run.folder / name, payload)
     summary_key = "crossval_fine_tuned" if fine_tuned else "crossval"
-    runs.write_json_atomic(
-        run.folder / runs.CARD_FILE, {**run.card, summary_key: payload["summary"]}
-    )
+    runs.write_card(run.folder, run.card.replace(**{summary_key: payload["summary"]}))
     return name

@@ -25,8 +25,8 @@ import pandas as pd
 from PIL import Image
 
 from core import config, images
+from core.labels import CLASS_NAMES, LABEL_VALUES
 
-LABEL_NAMES = ("benign", "malignant")
 ISIC_SITES = (
     "head/neck",
     "upper extremity",
@@ -82,7 +82,8 @@ _CSV_COLUMNS = {
     "diagnosis": "diagnosis",
     "source": "source",
 }
-_LABEL_VALUES = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "benign": 0, "malignant": 1}
+# A CSV target is a class name or its number, written as an integer or a float.
+_LABEL_VALUES = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, **LABEL_VALUES}
 _LAYOUT_FOLDERS = "folders"
 _LAYOUT_CSV = "isic_csv"
 _MAX_FILES_LISTED = 20
@@ -119,13 +120,13 @@ class Dataset:
 
     def class_counts(self) -> dict[str, int]:
         counts = self.frame["label"].value_counts()
-        return {name: int(counts.get(label, 0)) for label, name in enumerate(LABEL_NAMES)}
+        return {name: int(counts.get(label, 0)) for label, name in enumerate(CLASS_NAMES)}
 
 
 @dataclass
 class ValidationReport:
     n_images: int = 0
-    class_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABEL_NAMES, 0))
+    class_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASS_NAMES, 0))
     site_counts: pd.DataFrame = field(default_factory=pd.DataFrame)
     problems: list[Problem] = field(default_factory=list)
     dataset: Dataset | None = None
@@ -201,7 +202,7 @@ def _find_layout(
             return None
         images_dir = data_dir / "images" if (data_dir / "images").is_dir() else data_dir
         return _LAYOUT_CSV, images_dir, csv_path
-    if (data_dir / "benign").is_dir() and (data_dir / "malignant").is_dir():
+    if all((data_dir / name).is_dir() for name in CLASS_NAMES):
         return _LAYOUT_FOLDERS, data_dir, None
     csv_files = sorted(data_dir.glob("*.csv"))
     if len(csv_files) > 1 and (data_dir / "metadata.csv").is_file():
@@ -229,7 +230,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 def _read_folders(data_dir: Path) -> pd.DataFrame:
     names, paths, labels = [], [], []
-    for label, class_name in enumerate(LABEL_NAMES):
+    for label, class_name in enumerate(CLASS_NAMES):
         for path in _image_files(data_dir / class_name):
             names.append(path.stem)
             paths.append(str(path.resolve()))
@@ -423,7 +424,7 @@ def _drop_repeated_bytes(frame: pd.DataFrame, report: ValidationReport) -> pd.Da
 
 
 def _check_class_counts(frame: pd.DataFrame, min_per_class: int, report: ValidationReport) -> None:
-    for label, name in enumerate(LABEL_NAMES):
+    for label, name in enumerate(CLASS_NAMES):
         count = int((frame["label"] == label).sum())
         if count == 0:
             report.add("error", f"no {name} images: both classes are needed")
@@ -435,8 +436,8 @@ def _site_counts(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame()
     sites = frame["site"].replace("", UNKNOWN_SITE)
-    classes = frame["label"].map(dict(enumerate(LABEL_NAMES)))
-    table = pd.crosstab(sites, classes).reindex(columns=list(LABEL_NAMES), fill_value=0)
+    classes = frame["label"].map(dict(enumerate(CLASS_NAMES)))
+    table = pd.crosstab(sites, classes).reindex(columns=list(CLASS_NAMES), fill_value=0)
     order = [site for site in (*ISIC_SITES, UNKNOWN_SITE) if site in table.index]
     table = table.reindex(order + sorted(set(table.index) - set(order)))
     table.index.name, table.columns.name = "site", None
@@ -503,7 +504,7 @@ def validate_dataset(
         _check_class_counts(frame, min_per_class, report)
     report.n_images = len(frame)
     report.class_counts = {
-        name: int((frame["label"] == label).sum()) for label, name in enumerate(LABEL_NAMES)
+        name: int((frame["label"] == label).sum()) for label, name in enumerate(CLASS_NAMES)
     }
     report.site_counts = _site_counts(frame)
     report.dataset = Dataset(frame, images_dir, csv_file, layout, chosen_sites)

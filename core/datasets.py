@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import config, images
+from core.labels import CLASS_NAMES
 
 UPLOADS_FOLDER = "uploads"
 MAX_DEPTH = 3
-_SKIPPED_FOLDERS = {"images", "benign", "malignant", "__MACOSX"}
+_SKIPPED_FOLDERS = {"images", *CLASS_NAMES, "__MACOSX"}
 
 
 class DatasetPathError(ValueError):
@@ -85,7 +86,7 @@ def discover_datasets(root: Path | None = None, max_depth: int = MAX_DEPTH) -> l
         csv_path = _ground_truth_csv(folder)
         if csv_path is not None:
             choices.append(_describe(folder, csv_path, base))
-        elif (folder / "benign").is_dir() and (folder / "malignant").is_dir():
+        elif all((folder / name).is_dir() for name in CLASS_NAMES):
             choices.append(_describe(folder, None, base))
         if depth < max_depth:
             pending.extend(

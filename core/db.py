@@ -29,11 +29,12 @@ import duckdb
 import pandas
 
 from core import config, diagnoses, runs, spreadsheet
+from core.card import Card
+from core.labels import CLASS_NAMES
 from core.operating_point import THRESHOLD_SOURCES
 
 logger = logging.getLogger(__name__)
 
-LABELS = ("benign", "malignant")
 MAX_PAGE_SIZE = 1000
 MAX_HISTOGRAM_BINS = 1000
 # 2048 rows per vector: the CSV export holds about 100k rows in memory at a time.
@@ -1007,8 +1008,8 @@ def _placeholders(count: int) -> str:
 
 
 def _check_label(label: str, what: str) -> None:
-    if label not in LABELS:
-        raise ValueError(f"{what}: label {label!r} is not one of {LABELS}")
+    if label not in CLASS_NAMES:
+        raise ValueError(f"{what}: label {label!r} is not one of {CLASS_NAMES}")
 
 
 def _confirmed_diagnosis(label: str, diagnosis: str | None) -> str | None:
@@ -1146,18 +1147,18 @@ def _run_modified_ns(folder: Path) -> int:
 
 def _read_run_folder(folder: Path, modified_ns: int) -> _RunFolder:
     card_text = (folder / runs.CARD_FILE).read_text(encoding="utf-8")
-    card = json.loads(card_text)
-    if not isinstance(card, dict) or card.get("run_id") != folder.name:
+    card = Card.from_dict(json.loads(card_text))
+    if card.run_id != folder.name:
         raise ValueError("card.json is not an object whose run_id is the folder name")
     epochs = runs.read_history(folder)
     tests = runs.read_test_predictions(folder)
-    test_metrics = (card.get("metrics") or {}).get("test") or {}
+    test_metrics = card.test_metrics
     run_row = (
         folder.name,
-        _as_utc_naive(datetime.datetime.fromisoformat(card["created_at"])),
-        card.get("backbone"),
-        card.get("image_size"),
-        float(card["threshold"]["value"]),
+        _as_utc_naive(datetime.datetime.fromisoformat(str(card.created_at))),
+        card.backbone,
+        card.image_size,
+        card.threshold,
         test_metrics.get("roc_auc"),
         test_metrics.get("sensitivity"),
         test_metrics.get("specificity"),

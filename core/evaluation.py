@@ -158,7 +158,7 @@ def evaluation_record(
     subgroups = {name: predictions[name].tolist() for name in ("site", "sex", "source")}
     subgroups["age_band"] = [age_band(age) for age in predictions["age"]]
     subgroups["diagnosis"] = diagnoses.vocabulary_names(predictions["diagnosis"], labels)
-    threshold = float(run.card["threshold"]["value"])
+    threshold = run.card.threshold
     scored = metrics.evaluate(
         labels,
         predictions["probability"].to_numpy(),

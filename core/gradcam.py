@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from core.labels import BENIGN, MALIGNANT
 from core.model import (
     BACKBONE_LAYER,
     DIAGNOSIS_LAYER,
@@ -25,7 +26,7 @@ from core.model import (
     has_diagnoses,
 )
 
-TOWARD_CLASSES = ("malignant", "benign")
+TOWARD_CLASSES = (MALIGNANT, BENIGN)
 # Heat below this share of the peak is left off the overlay: it marks no particular region.
 HEAT_FLOOR = 0.2
 

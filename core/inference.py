@@ -23,9 +23,11 @@ from threadpoolctl import ThreadpoolController
 from core import images, operating_point
 from core.calibration import Calibration
 from core.diagnoses import coherent_distribution
+from core.labels import BENIGN, MALIGNANT
 from core.model import with_features
 from core.ood import load_ood
 from core.runs import MODEL_FILE, Run, RunError
+from core.train_config import TTA_VIEWS
 
 BATCH_SIZE = 32
 # Images times TTA views in one forward call: activation memory grows with it, so a batch
@@ -57,10 +59,7 @@ class Prediction:
 
 
 def label_for(probability: float, threshold: float) -> str:
-    return "malignant" if probability >= threshold else "benign"
-
-
-TTA_VIEWS = ("flips", "dihedral")
+    return MALIGNANT if probability >= threshold else BENIGN
 
 
 def view_count(tta: bool, tta_views: str) -> int:
@@ -178,15 +177,14 @@ class Predictor:
     def __init__(self, run: Run):
         self.run = run
         self.card = run.card
-        self.image_size = int(run.card["image_size"])
-        self.resample = run.card.get("resample", "bilinear")
-        self.default_tta = bool(run.card.get("tta", False))
-        # Cards from before dihedral TTA averaged the image and its two mirror images.
-        self.tta_views = run.card.get("tta_views", "flips")
-        self.calibration = Calibration.from_dict(run.card["calibration"])
+        self.image_size = run.card.image_size
+        self.resample = run.card.resample
+        self.default_tta = run.card.tta
+        self.tta_views = run.card.tta_views
+        self.calibration = Calibration.from_dict(run.card.calibration)
         self.ood = load_ood(run.folder)
         self.model = load_run_model(run)
-        self.diagnosis_names = tuple(run.card.get("diagnoses") or ())
+        self.diagnosis_names = run.card.diagnoses
         self._forwards = {
             tta: make_forward(self.model, tta, self.tta_views) for tta in (False, True)
         }

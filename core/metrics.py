@@ -17,7 +17,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-CLASS_NAMES = ("benign", "malignant")
+from core.labels import CLASS_NAMES
+
 CALIBRATION_BIN_COUNT = 10
 MAX_CURVE_POINTS = 200
 UNKNOWN_SUBGROUP = "unknown"

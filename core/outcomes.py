@@ -27,6 +27,7 @@ import re
 import pandas
 
 from core import db, diagnoses
+from core.labels import CLASS_NAMES
 
 MAX_ROWS = 100_000
 MATCHED, UNCHANGED, UNMATCHED, INVALID, CONFLICT = (
@@ -43,7 +44,11 @@ CONTRADICTION, DUPLICATE, AMBIGUOUS, STORED = (
     "ambiguous file name",
     "stored outcome differs",
 )
-_OUTCOMES = {"benign": "benign", "malignant": "malignant", "0": "benign", "1": "malignant"}
+# An outcome cell holds a class name or its label, 0 or 1.
+_OUTCOMES = {
+    **{name: name for name in CLASS_NAMES},
+    **{str(label): name for label, name in enumerate(CLASS_NAMES)},
+}
 _COLUMN_ALIASES = {"file_name": "file"}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

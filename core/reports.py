@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 from core import data, datasets, metrics
+from core.card import Card
+from core.labels import BENIGN, LABEL_VALUES, MALIGNANT
 from core.operating_point import LOCAL as LOCAL_THRESHOLD
 
 HEADLINE_METRICS = {
@@ -23,11 +25,10 @@ HEADLINE_METRICS = {
     "balanced_accuracy": "Balanced accuracy",
     "accuracy": "Accuracy",
 }
-LABEL_VALUES = {"benign": 0, "malignant": 1}
 # How a stored label reads on screen and in reports. The threshold is an operating point
 # chosen for high sensitivity (often a few percent), so a probability above it is a reason to
 # refer, not a finding of malignancy. Stored labels stay benign or malignant.
-SHOWN_LABELS = {"malignant": "refer (suspicious)", "benign": "below referral threshold"}
+SHOWN_LABELS = {MALIGNANT: "refer (suspicious)", BENIGN: "below referral threshold"}
 # An image flagged out of distribution gets no result, whichever side of the threshold it is.
 NOT_ASSESSED = "not assessed: not dermoscopy?"
 # Shown for a metric that cannot be computed (one class only, nothing predicted positive);
@@ -68,10 +69,9 @@ class OperatingPoint:
         return None if recall is None or precision is None else (recall, precision)
 
 
-def chance_warning(card: dict) -> str | None:
+def chance_warning(card: Card) -> str | None:
     """Why a run's validation results are close to chance, or None when they are not."""
-    validation = (card.get("metrics") or {}).get("val") or {}
-    auc = validation.get("roc_auc")
+    auc = card.val_metrics.get("roc_auc")
     if auc is None or auc >= NEAR_CHANCE_AUC:
         return None
     return (
@@ -128,14 +128,14 @@ def whose_threshold(threshold_source: str) -> str:
     return "this installation's own" if threshold_source == LOCAL_THRESHOLD else "the model's"
 
 
-def tta_views_text(card: dict) -> str:
+def tta_views_text(card: Card) -> str:
     """What a run's test-time augmentation averages the image with, in words."""
-    if card.get("tta_views") == "dihedral":
+    if card.tta_views == "dihedral":
         return "its 7 other flips and quarter turns"
     return "its two mirror images"
 
 
-def tta_text(card: dict | None, on: bool) -> str:
+def tta_text(card: Card | None, on: bool) -> str:
     """ "on: the image and its 7 other flips and quarter turns", "off", or "on" alone when the
     run's card is gone."""
     if not on:
@@ -164,20 +164,19 @@ def _format_interval(value: float | None, interval) -> str:
     return f"{value:.3f} ({interval[0]:.3f}–{interval[1]:.3f})"
 
 
-def comparison_table(cards: dict[str, dict]) -> pd.DataFrame:
+def comparison_table(cards: dict[str, Card]) -> pd.DataFrame:
     """Runs side by side, as text: one column per run, one row per setting or test metric."""
     columns = {}
     for run_id, card in cards.items():
-        test = (card.get("metrics") or {}).get("test") or {}
+        test = card.test_metrics
         intervals = test.get("intervals") or {}
-        data = card.get("data") or {}
-        threshold = card["threshold"]
+        data = card.data
         column = {
-            "Backbone": _text(card.get("backbone")),
-            "Input size": _text(card.get("image_size"), " px"),
+            "Backbone": _text(card.backbone),
+            "Input size": _text(card.image_size, " px"),
             "Trained on": f"{_source(data)} ({_text(data.get('n_images'))} images)",
             "Sites": ", ".join(data.get("sites") or []) or MISSING,
-            "Threshold": f"{threshold['value']:.3f} ({_text(threshold.get('rule'))})",
+            "Threshold": f"{card.threshold:.3f} ({_text(card.threshold_rule)})",
             "Test images": _text(test.get("n")),
         }
         for key, name in HEADLINE_METRICS.items():
@@ -195,11 +194,11 @@ def _text(value, unit: str = "") -> str:
     return MISSING if value is None else f"{value}{unit}"
 
 
-def roc_curves(cards: dict[str, dict]) -> dict[str, dict]:
+def roc_curves(cards: dict[str, Card]) -> dict[str, dict]:
     """The stored test ROC curves, with their AUCs, for `charts.roc_figure`."""
     curves = {}
     for run_id, card in cards.items():
-        test = (card.get("metrics") or {}).get("test") or {}
+        test = card.test_metrics
         if test.get("roc", {}).get("fpr"):
             curves[run_id] = {**test["roc"], "auc": test.get("roc_auc")}
     return curves

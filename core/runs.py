@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas
 
 from core import config, spreadsheet
+from core.card import Card
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
@@ -82,7 +83,7 @@ class RunError(ValueError):
 class Run:
     run_id: str
     folder: Path
-    card: dict
+    card: Card
 
     @property
     def model_path(self) -> Path:
@@ -113,12 +114,19 @@ def load_run(folder: Path) -> Run:
     if not (folder / MODEL_FILE).is_file():
         raise RunError(f"run {folder.name}: {MODEL_FILE} is missing")
     try:
-        card = json.loads(card_path.read_text())
+        payload = json.loads(card_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise RunError(f"run {folder.name}: {CARD_FILE} is unreadable ({error})") from error
-    if not isinstance(card, dict) or "image_size" not in card or "threshold" not in card:
-        raise RunError(f"run {folder.name}: {CARD_FILE} lacks image_size or threshold")
+    try:
+        card = Card.from_dict(payload)
+    except ValueError as error:
+        raise RunError(f"run {folder.name}: {CARD_FILE} {error}") from error
     return Run(run_id=folder.name, folder=folder, card=card)
+
+
+def write_card(folder: Path, card: Card) -> None:
+    """Write a run's card.json whole, so a reader never sees half a card."""
+    write_json_atomic(Path(folder) / CARD_FILE, card.to_dict())
 
 
 def save_run(run_id: str, write: Callable[[Path], None], directory: Path | None = None) -> Path:

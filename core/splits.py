@@ -20,6 +20,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from core import images
+from core.labels import CLASS_NAMES
 
 SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
@@ -222,7 +223,7 @@ def _greedy_assign(table: pd.DataFrame, fractions: np.ndarray) -> np.ndarray:
 
 def _ensure_both_classes(table: pd.DataFrame, assignment: np.ndarray) -> None:
     """Move the smallest fitting group into any split that lacks a class, when one can move."""
-    for column in ("benign", "malignant"):
+    for column in CLASS_NAMES:
         has_class = table[column].to_numpy() > 0
         for split_index, split_name in enumerate(SPLIT_NAMES):
             if (has_class & (assignment == split_index)).any():
@@ -258,8 +259,8 @@ def grouped_split(
         raise ValueError(f"{len(groups)} groups for {len(labels)} rows")
     table = _group_table(_strata(frame, labels), groups, seed)
     class_table = pd.crosstab(groups, labels).reindex(index=table.index, columns=[0, 1])
-    class_table = class_table.fillna(0).set_axis(["benign", "malignant"], axis=1)
-    for column in ("benign", "malignant"):
+    class_table = class_table.fillna(0).set_axis(list(CLASS_NAMES), axis=1)
+    for column in CLASS_NAMES:
         n_groups = int((class_table[column] > 0).sum())
         if n_groups < len(SPLIT_NAMES):
             raise ValueError(
@@ -290,8 +291,8 @@ class SplitResult:
     def sizes(self) -> dict[str, dict[str, int]]:
         return {
             name: {
-                "benign": int(((self.split == name) & (self.labels == 0)).sum()),
-                "malignant": int(((self.split == name) & (self.labels == 1)).sum()),
+                class_name: int(((self.split == name) & (self.labels == label)).sum())
+                for label, class_name in enumerate(CLASS_NAMES)
             }
             for name in SPLIT_NAMES
         }

@@ -1,14 +1,24 @@
-"""Training settings with their defaults: importable without TensorFlow.
+"""Training settings with their defaults and allowed values: importable without TensorFlow.
 
-The command line and the Train page take their defaults from here, so the two never drift.
+The command line, the Train page and the worker take their defaults and choices from here
+(and the backbones and input sizes from `core.backbones`), so that they never drift.
 """
 
 from dataclasses import dataclass
 
 from core import config
+from core.backbones import check_backbone, check_image_size
 
+TARGETS = ("diagnosis", "binary")
+# "imagenet", "none" (random initialisation) or the path of a weights file.
+WEIGHTS = ("imagenet", "none")
+IMBALANCES = ("class_weight", "none")
 AUGMENTATION_STRENGTHS = {"none": 0.0, "light": 0.5, "medium": 1.0, "strong": 1.5}
 THRESHOLD_RULES = ("sensitivity", "youden", "held_out_sources")
+# The image and its two mirror images, or all eight flips and quarter turns.
+TTA_VIEWS = ("flips", "dihedral")
+# The sensitivity a "sensitivity" or "held_out_sources" threshold aims at.
+TARGET_SENSITIVITY = 0.92
 INPUT_PIPELINES = ("auto", "memory", "stream")
 # multiworker: TensorFlow's MultiWorkerMirroredStrategy across machines (core.distributed).
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -51,7 +61,7 @@ class TrainConfig:
     imbalance: str = "class_weight"
     augmentation: str = "medium"
     threshold_rule: str = "held_out_sources"
-    target_sensitivity: float = 0.92
+    target_sensitivity: float = TARGET_SENSITIVITY
     calibration: str = "platt"
     tta: bool = True
     tta_views: str = "dihedral"
@@ -75,18 +85,20 @@ class TrainConfig:
         return cls(**values)
 
     def validate(self) -> None:
-        if self.imbalance not in ("class_weight", "none"):
-            raise ValueError(f"imbalance must be 'class_weight' or 'none', got {self.imbalance!r}")
+        check_backbone(self.backbone)
+        check_image_size(self.image_size)
+        if self.imbalance not in IMBALANCES:
+            raise ValueError(f"imbalance must be one of {IMBALANCES}, got {self.imbalance!r}")
         if self.augmentation not in AUGMENTATION_STRENGTHS:
             raise ValueError(f"augmentation must be one of {sorted(AUGMENTATION_STRENGTHS)}")
         if self.head_epochs < 1 or self.fine_tune_epochs < 0:
             raise ValueError("head epochs must be at least 1 and fine-tune epochs at least 0")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.target not in ("diagnosis", "binary"):
-            raise ValueError(f"target must be 'diagnosis' or 'binary', got {self.target!r}")
-        if self.tta_views not in ("flips", "dihedral"):
-            raise ValueError(f"tta_views must be 'flips' or 'dihedral', got {self.tta_views!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.tta_views not in TTA_VIEWS:
+            raise ValueError(f"tta_views must be one of {TTA_VIEWS}, got {self.tta_views!r}")
         if self.threshold_rule not in THRESHOLD_RULES:
             raise ValueError(f"threshold_rule must be one of {THRESHOLD_RULES}")
         if self.input_pipeline not in INPUT_PIPELINES:

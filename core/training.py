@@ -50,7 +50,7 @@ def write_run_files(folder: Path, model, card, history, prepared, scores) -> Non
     runs.write_tables(folder, history, tests, prepared.split.to_frame())
     if scores.detector.ood is not None:
         scores.detector.ood.save(folder)
-    runs.write_json_atomic(folder / runs.CARD_FILE, card)
+    runs.write_card(folder, card)
 
 
 def source_crossval_or_none(train_config, prepared, weights, report, should_stop):
@@ -149,16 +149,16 @@ def refit_ood(reference: str, data_dir=None, csv=None, report=None) -> dict:
     """
     report = report or (lambda progress: None)
     run = runs.resolve_run(reference)
-    values = dict(run.card["config"])
+    values = dict(run.card.config)
     if data_dir:
         values.update(data_dir=str(data_dir), csv=str(csv) if csv else None)
     train_config = TrainConfig.from_dict(values)
     arrays = split_arrays(run, train_config)
     model = load_run_model(run)
     detector = fit_detector(model, train_config, arrays, report)
-    if detector.ood is None:
+    entry = ood_card(detector)
+    if detector.ood is None or entry is None:
         raise ValueError(f"run {run.run_id}: too few training images for an OOD detector")
     detector.ood.save(run.folder)
-    card = {**run.card, "ood": ood_card(detector)}
-    runs.write_json_atomic(run.folder / runs.CARD_FILE, card)
-    return card["ood"]
+    runs.write_card(run.folder, run.card.replace(ood=entry))
+    return entry

@@ -17,10 +17,10 @@ if run is None:
     st.stop()
 tta = st.toggle(
     "Test-time augmentation",
-    value=bool(run.card.get("tta")),
+    value=run.card.tta,
     key="predict_tta",
     help=f"Average the image and {reports.tta_views_text(run.card)}. The model's threshold "
-    f"was chosen with TTA {'on' if run.card.get('tta') else 'off'}.",
+    f"was chosen with TTA {'on' if run.card.tta else 'off'}.",
 )
 files = st.file_uploader(
     "Dermoscopy images (JPEG, PNG), or a ZIP of images",
@@ -42,7 +42,7 @@ threshold = predictor.current_threshold()
 if threshold.source == "local":
     st.info(
         f"Labels use the {threshold.note} (set on the Metrics page; the card's threshold is "
-        f"{run.card['threshold']['value']:.3f}).",
+        f"{run.card.threshold:.3f}).",
         icon=":material/tune:",
     )
 results, problems = ui.predict.batch_results(predictor, run.run_id, tta, files, database)

@@ -6,7 +6,7 @@ import streamlit as st
 
 import ui
 import ui.history
-from core import charts, db, reports
+from core import charts, db, labels, reports
 
 st.set_page_config(page_title="History", page_icon=ui.page_icon("history"), layout="wide")
 st.title("History")
@@ -23,7 +23,7 @@ with st.expander("Filters", expanded=True):
     dates = left.date_input("Dates (UTC)", value=(), key="history_dates")
     chosen_models = left.multiselect("Models", models, key="history_model")
     labels = middle.multiselect(
-        "Result", db.LABELS, format_func=reports.shown_label, key="history_label"
+        "Result", labels.CLASS_NAMES, format_func=reports.shown_label, key="history_label"
     )
     low, high = middle.slider("Probability", 0.0, 1.0, (0.0, 1.0), 0.01, key="history_probability")
     confirmed_choice = middle.radio(

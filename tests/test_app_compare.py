@@ -12,6 +12,7 @@ import pytest
 from app_fixtures import app, texts
 
 from core import compare, evaluation, metrics, runs
+from core.card import Card
 
 FIRST, SECOND, THIRD = (
     "20991201-000000-first",
@@ -38,16 +39,16 @@ def write_run(models_dir, run_id: str, threshold: float, tests: pd.DataFrame) ->
     # Metrics reads the card and the tables, never the model, so an empty file stands in.
     (folder / runs.MODEL_FILE).write_bytes(b"")
     evaluation = metrics.evaluate(tests["label"], tests["probability"], threshold, n_bootstrap=20)
-    card = {
-        "run_id": run_id,
-        "created_at": "2099-12-01T00:00:00+00:00",
-        "backbone": "mobilenet_v3_small",
-        "image_size": 64,
-        "threshold": {"value": threshold, "rule": "youden"},
-        "data": {"n_images": len(tests)},
-        "metrics": {"test": evaluation, "val": {"roc_auc": 0.8}},
-    }
-    (folder / runs.CARD_FILE).write_text(json.dumps(card))
+    card = Card.minimal(
+        run_id,
+        64,
+        threshold,
+        created_at="2099-12-01T00:00:00+00:00",
+        backbone="mobilenet_v3_small",
+        data={"n_images": len(tests)},
+        metrics={"test": evaluation, "val": {"roc_auc": 0.8}},
+    )
+    runs.write_card(folder, card)
     epoch = {"phase": "head", "epoch": 1, "loss": 0.6, "auc": 0.7}
     history = [{**epoch, "val_loss": 0.6, "val_auc": 0.7, "seconds": 1.0}]
     tables = tests.assign(site=None, source="synthetic", diagnosis=None)

@@ -55,10 +55,7 @@ def test_an_uploaded_dataset_is_evaluated_in_the_background_and_shown(
     headline = [t.value for t in at.table if "Metric" in t.value.columns][-1]
     (evaluation_id,) = status.evaluation_ids
     record = runs.read_evaluation(runs.models_dir() / trained_run, evaluation_id)
-    assert (
-        record["threshold"]
-        == runs.load_run(runs.models_dir() / trained_run).card["threshold"]["value"]
-    )
+    assert record["threshold"] == runs.load_run(runs.models_dir() / trained_run).card.threshold
     shown = headline.set_index("Metric")["Value"]
     assert shown["Sensitivity"] == pytest.approx(record["metrics"]["sensitivity"])
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from core import config, datasets, db, images, metrics, predict_service, reports, runs
+from core.card import Card
 from core.inference import Prediction, Predictor
 
 
@@ -200,14 +201,15 @@ def test_report_tables_from_an_evaluation():
     point = reports.operating_point(pd.DataFrame(frame), 0.5)
     assert point.roc_point == (1 - test["specificity"], test["sensitivity"])
     assert point.pr_point == (test["sensitivity"], test["ppv"])
-    card = {
-        "backbone": "b",
-        "image_size": 64,
-        "threshold": {"value": 0.5, "rule": "youden"},
-        "data": {"source": "s", "n_images": 80, "sites": ["all"]},
-        "metrics": {"test": test},
-    }
-    compared = reports.comparison_table({"one": card, "two": {**card, "backbone": None}})
+    card = Card.minimal(
+        "one",
+        64,
+        0.5,
+        backbone="b",
+        data={"source": "s", "n_images": 80, "sites": ["all"]},
+        metrics={"test": test},
+    )
+    compared = reports.comparison_table({"one": card, "two": card.replace(backbone=None)})
     assert list(compared.columns) == ["one", "two"]
     assert compared.loc["ROC AUC", "one"].startswith(f"{test['roc_auc']:.3f} (")
     assert compared.loc["Backbone", "two"] == "n/a"

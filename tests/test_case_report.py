@@ -12,6 +12,7 @@ from app_fixtures import crossval_payload
 from PIL import Image
 
 from core import case_report, config, db, reports, runs
+from core.card import Card
 
 RUN_ID = "20260101-000000-report-test"
 TEST_METRICS = {
@@ -34,15 +35,8 @@ def write_run(models_dir, crossval: dict | None = None) -> None:
     """A run folder as the report reads it: the card, a model file, maybe crossval.json."""
     folder = models_dir / RUN_ID
     folder.mkdir(parents=True)
-    card = {
-        "run_id": RUN_ID,
-        "backbone": "mobilenet_v2",
-        "image_size": 64,
-        "threshold": {"value": 0.3},
-        "metrics": {"test": TEST_METRICS},
-        "ood": {"threshold": 40.0},
-    }
-    (folder / runs.CARD_FILE).write_text(json.dumps(card))
+    card = Card.minimal(RUN_ID, 64, 0.3, metrics={"test": TEST_METRICS}, ood={"threshold": 40.0})
+    runs.write_card(folder, card)
     (folder / runs.MODEL_FILE).write_bytes(b"not read by the report")
     if crossval is not None:
         (folder / runs.CROSSVAL_FILE).write_text(json.dumps(crossval))

@@ -11,6 +11,7 @@ from app_fixtures import tiny_train_config
 from test_pipeline import run_cli
 
 from core import config, crossval, runs
+from core.card import Card
 from core.model import resolve_weights
 from core.recipe import prepare_data
 
@@ -108,7 +109,7 @@ def test_crossval_cli_writes_the_runs_json(three_clinics, tmp_path):
     result = run_cli([*arguments, "--run", run.run_id, *common], models, cache)
     assert "mean ROC AUC" in result.stdout
     saved = runs.load_crossval(runs.load_run(models / run.run_id))
-    assert saved["run_threshold"] == run.card["threshold"]["value"]
+    assert saved["run_threshold"] == run.card.threshold
     assert [fold["held_out"] for fold in saved["folds"]] == sorted(SOURCES)
 
 
@@ -126,9 +127,8 @@ def held_out(frame, **options) -> list[str]:
 def test_folds_run_one_at_a_time_merge_into_the_runs_fine_tuned_record(tmp_path):
     folder = tmp_path / "run-1"
     folder.mkdir()
-    card = {"run_id": "run-1", "image_size": 32, "threshold": {"value": 0.3}}
-    (folder / runs.CARD_FILE).write_text(json.dumps(card))
-    run = runs.Run(run_id="run-1", folder=folder, card=card)
+    run = runs.Run(run_id="run-1", folder=folder, card=Card.minimal("run-1", 32, 0.3))
+    runs.write_card(folder, run.card)
 
     def fold_file(source: str) -> dict:
         fold = {"held_out": source, "threshold": 0.5, "metrics": {"roc_auc": 0.7}}

@@ -14,6 +14,8 @@ import pandas
 import pytest
 
 from core import config, db
+from core.card import Card
+from core.runs import write_card
 from scripts import fill_history
 
 INJECTION = "'; DROP TABLE predictions; --"
@@ -383,15 +385,14 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def write_run(models_dir: Path, run_id: str, roc_auc: float = 0.81) -> Path:
     folder = models_dir / run_id
     folder.mkdir(parents=True)
-    card = {
-        "run_id": run_id,
-        "created_at": "2024-04-01T12:00:00+00:00",
-        "backbone": "mobilenet_v2",
-        "image_size": 160,
-        "threshold": {"value": 0.42, "rule": "sensitivity", "target_sensitivity": 0.9},
-        "metrics": {"test": {"roc_auc": roc_auc, "sensitivity": 0.9, "specificity": 0.6}},
-    }
-    (folder / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    card = Card.minimal(
+        run_id,
+        160,
+        0.42,
+        created_at="2024-04-01T12:00:00+00:00",
+        metrics={"test": {"roc_auc": roc_auc, "sensitivity": 0.9, "specificity": 0.6}},
+    )
+    write_card(folder, card)
     (folder / "history.csv").write_text(
         "phase,epoch,loss,auc,val_loss,val_auc,seconds\n"
         "fine_tune,1,0.4,0.85,0.5,0.8,12.0\n"

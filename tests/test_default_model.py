@@ -26,7 +26,7 @@ def predictor(default_run) -> Predictor:
 
 
 def test_card_describes_an_imagenet_mobilenet_v2_with_honest_metrics(default_run):
-    card = default_run.card
+    card = default_run.card.to_dict()
     assert card["backbone"] == "mobilenet_v2" and card["image_size"] == 224
     assert card["weights"] == "imagenet" and card["config"]["fine_tune_epochs"] > 0
     assert card["weights_file"].endswith("_no_top.h5")
@@ -49,12 +49,9 @@ def test_model_contract_probability_first_then_diagnoses(default_run):
 
 def test_crossval_record_matches_the_card(default_run):
     crossval = runs.load_crossval(default_run)
-    assert (
-        crossval is not None
-        and crossval["run_threshold"] == default_run.card["threshold"]["value"]
-    )
+    assert crossval is not None and crossval["run_threshold"] == default_run.card.threshold
     aucs = [fold["metrics"]["roc_auc"] for fold in crossval["folds"]]
-    assert len(aucs) >= 3 and default_run.card["crossval"]["worst"]["roc_auc"] == min(aucs)
+    assert len(aucs) >= 3 and default_run.card.crossval["worst"]["roc_auc"] == min(aucs)
     for fold in crossval["folds"]:
         assert fold["held_out"] not in fold["train_sources"]
 
@@ -93,7 +90,7 @@ def test_test_split_metrics_reproduce_the_card(default_run, predictor, shared_da
     probabilities = np.array([p.probability for p in predictor.predict_many(items)])
     labels = metadata.loc[names, "target"].to_numpy()
     metrics = evaluate(labels, probabilities, predictor.threshold, n_bootstrap=0)
-    card = default_run.card["metrics"]["test"]
+    card = default_run.card.test_metrics
     assert metrics["roc_auc"] == pytest.approx(card["roc_auc"], abs=2e-3)
     assert metrics["sensitivity"] == pytest.approx(card["sensitivity"], abs=0.01)
     assert metrics["specificity"] == pytest.approx(card["specificity"], abs=0.01)

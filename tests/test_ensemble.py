@@ -1,6 +1,5 @@
 """Ensemble runs: two tiny members trained on the bundled sample, combined and used as a run."""
 
-import json
 import shutil
 
 import keras
@@ -51,12 +50,12 @@ def ensemble_run(member_runs):
 def test_the_ensemble_is_a_run_with_its_members_on_its_card(ensemble_run, member_runs):
     _, members = member_runs
     card = ensemble_run.card
-    assert card["backbone"] == ensemble.BACKBONE
-    assert [member["run_id"] for member in card["members"]] == members
-    assert card["image_size"] == 96
-    assert card["members"][0]["test"]["roc_auc"] is not None
-    assert 0.0 < card["threshold"]["value"] < 1.0
-    assert card["metrics"]["test"]["n"] > 0
+    assert card.backbone == ensemble.BACKBONE
+    assert [member.run_id for member in card.members] == members
+    assert card.image_size == 96
+    assert card.members[0].test_metrics["roc_auc"] is not None
+    assert 0.0 < card.threshold < 1.0
+    assert card.test_metrics["n"] > 0
     assert runs.read_history(ensemble_run.folder).empty
     for name in (runs.MODEL_FILE, runs.SPLIT_FILE, runs.TEST_PREDICTIONS_FILE, runs.OOD_FILE):
         assert (ensemble_run.folder / name).is_file()
@@ -106,7 +105,7 @@ def test_grad_cam_is_the_mean_of_the_members_maps(ensemble_run):
     assert heatmap.shape == (96, 96)
     assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
     assert "2 ensemble members" in gradcam.source_note(model)
-    member = runs.load_run(ensemble_run.folder.parent / ensemble_run.card["members"][0]["run_id"])
+    member = runs.load_run(ensemble_run.folder.parent / ensemble_run.card.members[0].run_id)
     assert gradcam.source_note(load_run_model(member)) == ""
 
 
@@ -133,9 +132,8 @@ def test_members_of_another_seed_are_refused(member_runs, tmp_path):
     models, members = member_runs
     copy = tmp_path / "other-seed"
     shutil.copytree(models / members[1], copy)
-    card = json.loads((copy / runs.CARD_FILE).read_text())
-    card["config"]["seed"] = 7
-    runs.write_json_atomic(copy / runs.CARD_FILE, card)
+    card = runs.load_run(copy).card
+    runs.write_card(copy, card.replace(config={**card.config, "seed": 7}))
     with pytest.raises(ValueError, match="differ in seed"):
         ensemble.build_ensemble_run([members[0], str(copy)], models_directory=models)
 
@@ -210,10 +208,10 @@ def test_the_command_line_builds_an_ensemble_with_held_out_folds(
     assert main(arguments) == 0
     run_id = capsys.readouterr().out.split("run ", 1)[1].split()[0]
     run = runs.load_run(models / run_id)
-    assert "pooled held-out-source predictions" in run.card["threshold"]["chosen_on"]
+    assert "pooled held-out-source predictions" in run.card.to_dict()["threshold"]["chosen_on"]
     record = runs.load_crossval(run, runs.CROSSVAL_FINE_TUNED_FILE)
     assert [fold["held_out"] for fold in record["folds"]] == ["Clinic A"]
-    assert run.card["crossval_fine_tuned"] == record["summary"]
+    assert run.card.crossval_fine_tuned == record["summary"]
 
 
 def test_crossval_of_an_ensemble_points_to_its_members(ensemble_run, monkeypatch, capsys):

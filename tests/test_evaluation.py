@@ -11,6 +11,7 @@ import pytest
 from test_db import write_run
 
 from core import db, evaluation, metrics, reports, runs
+from core.card import Card
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def scored_images(n_benign: int = 40, n_malignant: int = 30, seed: int = 0) -> p
 
 
 def fake_run(folder: Path, threshold: float = 0.42) -> runs.Run:
-    return runs.Run(folder.name, folder, {"threshold": {"value": threshold}})
+    return runs.Run(folder.name, folder, Card.minimal(folder.name, 32, threshold))
 
 
 def test_a_record_keeps_the_runs_threshold_and_reports_subgroups_and_ood(tmp_path):

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from keras import layers
 
+from core.backbones import BACKBONE_NAMES
 from core.model import (
     BACKBONE_LAYER,
+    BACKBONES,
     build_head,
     build_model,
     set_fine_tune_layers,
@@ -63,3 +65,7 @@ def test_fine_tune_unfreezes_only_the_top_layers_and_never_batch_norm():
 def test_bad_arguments_are_value_errors(arguments, message):
     with pytest.raises(ValueError, match=message):
         build_model(*arguments)
+
+
+def test_every_backbone_that_can_be_chosen_can_be_built():
+    assert tuple(BACKBONES) == BACKBONE_NAMES

@@ -12,6 +12,7 @@ import pytest
 from test_pipeline import run_cli
 
 from core import config, operating_point, reports, runs
+from core.card import Card
 from core.metrics import wilson_interval
 
 DEFAULT_RUN = "20261201-221100-mobilenet-v2-73df"
@@ -24,8 +25,8 @@ def fake_run(tmp_path, split_rows, threshold=0.061) -> runs.Run:
     pd.DataFrame(split_rows, columns=["image_name", "group", "split", "sha256"]).to_csv(
         folder / runs.SPLIT_FILE, index=False
     )
-    card = {"run_id": folder.name, "image_size": 32, "threshold": {"value": threshold}}
-    (folder / runs.CARD_FILE).write_text(json.dumps(card))
+    card = Card.minimal(folder.name, 32, threshold)
+    runs.write_card(folder, card)
     return runs.Run(run_id=folder.name, folder=folder, card=card)
 
 

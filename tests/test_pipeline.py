@@ -266,7 +266,7 @@ def test_bad_data_fails_before_anything_is_written(tmp_path):
 def test_mirrored_strategy_runs_with_one_cpu_replica(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
     result = train(tiny_config(strategy="mirrored"), models_directory=tmp_path / "models")
-    assert runs.load_run(tmp_path / "models" / result.run_id).card["config"]["strategy"] == (
+    assert runs.load_run(tmp_path / "models" / result.run_id).card.config["strategy"] == (
         "mirrored"
     )
 

@@ -266,7 +266,7 @@ def test_training_names_bad_files_and_trains_on_the_rest(
         models_directory=tmp_path / "models",
     )
     card = runs.load_run(tmp_path / "models" / result.run_id).card
-    assert card["data"]["n_images"] == report.n_images == 300 - 4
+    assert card.data["n_images"] == report.n_images == 300 - 4
 
 
 # --- concurrency ------------------------------------------------------------------------------

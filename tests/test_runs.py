@@ -1,21 +1,20 @@
 """Run folders, the active run and its fallback, without TensorFlow."""
 
 import io
-import json
 import zipfile
 
 import pandas
 import pytest
 
 from core import runs
+from core.card import Card
 
 
 def make_run(models_dir, run_id, auc=0.9):
     folder = models_dir / run_id
     folder.mkdir(parents=True)
     (folder / "model.keras").write_bytes(b"stand-in")
-    card = {"image_size": 64, "threshold": {"value": 0.5}, "metrics": {"test": {"roc_auc": auc}}}
-    (folder / "card.json").write_text(json.dumps(card))
+    runs.write_card(folder, Card.minimal(run_id, 64, 0.5, metrics={"test": {"roc_auc": auc}}))
     return folder
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import access, config, datasets, db, diagnoses, reports, runs, worker
+from core import access, config, datasets, db, diagnoses, labels, reports, runs, worker
+from core.card import Card
 
 ADMIN_FLAG = "is_admin"
 ICONS_DIR = Path(__file__).parent / "icons"
@@ -184,7 +185,7 @@ def outcome_inputs(prefix: str) -> None:
     """
     st.selectbox(
         "Confirmed outcome",
-        db.LABELS,
+        labels.CLASS_NAMES,
         index=None,
         placeholder="Choose benign or malignant",
         key=f"{prefix}_label",
@@ -284,12 +285,12 @@ def with_interval(evaluation: dict, key: str) -> str:
 
 
 def run_label(run: runs.Run, active_id: str | None) -> str:
-    auc = ((run.card.get("metrics") or {}).get("test") or {}).get("roc_auc")
+    auc = run.card.test_metrics.get("roc_auc")
     marker = " (active)" if run.run_id == active_id else ""
-    return f"{run.run_id}{marker} - {run.card.get('backbone')}, test AUC {number(auc)}"
+    return f"{run.run_id}{marker} - {run.card.backbone}, test AUC {number(auc)}"
 
 
-def run_cards() -> dict[str, dict]:
+def run_cards() -> dict[str, Card]:
     """Every finished run's card by run id, newest first, read from the run folders."""
     found, _ = runs.list_runs()
     return {run.run_id: run.card for run in found}

@@ -5,6 +5,7 @@ import streamlit as st
 
 import ui
 from core import datasets, db, reports
+from core.card import Card
 
 # What a first visit can do, each with the page that does it; History keeps what was done.
 START_HERE = (
@@ -31,24 +32,23 @@ START_HERE = (
 )
 
 
-def run_facts(card: dict) -> pd.DataFrame:
+def run_facts(card: Card) -> pd.DataFrame:
     """What a researcher asks first about a model, from its card."""
-    data, test = card.get("data") or {}, (card.get("metrics") or {}).get("test") or {}
-    threshold = card.get("threshold") or {}
+    data, test = card.data, card.test_metrics
     balance = data.get("class_balance") or {}
     source = datasets.describe_location(data["source"]) if data.get("source") else "n/a"
-    weights = datasets.without_paths(str(card.get("weights")))
+    weights = datasets.without_paths(str(card.weights))
     facts = {
-        "Backbone": f"{card.get('backbone')} (weights {weights})",
-        "Input size": f"{card.get('image_size')} px, {card.get('resample')}",
+        "Backbone": f"{card.backbone} (weights {weights})",
+        "Input size": f"{card.image_size} px, {card.resample}",
         "Trained on": f"{source}, sites {', '.join(data.get('sites') or [])}",
         "Images": f"{data.get('n_images')} ({balance.get('malignant')} malignant)",
         "Test ROC AUC": ui.with_interval(test, "roc_auc"),
-        "Threshold": f"{ui.number(threshold.get('value'))} (rule: {threshold.get('rule')})",
+        "Threshold": f"{ui.number(card.threshold)} (rule: {card.threshold_rule})",
         "Sensitivity at threshold": ui.with_interval(test, "sensitivity"),
         "Specificity at threshold": ui.with_interval(test, "specificity"),
-        "Test-time augmentation": reports.tta_text(card, bool(card.get("tta"))),
-        "Trained at": ui.utc_time(card.get("created_at")),
+        "Test-time augmentation": reports.tta_text(card, card.tta),
+        "Trained at": ui.utc_time(card.created_at),
     }
     return pd.DataFrame({"Property": list(facts), "Value": list(facts.values())})
 

@@ -6,6 +6,7 @@ import streamlit as st
 
 import ui
 from core import runs
+from core.card import Card
 
 
 def change(value: float | None, reference: float | None, digits: int = 3) -> str | None:
@@ -99,10 +100,10 @@ def test_split(run: runs.Run, predictions: pd.DataFrame, epochs: pd.DataFrame) -
     """The One run tab: a run's held-out test split, explored at any threshold."""
     from core import charts, reports
 
-    test = run.card["metrics"]["test"]
+    test = run.card.test_metrics
     st.caption(f"Held-out test split: {test['n']} images, {test['n_positive']} malignant.")
     headline_table(test)
-    card_threshold = float(run.card["threshold"]["value"])
+    card_threshold = run.card.threshold
     threshold = threshold_slider(run.run_id, card_threshold)
     point = reports.operating_point(predictions, threshold)
     threshold_cards(point, reports.operating_point(predictions, card_threshold))
@@ -149,7 +150,7 @@ def evaluation_charts(
         classification_report(predictions, point.threshold, key=f"{key}_report")
 
 
-def evaluate_on_your_data(database, cards: dict[str, dict]) -> None:
+def evaluate_on_your_data(database, cards: dict[str, Card]) -> None:
     """The "Evaluate on your data" tab: start an evaluation, follow it, see the stored ones."""
     from core import worker
 
@@ -161,7 +162,7 @@ def evaluate_on_your_data(database, cards: dict[str, dict]) -> None:
         stored_evaluations(database, run)
 
 
-def evaluation_form(cards: dict[str, dict]) -> None:
+def evaluation_form(cards: dict[str, Card]) -> None:
     """Dataset and runs, then Start: disabled while any background job runs."""
     from core import datasets, worker
 
@@ -355,7 +356,7 @@ def local_threshold_form(run: runs.Run, record: dict, predictions: pd.DataFrame)
 
 
 def comparison_table(
-    cards: dict[str, dict], test_predictions: dict[str, pd.DataFrame] | None = None
+    cards: dict[str, Card], test_predictions: dict[str, pd.DataFrame] | None = None
 ) -> None:
     """Runs side by side, every row and every label shown in full.
 
@@ -456,11 +457,11 @@ def paired_images(database, test_predictions: dict[str, pd.DataFrame]):
     return paired
 
 
-def paired_comparison(paired, cards: dict[str, dict]) -> None:
+def paired_comparison(paired, cards: dict[str, Card]) -> None:
     """The paired tests of each run against the first chosen one, and their ROC curves."""
     from core import charts, compare, reports
 
-    thresholds = {run_id: float(cards[run_id]["threshold"]["value"]) for run_id in cards}
+    thresholds = {run_id: card.threshold for run_id, card in cards.items()}
     reference = next(iter(paired.probabilities))
     st.markdown(f"**Paired comparison on the same images, against {reference}**")
     st.caption(

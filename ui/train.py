@@ -66,10 +66,6 @@ def validation_report(data_dir: str, csv: str | None, sites: tuple[str, ...]):
     return report
 
 
-# 240 and 260 px: the sizes EfficientNet-Lite1 and Lite2 were trained at on ImageNet.
-IMAGE_SIZES = (64, 96, 128, 160, 192, 224, 240, 260)
-
-
 # The Settings widgets that a preset sets, by TrainConfig field; its tta_views has no widget.
 _PRESET_WIDGETS = {
     "image_size": "train_image_size",
@@ -105,12 +101,20 @@ def _apply_preset() -> None:
 def train_settings(preset: str) -> dict:
     """The Settings expander of the Train page: TrainConfig's keyword arguments.
 
-    Choices and defaults come from core (the preset's TrainConfig, THRESHOLD_RULES,
-    model.TARGETS), the same ones the command line uses. The widgets a preset sets take their
-    value from session state only, so that the preset's callback can set them.
+    Choices and defaults come from core (the preset's TrainConfig, `core.train_config`'s
+    allowed values, `core.backbones`), the same ones the command line uses. The widgets a
+    preset sets take their value from session state only, so that the preset's callback can
+    set them.
     """
-    from core.model import BACKBONES, TARGETS
-    from core.train_config import AUGMENTATION_STRENGTHS, THRESHOLD_RULES, preset_config
+    from core import backbones
+    from core.train_config import (
+        AUGMENTATION_STRENGTHS,
+        IMBALANCES,
+        TARGETS,
+        THRESHOLD_RULES,
+        WEIGHTS,
+        preset_config,
+    )
 
     defaults = preset_config(preset, data_dir="")
     for field, key in _PRESET_WIDGETS.items():
@@ -124,14 +128,16 @@ def train_settings(preset: str) -> dict:
         settings = {
             "backbone": left.selectbox(
                 "Backbone",
-                list(BACKBONES),
-                default(BACKBONES, defaults.backbone),
+                backbones.BACKBONE_NAMES,
+                default(backbones.BACKBONE_NAMES, defaults.backbone),
                 key="train_backbone",
             ),
-            "image_size": left.selectbox("Input size (px)", IMAGE_SIZES, key="train_image_size"),
+            "image_size": left.selectbox(
+                "Input size (px)", backbones.OFFERED_IMAGE_SIZES, key="train_image_size"
+            ),
             "weights": left.radio(
                 "Initial weights",
-                ["imagenet", "none"],
+                WEIGHTS,
                 key="train_weights",
                 help="'none' trains from random weights: only for quick checks.",
             ),
@@ -150,9 +156,7 @@ def train_settings(preset: str) -> dict:
                 "Fine-tune epochs", 0, 100, key="train_fine_tune"
             ),
             "seed": middle.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="train_seed"),
-            "imbalance": right.selectbox(
-                "Class imbalance", ["class_weight", "none"], key="train_imbalance"
-            ),
+            "imbalance": right.selectbox("Class imbalance", IMBALANCES, key="train_imbalance"),
             "augmentation": right.selectbox(
                 "Augmentation",
                 list(AUGMENTATION_STRENGTHS),
