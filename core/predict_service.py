@@ -184,6 +184,7 @@ def _record(prediction: Prediction, session_id: str, tta: bool, thumbnail) -> Pr
         ood_score=prediction.ood_score,
         ood_flag=prediction.ood_flag,
         thumbnail=thumbnail,
+        diagnoses=prediction.diagnoses,
     )
 
 

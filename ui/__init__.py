@@ -313,7 +313,9 @@ def run_picker(key: str, label: str = "Model") -> runs.Run | None:
 
 
 # Stored predictions as History and Predict's "predicted before" table show them. Display
-# order: what a reviewer scans first comes first, and file, label and probability fit 400 px.
+# order: what a reader needs first comes first (which image, what the model said, whether to
+# trust it, what it was), so that at 1400 px the out-of-distribution flag is in view, and
+# file, result and probability fit 400 px.
 PREDICTION_COLUMNS = {
     "thumbnail": st.column_config.ImageColumn("Image", width="small"),
     # Pinned, so that a row stays identifiable when a narrow screen scrolls the rest.
@@ -323,13 +325,16 @@ PREDICTION_COLUMNS = {
     "probability": st.column_config.ProgressColumn(
         "Probability", min_value=0, max_value=100, format="%.1f%%"
     ),
-    "created_at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
+    "ood_flag": st.column_config.CheckboxColumn("Out of distribution"),
+    "top_diagnosis": st.column_config.TextColumn(
+        "Top diagnosis", help="The model's most likely diagnosis and its probability"
+    ),
     "confirmed_label": st.column_config.TextColumn("Confirmed"),
-    "confirmed_diagnosis": st.column_config.TextColumn("Diagnosis"),
+    "confirmed_diagnosis": st.column_config.TextColumn("Confirmed diagnosis"),
+    "created_at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
     "run_id": st.column_config.TextColumn("Model"),
     "threshold": st.column_config.NumberColumn("Threshold", format="%.1f%%"),
     "threshold_source": st.column_config.TextColumn("Threshold from"),
-    "ood_flag": st.column_config.CheckboxColumn("Out of distribution"),
     "ood_score": st.column_config.NumberColumn("OOD score", format="%.1f"),
     "tta": st.column_config.TextColumn("Test-time augmentation"),
     "size": st.column_config.TextColumn("Size (px)"),
@@ -365,7 +370,42 @@ def predictions_for_display(rows: pd.DataFrame) -> pd.DataFrame:
         shown["size"] = shown["width"].astype(str) + " x " + shown["height"].astype(str)
     if "thumbnail" in shown:
         shown["thumbnail"] = shown["thumbnail"].map(data_url)
+    if "diagnoses" in shown:
+        shown["top_diagnosis"] = shown.pop("diagnoses").map(_top_diagnosis)
     return shown
+
+
+def _top_diagnosis(stored) -> str | None:
+    """ "melanoma (42.0%)" for a stored diagnoses value; None for a binary model's."""
+    ranked = db.stored_diagnoses(stored)
+    return f"{ranked[0][0]} ({ranked[0][1]:.1%})" if ranked else None
+
+
+def diagnoses_table(diagnoses: tuple[tuple[str, float], ...]) -> None:
+    """The most likely diagnoses of a diagnosis model; nothing for a binary model."""
+    if not diagnoses:
+        return
+    st.markdown("**Most likely diagnoses**")
+    _diagnoses_frame(diagnoses[: reports.TOP_DIAGNOSES])
+    if len(diagnoses) > reports.TOP_DIAGNOSES:
+        with st.expander(f"Other diagnoses ({len(diagnoses) - reports.TOP_DIAGNOSES})"):
+            _diagnoses_frame(diagnoses[reports.TOP_DIAGNOSES :])
+    st.caption("Model estimates, not a diagnosis: only histopathology or a clinician confirms.")
+
+
+def _diagnoses_frame(diagnoses: tuple[tuple[str, float], ...]) -> None:
+    shown = pd.DataFrame(diagnoses, columns=["diagnosis", "probability"])
+    st.dataframe(
+        shown.assign(probability=shown["probability"] * 100),
+        hide_index=True,
+        column_config={
+            # Medium and small fit the result column, so the probability is never scrolled off.
+            "diagnosis": st.column_config.TextColumn("Diagnosis", width="medium"),
+            "probability": st.column_config.ProgressColumn(
+                "Probability", min_value=0, max_value=100, format="%.1f%%", width="small"
+            ),
+        },
+    )
 
 
 DATA_SOURCES = ("Bundled sample", "A dataset in the data folder", "Upload a ZIP")

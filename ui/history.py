@@ -312,14 +312,15 @@ def export_button(database: db.Database, history_filter: db.HistoryFilter) -> No
 def report_section(
     database: db.Database, rows: pd.DataFrame, selected_ids: list[int], scope: str | None
 ) -> None:
-    """The case report of one prediction of this page (a selected one when any are selected).
+    """One prediction of this page (a selected one when any are selected): its predicted
+    diagnoses and its case report.
 
-    Its Grad-CAM overlay is computed from the stored thumbnail only when asked for, since it
+    The report's Grad-CAM overlay is computed from the stored thumbnail only when asked for, since it
     loads TensorFlow and the model, which History otherwise never imports.
     """
     if rows.empty:
         return
-    st.markdown("**Case report**")
+    st.markdown("**Details and case report**")
     names = dict(
         zip(rows["id"].astype(int), rows["file_name"].map(reports.display_name), strict=True)
     )
@@ -331,6 +332,7 @@ def report_section(
         key="history_report_id",
     )
     row = rows.loc[rows["id"] == chosen].iloc[0]
+    ui.diagnoses_table(db.stored_diagnoses(row["diagnoses"]))
     stored = ui.data_url(row["thumbnail"]) is not None
     with_cam = st.toggle(
         "Add the Grad-CAM overlay (loads the model)",
