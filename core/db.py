@@ -284,6 +284,17 @@ class PredictionRecord:
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class DeletedPredictions:
+    """Deleted predictions with every column, so that `restore_predictions` can undo it."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 @dataclasses.dataclass
 class HistoryFilter:
     """Which predictions to show; empty tuples and None mean no restriction.
@@ -450,16 +461,38 @@ class Database:
 
     def delete_predictions(
         self, prediction_ids: Sequence[int], session_id: str | None = None
-    ) -> int:
-        """Delete predictions (only `session_id`'s when given); return how many went."""
+    ) -> "DeletedPredictions":
+        """Delete predictions (only `session_id`'s when given); return them as they were."""
         if not prediction_ids:
-            return 0
+            return DeletedPredictions((), ())
         where, parameters = _ids_sql(prediction_ids, session_id)
         with self.transaction() as cursor:
-            row = cursor.execute(f"DELETE FROM predictions WHERE {where}", parameters).fetchall()[
-                0
-            ]
-        return int(row[0])
+            cursor.execute(f"SELECT * FROM predictions WHERE {where}", parameters)
+            rows = tuple(cursor.fetchall())
+            columns = tuple(column[0] for column in cursor.description or ())
+            cursor.execute(f"DELETE FROM predictions WHERE {where}", parameters)
+        return DeletedPredictions(columns, rows)
+
+    def restore_predictions(self, deleted: "DeletedPredictions") -> int:
+        """Put deleted predictions back under their ids; return how many came back.
+
+        An id in use again (never, as ids come from a sequence, unless restored twice) keeps
+        the row it has.
+        """
+        if not deleted.rows:
+            return 0
+        with self.transaction() as cursor:
+            known = {row[0] for row in cursor.execute("DESCRIBE predictions").fetchall()}
+            if not set(deleted.columns) <= known:
+                raise ValueError(f"not columns of predictions: {set(deleted.columns) - known}")
+            before = cursor.execute("SELECT count(*) FROM predictions").fetchall()[0][0]
+            cursor.executemany(
+                f"INSERT OR IGNORE INTO predictions ({', '.join(deleted.columns)}) "
+                f"VALUES ({_placeholders(len(deleted.columns))})",
+                [list(row) for row in deleted.rows],
+            )
+            after = cursor.execute("SELECT count(*) FROM predictions").fetchall()[0][0]
+        return int(after - before)
 
     def query_predictions(
         self,

@@ -3,6 +3,7 @@
 from app_fixtures import app, texts
 
 import ui
+import ui.history
 from core import config, db
 
 RANKED = (("nevus", 0.6), ("melanoma", 0.3), ("benign keratosis", 0.06), ("dermatofibroma", 0.04))
@@ -56,3 +57,27 @@ def test_the_result_and_its_reliability_come_before_the_bookkeeping():
         "confirmed_label",
         "confirmed_diagnosis",
     ]
+
+
+def test_the_last_delete_is_undone_while_the_tab_stays_open(fresh_app, monkeypatch):
+    _, gone = database().insert_predictions(
+        [record("kept"), record("gone", diagnoses=RANKED, thumbnail=b"\xff\xd8")]
+    )
+    before = database().prediction(gone)
+    # The table selects the row to delete, as a click on its checkbox does in a browser.
+    monkeypatch.setattr(ui.history, "history_table", lambda rows, key: [gone])
+    at = app("pages/4_History.py").run()
+    assert not [button for button in at.button if button.key == "history_undo_delete"]
+    at.checkbox(key="history_delete_confirm").check().run()
+    at.button(key="history_delete").click().run()
+    assert "Deleted 1 prediction." in texts(at.success)
+    assert database().prediction(gone) is None
+    undo = at.button(key="history_undo_delete")
+    assert undo.label == "Undo the last delete (1 prediction)"
+    undo.click().run()
+    assert not at.exception
+    assert "Restored 1 prediction." in texts(at.success)
+    assert database().prediction(gone) == before
+    assert database().count_predictions(db.HistoryFilter()) == 2
+    # Undone once: the button goes, so the same rows cannot be put back twice.
+    assert not [button for button in at.button if button.key == "history_undo_delete"]

@@ -320,7 +320,7 @@ def test_history_deletes_only_the_row_selected_then_starts_over(served_app, brow
     assert before >= 3
     select_history_row(page, 0)
     expect(page.get_by_text("1 prediction selected")).to_be_visible()
-    page.get_by_text("Yes, delete them permanently").click()
+    page.get_by_text("Yes, delete them", exact=True).click()
     settle(page)
     page.get_by_role("button", name="Delete selected").click()
     settle(page)

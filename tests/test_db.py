@@ -110,7 +110,7 @@ def test_injection_attempts_match_nothing(database: db.Database) -> None:
         assert database.query_predictions(attempt).empty
         assert database.probability_histogram(attempt).empty
     assert database.predictions_for_hash(INJECTION).empty
-    assert database.delete_predictions([1, 2], session_id=INJECTION) == 0
+    assert len(database.delete_predictions([1, 2], session_id=INJECTION)) == 0
     assert database.count_predictions(db.HistoryFilter()) == 2
 
 
@@ -178,9 +178,28 @@ def test_a_session_finds_its_own_stored_predictions_of_an_image(database: db.Dat
 
 def test_delete_is_scoped_to_the_session(database: db.Database) -> None:
     mine, theirs = database.insert_predictions([make_record(), make_record(session_id="other")])
-    assert database.delete_predictions([mine, theirs], session_id="session-a") == 1
+    assert len(database.delete_predictions([mine, theirs], session_id="session-a")) == 1
     assert database.query_predictions(db.HistoryFilter()).id.tolist() == [theirs]
-    assert database.delete_predictions([theirs]) == 1
+    assert len(database.delete_predictions([theirs])) == 1
+
+
+def test_a_delete_is_undone_with_every_value_and_id(database: db.Database) -> None:
+    kept, gone = database.insert_predictions(
+        [make_record(), make_record(thumbnail=b"\xff\xd8", diagnoses=RANKED, ood_flag=None)]
+    )
+    database.set_confirmed([gone], "benign", "nevus")
+    before = database.prediction(gone)
+    deleted = database.delete_predictions([gone])
+    assert len(deleted) == 1 and database.prediction(gone) is None
+    assert database.restore_predictions(deleted) == 1
+    assert database.prediction(gone) == before
+    # Restoring twice puts nothing back twice, and new predictions still get new ids.
+    assert database.restore_predictions(deleted) == 0
+    (new,) = database.insert_predictions([make_record()])
+    assert new > gone > kept
+    forged = db.DeletedPredictions(("id", "label; DROP TABLE predictions"), ((9, "benign"),))
+    with pytest.raises(ValueError, match="not columns"):
+        database.restore_predictions(forged)
 
 
 def test_aggregates(database: db.Database) -> None:
