@@ -169,6 +169,9 @@ def evaluation_form(cards: dict[str, dict]) -> None:
     if picked is None:
         return
     data_dir, csv = picked
+    problems = _dataset_errors(str(data_dir), str(csv) if csv else None)
+    for problem in problems:
+        st.error(problem, icon=":material/dataset:")
     active = runs.active_run_id()
     run_ids = st.multiselect(
         "Runs to evaluate",
@@ -191,7 +194,7 @@ def evaluation_form(cards: dict[str, dict]) -> None:
         "Start evaluation",
         type="primary",
         key="metrics_eval_start",
-        disabled=running or not run_ids,
+        disabled=running or not run_ids or bool(problems),
         help="One background job runs at a time: wait for it or cancel it." if running else None,
     )
     if not clicked:
@@ -209,6 +212,18 @@ def evaluation_form(cards: dict[str, dict]) -> None:
         st.error(datasets.without_paths(str(error)))
         return
     st.rerun()  # Drawn again at once, Start shows as disabled while the job runs.
+
+
+@st.cache_data(ttl=300, max_entries=8, show_spinner="Checking the dataset")
+def _dataset_errors(data_dir: str, csv: str | None) -> list[str]:
+    """What keeps the dataset from being evaluated at all, in words and without server paths.
+
+    Rows that cannot be scored are not among them: the skip checkbox decides about those.
+    """
+    from core import data, datasets
+
+    report = data.validate_dataset(data_dir, csv, min_per_class=1)
+    return [datasets.without_paths(problem.message) for problem in report.errors]
 
 
 def _show_evaluation_finished(status) -> None:
