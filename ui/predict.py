@@ -113,11 +113,10 @@ def explanation_view(_predictor, run_id: str, result, data: bytes | None) -> Non
         st.image(cam.image, caption=reports.display_name(result.prediction.file))
         return
     shown = cam.heatmap if view == "Heat map" else cam.overlay
-    st.image(shown, caption=f"Grad-CAM toward {toward(result)}")
     st.image(
-        predict_service.colour_scale(),
-        caption="Colour scale: blue, little influence on the score; red, the most.",
-        width=shown.shape[1],
+        predict_service.with_colour_scale(shown),
+        caption=f"Grad-CAM toward {toward(result)}. The colour scale below it: blue, little "
+        "influence on the score; red, the most.",
     )
 
 
