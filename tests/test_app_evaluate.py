@@ -146,14 +146,16 @@ def zipped(members: dict[str, bytes]) -> bytes:
 
 @pytest.fixture
 def committed_run(fresh_app) -> str:
-    """The committed default run, copied into the fresh app's models folder and active."""
+    """The committed default run (`active.json`), copied into the fresh app's models folder
+    and active there."""
+    import json
     import shutil
 
     from core import config
 
-    default = runs.load_run(
-        config.REPO_ROOT / "models" / runs.active_run_id(config.REPO_ROOT / "models")
-    )
+    committed = config.REPO_ROOT / "models"
+    run_id = json.loads((committed / config.ACTIVE_FILE_NAME).read_text())["run_id"]
+    default = runs.load_run(committed / run_id)
     shutil.copytree(default.folder, fresh_app.models_dir / default.run_id)
     runs.set_active(default.run_id, fresh_app.models_dir)
     return default.run_id
