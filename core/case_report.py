@@ -93,15 +93,14 @@ def build_report(
     image: bytes | None = None,
     overlay: np.ndarray | None = None,
     overlay_caption: str = "",
-    diagnoses: tuple[tuple[str, float], ...] = (),
     models_dir: Path | None = None,
 ) -> CaseReport:
     """The report of a stored prediction (only `session_id`'s when given).
 
     `image` is the uploaded file, re-encoded small and without metadata; without it the stored
-    thumbnail is shown, if any. `overlay` is a Grad-CAM overlay as uint8 RGB; `diagnoses` are
-    the most likely ones, as many as the report should list. ValueError when the prediction is
-    unknown (or another session's) or the image cannot be decoded.
+    thumbnail is shown, if any. `overlay` is a Grad-CAM overlay as uint8 RGB. The report lists
+    the reports.TOP_DIAGNOSES most likely of the stored diagnoses. ValueError when the prediction
+    is unknown (or another session's) or the image cannot be decoded.
     """
     row = database.prediction(prediction_id, session_id)
     if row is None:
@@ -133,7 +132,7 @@ def build_report(
         picture_caption=caption,
         overlay=None if overlay is None else _jpeg(Image.fromarray(overlay)),
         overlay_caption=overlay_caption,
-        diagnoses=tuple(diagnoses),
+        diagnoses=db.stored_diagnoses(row["diagnoses"])[: reports.TOP_DIAGNOSES],
     )
 
 

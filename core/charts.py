@@ -131,19 +131,25 @@ def _curve_name(name: str, curve: dict, score_key: str, score_label: str) -> str
     return f"{name} ({score_label} {score:.3f})" if score is not None else name
 
 
-def _add_operating_points(figure, operating_points, first_colour: int, axis_names) -> None:
-    """A cross per run at its threshold, coloured after the curves."""
+def _add_operating_points(
+    figure, curves: dict, operating_points, point_label: str, axis_names
+) -> None:
+    """A cross on each named curve at its threshold, in that curve's colour."""
     x_name, y_name = axis_names
-    for index, (name, (x, y)) in enumerate((operating_points or {}).items()):
+    order = list(curves)
+    for name, (x, y) in (operating_points or {}).items():
+        if name not in order:
+            raise ValueError(f"operating point {name!r} names no curve; curves: {order}")
         figure.add_trace(
             go.Scatter(
                 x=[x],
                 y=[y],
                 mode="markers",
-                marker={"size": 12, "symbol": "x", "color": _colour(first_colour + index)},
-                name=f"{name} operating point",
+                marker={"size": 12, "symbol": "x", "color": _colour(order.index(name))},
+                name=f"{name} {point_label}",
                 hovertemplate=(
-                    f"{name}<br>{x_name} %{{x:.3f}}<br>{y_name} %{{y:.3f}}<extra></extra>"
+                    f"{name} {point_label}<br>{x_name} %{{x:.3f}}<br>{y_name} %{{y:.3f}}"
+                    "<extra></extra>"
                 ),
             )
         )
@@ -153,10 +159,14 @@ def roc_figure(
     curves: dict[str, dict],
     operating_points: dict[str, tuple[float, float]] | None = None,
     title: str = "ROC curve",
+    point_label: str = "at its threshold",
+    legend_below: bool = False,
 ) -> go.Figure:
     """ROC curves of several runs; `curves[name]` is an evaluation's "roc", plus optional "auc".
 
-    `operating_points[name]` is (false positive rate, true positive rate) at the threshold.
+    `operating_points[name]` is the (false positive rate, true positive rate) of curve `name`
+    at its threshold, named "<name> <point_label>". `legend_below` moves the legend out of the
+    plot, for curves near the diagonal, which leave no corner free.
     """
     figure = go.Figure()
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=CHANCE_LINE, name="chance"))
@@ -176,16 +186,16 @@ def roc_figure(
                 ),
             )
         )
-    _add_operating_points(figure, operating_points, len(curves), ("FPR", "TPR"))
+    _add_operating_points(figure, curves, operating_points, point_label, ("FPR", "TPR"))
     figure.update_xaxes(range=[0, 1])
     figure.update_yaxes(range=[0, 1.02])
-    # Below and right of a ROC curve is the corner a curve leaves empty.
+    # Below and right of a good ROC curve is the corner a curve leaves empty.
     return _layout(
         figure,
         title,
         "False positive rate (1 - specificity)",
         "True positive rate",
-        _legend_inside(BOTTOM_RIGHT),
+        BELOW if legend_below else _legend_inside(BOTTOM_RIGHT),
     )
 
 
@@ -193,10 +203,12 @@ def pr_figure(
     curves: dict[str, dict],
     operating_points: dict[str, tuple[float, float]] | None = None,
     prevalence: float | None = None,
+    point_label: str = "at its threshold",
 ) -> go.Figure:
     """Precision-recall curves; `curves[name]` is an evaluation's "pr", plus optional "ap".
 
-    `operating_points[name]` is (recall, precision); `prevalence` draws the no-skill line.
+    `operating_points[name]` is the (recall, precision) of curve `name` at its threshold,
+    named as in `roc_figure`; `prevalence` draws the no-skill line.
     """
     figure = go.Figure()
     if prevalence is not None:
@@ -220,7 +232,7 @@ def pr_figure(
                 hovertemplate=f"recall %{{x:.3f}}<br>precision %{{y:.3f}}<extra>{name}</extra>",
             )
         )
-    _add_operating_points(figure, operating_points, len(curves), ("recall", "precision"))
+    _add_operating_points(figure, curves, operating_points, point_label, ("recall", "precision"))
     figure.update_xaxes(range=[0, 1])
     figure.update_yaxes(range=[0, 1.02])
     # Below a precision-recall curve, at low recall, is the corner a curve leaves empty.

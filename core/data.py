@@ -463,11 +463,26 @@ def _read_rows(
 
 
 def _nothing_usable(images_dir: Path, csv_file: Path | None, report: ValidationReport) -> str:
-    """Why no row is left: the rows dropped, when a CSV had any, else that no image is there."""
-    dropped = [problem.message for problem in report.problems if problem.kind]
-    if csv_file is None or not dropped:
-        return f"{images_dir}: no images found (extensions {images.IMAGE_EXTENSIONS})"
-    return f"no row of {csv_file.name} can be used: {'; '.join(dropped)}"
+    """Why no row is left, in words: no image at all, no CSV row naming one, or the rows
+    dropped for other reasons."""
+    n_images = len(set(_index_image_folder(images_dir).values()))
+    dropped = [problem for problem in report.problems if problem.kind]
+    if csv_file is None or n_images == 0:
+        kinds = ", ".join(images.IMAGE_EXTENSIONS[:-1]) + f" or {images.IMAGE_EXTENSIONS[-1]}"
+        return f"no images in {images_dir}: none of its files ends in {kinds}"
+    if [problem.kind for problem in dropped] == [UNMATCHED_NAME]:
+        n_rows = len(dropped[0].files)
+        return (
+            f"no row of {csv_file.name} matches an image: {_count(n_rows, 'row')} name images "
+            f"that are not among the {_count(n_images, 'image')} in {images_dir}. Its "
+            "image_name column must hold the images' file names, with or without the extension"
+        )
+    reasons = "; ".join(problem.message for problem in dropped) or "it has no rows"
+    return f"no row of {csv_file.name} can be used: {reasons}"
+
+
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def validate_dataset(

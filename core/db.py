@@ -178,18 +178,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Version 4: which threshold labelled a prediction, the card's or the installation's own
     # (core.operating_point); every earlier prediction used the card's.
     ("ALTER TABLE predictions ADD COLUMN threshold_source VARCHAR DEFAULT 'card'",),
+    # Version 5: the predicted diagnoses, most likely first, as the Predict page showed them;
+    # NULL for binary models and for every earlier prediction.
+    ("ALTER TABLE predictions ADD COLUMN diagnoses STRUCT(name VARCHAR, probability DOUBLE)[]",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _INSERT_COLUMNS = (
     "id, created_at, session_id, run_id, file_name, sha256, width, height, probability, label, "
-    "threshold, latency_ms, tta, ood_score, ood_flag, thumbnail, threshold_source"
+    "threshold, latency_ms, tta, ood_score, ood_flag, thumbnail, threshold_source, diagnoses"
 )
 # Everything but the thumbnail: what exports and lookups return.
 _PREDICTION_COLUMNS = (
     "id, created_at, session_id, run_id, file_name, sha256, width, height, probability, label, "
     "threshold, latency_ms, tta, ood_score, ood_flag, confirmed_label, confirmed_diagnosis, "
-    "confirmed_at, threshold_source"
+    "confirmed_at, threshold_source, diagnoses"
 )
 _EVALUATION_COLUMNS = (
     "evaluation_id, run_id, created_at, dataset, dataset_key, n_images, n_malignant, roc_auc, "
@@ -269,6 +272,8 @@ class PredictionRecord:
     thumbnail: bytes | None = None
     created_at: datetime.datetime | None = None
     threshold_source: str = "card"
+    # (diagnosis, probability) for every class, most likely first; empty for binary models.
+    diagnoses: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         _check_label(self.label, f"prediction of {self.file_name!r}")
@@ -278,6 +283,17 @@ class PredictionRecord:
             raise ValueError(
                 f"probability {self.probability!r} of {self.file_name!r} is outside [0, 1]"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class DeletedPredictions:
+    """Deleted predictions with every column, so that `restore_predictions` can undo it."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 @dataclasses.dataclass
@@ -446,16 +462,38 @@ class Database:
 
     def delete_predictions(
         self, prediction_ids: Sequence[int], session_id: str | None = None
-    ) -> int:
-        """Delete predictions (only `session_id`'s when given); return how many went."""
+    ) -> "DeletedPredictions":
+        """Delete predictions (only `session_id`'s when given); return them as they were."""
         if not prediction_ids:
-            return 0
+            return DeletedPredictions((), ())
         where, parameters = _ids_sql(prediction_ids, session_id)
         with self.transaction() as cursor:
-            row = cursor.execute(f"DELETE FROM predictions WHERE {where}", parameters).fetchall()[
-                0
-            ]
-        return int(row[0])
+            cursor.execute(f"SELECT * FROM predictions WHERE {where}", parameters)
+            rows = tuple(cursor.fetchall())
+            columns = tuple(column[0] for column in cursor.description or ())
+            cursor.execute(f"DELETE FROM predictions WHERE {where}", parameters)
+        return DeletedPredictions(columns, rows)
+
+    def restore_predictions(self, deleted: "DeletedPredictions") -> int:
+        """Put deleted predictions back under their ids; return how many came back.
+
+        An id in use again (never, as ids come from a sequence, unless restored twice) keeps
+        the row it has.
+        """
+        if not deleted.rows:
+            return 0
+        with self.transaction() as cursor:
+            known = {row[0] for row in cursor.execute("DESCRIBE predictions").fetchall()}
+            if not set(deleted.columns) <= known:
+                raise ValueError(f"not columns of predictions: {set(deleted.columns) - known}")
+            before = cursor.execute("SELECT count(*) FROM predictions").fetchall()[0][0]
+            cursor.executemany(
+                f"INSERT OR IGNORE INTO predictions ({', '.join(deleted.columns)}) "
+                f"VALUES ({_placeholders(len(deleted.columns))})",
+                [list(row) for row in deleted.rows],
+            )
+            after = cursor.execute("SELECT count(*) FROM predictions").fetchall()[0][0]
+        return int(after - before)
 
     def query_predictions(
         self,
@@ -522,7 +560,12 @@ class Database:
         never sit in memory at once.
         """
         where, parameters = _filter_sql(history_filter)
-        destination.write((_PREDICTION_COLUMNS.replace(" ", "") + "\n").encode("utf-8"))
+        classes = self._diagnosis_names(where, parameters)
+        header = [
+            name.strip() for name in _PREDICTION_COLUMNS.split(",") if "diagnoses" not in name
+        ]
+        header += [diagnoses.column_name(name) for name in classes]
+        destination.write((",".join(header) + "\n").encode("utf-8"))
         written = 0
         with self._cursor() as cursor:
             cursor.execute(
@@ -531,10 +574,24 @@ class Database:
                 parameters,
             )
             while not (chunk := cursor.fetch_df_chunk(_EXPORT_VECTORS_PER_CHUNK)).empty:
+                chunk = _with_diagnosis_columns(chunk, classes)
                 text = spreadsheet.to_csv(chunk, index=False, header=False)
                 destination.write(text.encode("utf-8"))
                 written += len(chunk)
         return written
+
+    def _diagnosis_names(self, where: str, parameters: list[Any]) -> list[str]:
+        """The diagnoses stored with these predictions, in vocabulary order, unknown ones last."""
+        with self._cursor() as cursor:
+            found = cursor.execute(
+                "SELECT DISTINCT entry.name FROM (SELECT unnest(diagnoses) AS entry "
+                f"FROM predictions WHERE {where})",
+                parameters,
+            ).fetchall()
+        order = {name: index for index, name in enumerate(diagnoses.DIAGNOSIS_NAMES)}
+        return sorted(
+            (row[0] for row in found), key=lambda name: (order.get(name, len(order)), name)
+        )
 
     def predictions_for_hash(
         self, sha256: str, exclude_ids: Sequence[int] = (), session_id: str | None = None
@@ -1053,7 +1110,23 @@ def _record_row(prediction_id: int, record: PredictionRecord) -> tuple[Any, ...]
         record.ood_flag,
         record.thumbnail,
         record.threshold_source,
+        [{"name": name, "probability": float(p)} for name, p in record.diagnoses] or None,
     )
+
+
+def stored_diagnoses(value: Any) -> tuple[tuple[str, float], ...]:
+    """A stored `diagnoses` value as (name, probability) pairs, most likely first; () for none."""
+    if not pandas.api.types.is_list_like(value):
+        return ()
+    return tuple((str(entry["name"]), float(entry["probability"])) for entry in value)
+
+
+def _with_diagnosis_columns(chunk: pandas.DataFrame, classes: Sequence[str]) -> pandas.DataFrame:
+    """The export's `dx_<class>` columns (named as the command line's) in place of the list."""
+    shares = [dict(stored_diagnoses(value)) for value in chunk.pop("diagnoses")]
+    for name in classes:
+        chunk[diagnoses.column_name(name)] = [share.get(name) for share in shares]
+    return chunk
 
 
 def _ids_sql(prediction_ids: Sequence[int], session_id: str | None) -> tuple[str, list[Any]]:

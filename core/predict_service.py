@@ -184,6 +184,7 @@ def _record(prediction: Prediction, session_id: str, tta: bool, thumbnail) -> Pr
         ood_score=prediction.ood_score,
         ood_flag=prediction.ood_flag,
         thumbnail=thumbnail,
+        diagnoses=prediction.diagnoses,
     )
 
 
@@ -316,9 +317,17 @@ def explain(predictor: Predictor, data: bytes, toward: str = "malignant") -> Exp
     )
 
 
-def colour_scale(width: int = 256, height: int = 12) -> np.ndarray:
-    """The heat map's colours from no influence (left) to the most (right), as RGB uint8."""
-    return gradcam.colorize(np.tile(np.linspace(0.0, 1.0, width), (height, 1)))
+def with_colour_scale(picture: np.ndarray) -> np.ndarray:
+    """The picture (RGB uint8) with the heat map's colour scale below it, as wide as it.
+
+    One image, so that the scale shrinks with the picture in a narrow column instead of
+    running into the next one. The scale goes from no influence (left) to the most (right).
+    """
+    width = picture.shape[1]
+    bar_height = max(8, width // 40)
+    scale = gradcam.colorize(np.tile(np.linspace(0.0, 1.0, width), (bar_height, 1)))
+    gap = np.full((bar_height // 2, width, 3), 255, dtype=np.uint8)
+    return np.concatenate([picture, gap, scale])
 
 
 def earlier_predictions(

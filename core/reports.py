@@ -34,6 +34,8 @@ NOT_ASSESSED = "not assessed: not dermoscopy?"
 # Shown for a metric that cannot be computed (one class only, nothing predicted positive);
 # the same words the app's metric tiles use.
 MISSING = "n/a"
+# How many diagnoses are shown before the rest (Predict, History) and listed in case reports.
+TOP_DIAGNOSES = 3
 REAL_WORLD_BOOTSTRAP = 200
 # Confirmed cases of a class below which its metrics are not shown (see real_world_metrics).
 MIN_CONFIRMED_CASES = 10

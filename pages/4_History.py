@@ -53,6 +53,7 @@ history_filter = db.HistoryFilter(
     confirmed=ui.history.CONFIRMED_CHOICES[confirmed_choice],
 )
 ui.history.notice()
+ui.history.undo_delete(database)
 with st.expander("Import confirmed outcomes (CSV)", key=ui.history.IMPORT_OPEN, on_change="rerun"):
     if ui.require_admin("Outcome imports"):
         ui.history.import_outcomes(database)

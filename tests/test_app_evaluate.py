@@ -131,3 +131,81 @@ def test_a_threshold_from_an_evaluation_is_adopted_and_predict_says_so(
 
     at.button(key=f"metrics_clear_{evaluation_id}").click().run()
     assert operating_point.operating_point(trained_run) is None
+
+
+def zipped(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def committed_run(fresh_app) -> str:
+    """The committed default run (`active.json`), copied into the fresh app's models folder
+    and active there."""
+    import json
+    import shutil
+
+    from core import config
+
+    committed = config.REPO_ROOT / "models"
+    run_id = json.loads((committed / config.ACTIVE_FILE_NAME).read_text())["run_id"]
+    default = runs.load_run(committed / run_id)
+    shutil.copytree(default.folder, fresh_app.models_dir / default.run_id)
+    runs.set_active(default.run_id, fresh_app.models_dir)
+    return default.run_id
+
+
+def upload_and_unpack(at, name: str, data: bytes) -> None:
+    at.file_uploader(key="metrics_eval_zip").set_value((name, data, "application/zip")).run()
+    assert "metrics_eval_start" not in keys(at.button), "Start before the upload is unpacked"
+    at.button(key="metrics_eval_unpack").click().run()
+
+
+def test_nothing_starts_until_the_chosen_upload_is_unpacked_and_valid(committed_run):
+    at = app("pages/3_Metrics.py").run()
+    at.radio(key="metrics_eval_source").set_value("Upload a ZIP").run()
+    assert not at.exception
+    # Neither the bundled sample nor any other dataset stands in for the upload.
+    assert "metrics_eval_start" not in keys(at.button)
+    assert "metrics_eval_dataset" not in keys(at.selectbox)
+    upload_and_unpack(at, "photos.zip", zipped({"photos/a.jpg": SAMPLE_IMAGES[0].read_bytes()}))
+    assert "no dataset layout" in texts(at.error)
+    assert "metrics_eval_start" not in keys(at.button)
+    # A CSV naming no image of the archive: said in words, and Start stays disabled.
+    images = {f"mine/{image.name}": image.read_bytes() for image in SAMPLE_IMAGES[:4]}
+    csv = "image_name,target\n" + "".join(f"other_{i},{i % 2}\n" for i in range(4))
+    upload_and_unpack(at, "unmatched.zip", zipped({**images, "mine/metadata.csv": csv.encode()}))
+    errors = texts(at.error)
+    assert (
+        "no row of metadata.csv matches an image: 4 rows name images that are not among "
+        "the 4 images in uploads/unmatched/mine" in errors
+    )
+    assert "Error" not in errors and "('.jpg'" not in errors
+    assert at.button(key="metrics_eval_start").disabled
+    # A valid archive: the error goes, Start is enabled on that dataset.
+    names = "".join(f"{image.stem},{i % 2}\n" for i, image in enumerate(SAMPLE_IMAGES[:4]))
+    valid = zipped({**images, "mine/metadata.csv": f"image_name,target\n{names}".encode()})
+    upload_and_unpack(at, "valid.zip", valid)
+    assert not at.error
+    assert "uploads/valid/mine" in texts(at.caption)
+    assert not at.button(key="metrics_eval_start").disabled
+
+
+def test_a_failed_evaluation_is_cleared_when_the_input_changes(committed_run, labelled_zip):
+    failed = worker.JobStatus(
+        job_id="20260101-000000-failed",
+        kind=worker.EVALUATION,
+        state="failed",
+        error="no row of metadata.csv matches an image",
+    )
+    worker.write_status(failed)
+    at = app("pages/3_Metrics.py").run()
+    assert "matches an image" in texts(at.error)
+    at.radio(key="metrics_eval_source").set_value("Upload a ZIP").run()
+    upload_and_unpack(at, "labelled.zip", labelled_zip)
+    assert not at.exception
+    assert "matches an image" not in texts(at.error)
+    assert "Unpacked 8 files" in texts(at.success)

@@ -72,7 +72,7 @@ def test_predict_stores_good_images_and_reports_bad_ones(trained_run):
     assert at.metric[0].label == "Malignant probability (calibrated)"
     assert database().count_predictions(db.HistoryFilter()) == before + 1
     at.segmented_control(key="predict_view").set_value("Heat map").run()
-    assert not at.exception and len(at.image) == 2  # the heat map and its colour scale
+    assert not at.exception and len(at.image) == 1  # the heat map, its colour scale below
 
     again = app("pages/1_Predict.py").run()
     again.file_uploader(key="predict_upload").set_value(("copy.jpg", image, "image/jpeg")).run()
@@ -549,3 +549,22 @@ def test_train_page_clears_both_caches(fresh_app):
     assert not shard.exists() and not image.exists()
     assert "Freed 1.8 MB." in texts(at.success)
     assert at.run().button(key="train_clear_cache").disabled
+
+
+def test_a_deleted_run_disappears_from_the_train_page_at_once(two_runs):
+    _, second = two_runs
+    finished = worker.JobStatus(
+        job_id="20990102-000001-train", state="succeeded", run_id=second.name
+    )
+    worker.write_status(finished)
+    at = app("pages/2_Train.py").run()
+    assert "Training finished" in texts(at.success)
+    at.selectbox(key="train_run").set_value(second.name).run()
+    at.checkbox(key=f"train_delete_confirm_{second.name}").check().run()
+    at.button(key="train_delete").click().run()
+    assert not at.exception and not second.exists()
+    # Neither the finished training's notice nor an error about its files, nor the Run box.
+    for shown in (at, app("pages/2_Train.py").run()):
+        assert "Training finished" not in texts(shown.success)
+        assert "card.json" not in texts(shown.error)
+        assert second.name not in shown.selectbox(key="train_run").options

@@ -55,7 +55,7 @@ def test_history_offers_the_report_of_a_stored_prediction(fresh_app, single_user
     )
     at = app("pages/4_History.py").run()
     assert not at.exception
-    assert "Case report" in texts(at.markdown)
+    assert "Details and case report" in texts(at.markdown)
     assert download_keys(at) >= REPORT_KEYS
     choice = at.selectbox(key="history_report_id")
     assert set(choice.options) == {f"{with_picture}: pictured.jpg", f"{without}: bare.jpg"}

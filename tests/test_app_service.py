@@ -51,6 +51,7 @@ class FakePredictor:
                 height=image.height,
                 sha256=images.sha256_bytes(data),
                 latency_ms=1.0,
+                diagnoses=(("melanoma", probability), ("nevus", 1 - probability)),
             )
 
 
@@ -102,6 +103,9 @@ def test_predict_uploads_stores_good_predictions_only(database):
     assert results[1].prediction_id is None and results[1].thumbnail is None
     stored = database.query_predictions(db.HistoryFilter(session_id="session-1"))
     assert sorted(stored["file_name"]) == ["dark.jpg", "red.jpg"]
+    # The diagnoses are kept with the prediction, as the Predictor ranked them.
+    red = database.prediction(results[0].prediction_id)
+    assert db.stored_diagnoses(red["diagnoses"]) == results[0].prediction.diagnoses
     assert results[0].distance == pytest.approx(results[0].prediction.probability - 0.5)
     frame = predict_service.results_frame(results)
     assert list(frame["label"]) == ["malignant", "", "benign"]

@@ -7,7 +7,7 @@ shows a Streamlit exception; then it deletes and confirms History rows (selected
 their checkbox cells on the table's canvas), activates another run on Train, downloads a case
 report from Predict and reads the PDF's text, evaluates an uploaded ZIP of labelled images on
 Metrics, and checks that no page fetched anything from outside the app. Full-page screenshots,
-1280 and 400 px wide, go to test-artifacts/; with UPDATE_SCREENSHOTS=1 they also replace the
+1400 and 400 px wide, go to test-artifacts/; with UPDATE_SCREENSHOTS=1 they also replace the
 images in docs/screenshots/.
 """
 
@@ -61,7 +61,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-VIEWPORT = {"width": 1280, "height": 800}
+# 1400 px: the width the app was walked through at (a laptop with the sidebar open).
+VIEWPORT = {"width": 1400, "height": 800}
 NARROW = 400
 # Streamlit's dataframe rows and header are 35 px tall; the selection checkboxes sit in the
 # first 30 px of each row.
@@ -221,7 +222,7 @@ def settle(page: "sync_api.Page") -> None:
 
 
 def screenshot(page: "sync_api.Page", name: str) -> None:
-    """Full-page screenshots 1280 and 400 px wide; README images with UPDATE_SCREENSHOTS=1."""
+    """Full-page screenshots 1400 and 400 px wide; README images with UPDATE_SCREENSHOTS=1."""
     for width, suffix in ((VIEWPORT["width"], ""), (NARROW, "-narrow")):
         path = ARTIFACTS_DIR / f"{name}{suffix}.png"
         _capture(page, width, path)
@@ -320,7 +321,7 @@ def test_history_deletes_only_the_row_selected_then_starts_over(served_app, brow
     assert before >= 3
     select_history_row(page, 0)
     expect(page.get_by_text("1 prediction selected")).to_be_visible()
-    page.get_by_text("Yes, delete them permanently").click()
+    page.get_by_text("Yes, delete them", exact=True).click()
     settle(page)
     page.get_by_role("button", name="Delete selected").click()
     settle(page)
@@ -329,6 +330,10 @@ def test_history_deletes_only_the_row_selected_then_starts_over(served_app, brow
     # Nothing stays selected or armed: the row that moved up is not deleted by a second click.
     expect(page.get_by_text(re.compile(r"predictions? selected"))).to_have_count(0)
     expect(page.get_by_role("button", name="Delete selected")).to_have_count(0)
+    page.get_by_role("button", name="Undo the last delete (1 prediction)").click()
+    settle(page)
+    expect(page.get_by_text("Restored 1 prediction.")).to_be_visible()
+    assert history_total(page) == before
 
 
 def choose(page: "sync_api.Page", label: str, option: str) -> None:
@@ -354,10 +359,11 @@ def test_an_outcome_shows_at_once_and_a_contradiction_is_refused(served_app, bro
     page.get_by_role("button", name="Save outcome").click()
     settle(page)
     expect(page.get_by_text("Outcome malignant saved for 1 prediction.")).to_be_visible()
-    # The top row's Confirmed and Diagnosis cells (after File, Result, Probability, When).
+    # The top row's Confirmed and Confirmed diagnosis cells (after File, Result, Probability,
+    # Out of distribution and Top diagnosis).
     cells = page.get_by_test_id("stDataFrame").first.locator("td[role=gridcell]")
-    expect(cells.nth(4)).to_have_text("malignant")
-    expect(cells.nth(5)).to_have_text("melanoma")
+    expect(cells.nth(5)).to_have_text("malignant")
+    expect(cells.nth(6)).to_have_text("melanoma")
     expect(page.get_by_text(re.compile(r"predictions? selected"))).to_have_count(0)
 
 

@@ -29,6 +29,8 @@ TEST_METRICS = {
     },
 }
 DIAGNOSES = (("melanoma", 0.52), ("nevus", 0.3), ("basal cell carcinoma", 0.1))
+# What the Predictor stores: every class, most likely first; a report lists the top three.
+ALL_DIAGNOSES = (*DIAGNOSES, ("dermatofibroma", 0.05), ("vascular lesion", 0.03))
 
 
 def write_run(models_dir, crossval: dict | None = None) -> None:
@@ -63,8 +65,10 @@ def store(
     ood=(12.5, False),
     session="me",
     threshold_source="card",
+    diagnoses=(),
 ):
     record = db.PredictionRecord(
+        diagnoses=diagnoses,
         threshold_source=threshold_source,
         session_id=session,
         run_id=RUN_ID,
@@ -96,11 +100,9 @@ def pdf_text(data: bytes) -> tuple[int, str]:
 def test_a_full_report_holds_picture_crossval_diagnoses_and_outcome(database, tmp_path):
     write_run(tmp_path, crossval_payload())
     thumbnail = jpeg()
-    prediction_id = store(database, thumbnail=thumbnail)
+    prediction_id = store(database, thumbnail=thumbnail, diagnoses=ALL_DIAGNOSES)
     database.set_confirmed([prediction_id], "malignant", "melanoma")
-    report = case_report.build_report(
-        database, prediction_id, "me", diagnoses=DIAGNOSES, models_dir=tmp_path
-    )
+    report = case_report.build_report(database, prediction_id, "me", models_dir=tmp_path)
     assert report.picture == thumbnail and report.picture_caption == "The stored thumbnail"
     assert report.diagnoses == DIAGNOSES
     assert report.distance == pytest.approx(0.1321)
@@ -181,14 +183,13 @@ def test_html_escapes_the_file_name_and_inlines_the_pictures(database, tmp_path)
 
 def test_the_pdf_is_one_page_with_the_key_figures(database, tmp_path):
     write_run(tmp_path, crossval_payload())
-    prediction_id = store(database, "Läsion_42.jpg", thumbnail=jpeg())
+    prediction_id = store(database, "Läsion_42.jpg", thumbnail=jpeg(), diagnoses=DIAGNOSES)
     database.set_confirmed([prediction_id], "benign")
     report = case_report.build_report(
         database,
         prediction_id,
         overlay=np.zeros((64, 64, 3), dtype=np.uint8),
         overlay_caption="Grad-CAM toward malignant",
-        diagnoses=DIAGNOSES,
         models_dir=tmp_path,
     )
     data = case_report.to_pdf(report)
@@ -279,14 +280,16 @@ def test_long_fields_are_cut_so_that_the_pdf_stays_one_page(database, tmp_path):
     crossval = crossval_payload()
     crossval["summary"]["worst"]["roc_auc_source"] = "a very long source name " * 40
     write_run(tmp_path, crossval)
-    prediction_id = store(database, "n" * 3000 + ".jpg", thumbnail=jpeg())
+    long_diagnoses = (("m" * 3000, 0.5), *DIAGNOSES)
+    prediction_id = store(
+        database, "n" * 3000 + ".jpg", thumbnail=jpeg(), diagnoses=long_diagnoses
+    )
     database.set_confirmed([prediction_id], "malignant", "d" * 3000)
     report = case_report.build_report(
         database,
         prediction_id,
         overlay=np.zeros((64, 64, 3), dtype=np.uint8),
         overlay_caption="Grad-CAM toward malignant",
-        diagnoses=(("m" * 3000, 0.5), *DIAGNOSES),
         models_dir=tmp_path,
     )
     pages, text = pdf_text(case_report.to_pdf(report))

@@ -5,6 +5,7 @@ import sys
 
 import pandas as pd
 import plotly.graph_objects as go
+import pytest
 
 from core import charts
 from core.metrics import evaluate
@@ -45,9 +46,18 @@ def test_roc_and_pr_figures() -> None:
         "run-a": {**evaluation["roc"], "auc": evaluation["roc_auc"]},
         "run-b": evaluation["roc"],
     }
-    figure = charts.roc_figure(curves, {"run-a": (0.25, 0.75)})
-    _check(figure, 4)  # chance line, two curves, one operating point
+    figure = charts.roc_figure(curves, {"run-b": (0.25, 0.75), "run-a": (0.2, 0.7)})
+    _check(figure, 5)  # chance line, two curves, two operating points
     assert "AUC" in figure.data[1].name and figure.data[2].name == "run-b"
+    # Each cross has its own curve's colour, whatever order the points come in.
+    assert figure.data[3].name == "run-b at its threshold"
+    assert figure.data[3].marker.color == figure.data[2].line.color
+    assert figure.data[4].marker.color == figure.data[1].line.color != figure.data[2].line.color
+    assert figure.layout.legend.y == 0.02  # inside, in the corner a good curve leaves empty
+    below = charts.roc_figure(curves, legend_below=True)
+    assert below.layout.legend.yref == "container" and below.layout.legend.orientation == "h"
+    with pytest.raises(ValueError, match="names no curve"):
+        charts.roc_figure(curves, {"run-c": (0.1, 0.1)})
     pr = charts.pr_figure(
         {"run-a": {**evaluation["pr"], "ap": evaluation["pr_auc"]}},
         {"run-a": (0.75, 0.75)},

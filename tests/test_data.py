@@ -59,8 +59,8 @@ def test_missing_and_empty_folders_are_errors(tmp_path: Path) -> None:
     (empty / "benign").mkdir()
     (empty / "malignant").mkdir()
     report = data.validate_dataset(empty)
-    assert not report.ok and "no images found" in problems_text(report)
-    with pytest.raises(data.DatasetError, match="no images found"):
+    assert not report.ok and "none of its files ends in .jpg, .jpeg" in problems_text(report)
+    with pytest.raises(data.DatasetError, match="no images in"):
         data.load_dataset(empty)
 
 

@@ -112,7 +112,7 @@ def test_injection_attempts_match_nothing(database: db.Database) -> None:
         assert database.query_predictions(attempt).empty
         assert database.probability_histogram(attempt).empty
     assert database.predictions_for_hash(INJECTION).empty
-    assert database.delete_predictions([1, 2], session_id=INJECTION) == 0
+    assert len(database.delete_predictions([1, 2], session_id=INJECTION)) == 0
     assert database.count_predictions(db.HistoryFilter()) == 2
 
 
@@ -180,9 +180,28 @@ def test_a_session_finds_its_own_stored_predictions_of_an_image(database: db.Dat
 
 def test_delete_is_scoped_to_the_session(database: db.Database) -> None:
     mine, theirs = database.insert_predictions([make_record(), make_record(session_id="other")])
-    assert database.delete_predictions([mine, theirs], session_id="session-a") == 1
+    assert len(database.delete_predictions([mine, theirs], session_id="session-a")) == 1
     assert database.query_predictions(db.HistoryFilter()).id.tolist() == [theirs]
-    assert database.delete_predictions([theirs]) == 1
+    assert len(database.delete_predictions([theirs])) == 1
+
+
+def test_a_delete_is_undone_with_every_value_and_id(database: db.Database) -> None:
+    kept, gone = database.insert_predictions(
+        [make_record(), make_record(thumbnail=b"\xff\xd8", diagnoses=RANKED, ood_flag=None)]
+    )
+    database.set_confirmed([gone], "benign", "nevus")
+    before = database.prediction(gone)
+    deleted = database.delete_predictions([gone])
+    assert len(deleted) == 1 and database.prediction(gone) is None
+    assert database.restore_predictions(deleted) == 1
+    assert database.prediction(gone) == before
+    # Restoring twice puts nothing back twice, and new predictions still get new ids.
+    assert database.restore_predictions(deleted) == 0
+    (new,) = database.insert_predictions([make_record()])
+    assert new > gone > kept
+    forged = db.DeletedPredictions(("id", "label; DROP TABLE predictions"), ((9, "benign"),))
+    with pytest.raises(ValueError, match="not columns"):
+        database.restore_predictions(forged)
 
 
 def test_aggregates(database: db.Database) -> None:
@@ -251,6 +270,31 @@ def test_export_csv_is_newest_first_like_the_table(database: db.Database) -> Non
     empty = io.BytesIO()
     assert database.export_predictions_csv(db.HistoryFilter(session_id="nobody"), empty) == 0
     assert empty.getvalue().decode().startswith("id,created_at,")
+
+
+RANKED = (("nevus", 0.6), ("melanoma", 0.3), ("basal cell carcinoma", 0.1))
+
+
+def test_predicted_diagnoses_are_stored_shown_and_exported(database: db.Database) -> None:
+    start = datetime.datetime(2024, 1, 1)
+    binary, ranked = database.insert_predictions(
+        [
+            make_record(file_name="binary.jpg", created_at=start),
+            make_record(diagnoses=RANKED, created_at=start + datetime.timedelta(hours=1)),
+        ]
+    )
+    assert db.stored_diagnoses(database.prediction(ranked)["diagnoses"]) == RANKED
+    assert db.stored_diagnoses(database.prediction(binary)["diagnoses"]) == ()
+    page = database.query_predictions(db.HistoryFilter())
+    assert [db.stored_diagnoses(value) for value in page.diagnoses] == [RANKED, ()]
+    buffer = io.BytesIO()
+    database.export_predictions_csv(db.HistoryFilter(), buffer)
+    exported = pandas.read_csv(io.BytesIO(buffer.getvalue()))
+    # One column per class, in the vocabulary's order, named as the command line names them.
+    assert list(exported.columns[-3:]) == ["dx_melanoma", "dx_nevus", "dx_basal_cell_carcinoma"]
+    assert "diagnoses" not in exported.columns
+    assert exported.loc[0, ["dx_melanoma", "dx_nevus"]].tolist() == [0.3, 0.6]
+    assert exported.loc[1, ["dx_melanoma", "dx_nevus"]].isna().all()
 
 
 def test_one_database_per_path(database: db.Database, tmp_path: Path) -> None:
@@ -346,11 +390,12 @@ def test_migrates_version_1_file_and_keeps_a_backup(tmp_path: Path) -> None:
     write_version_1_file(path)
     database = db.open_database(path)
     try:
-        assert database.status()["schema_version"] == db.SCHEMA_VERSION == 4
+        assert database.status()["schema_version"] == db.SCHEMA_VERSION == 5
         old_row = database.query_predictions(db.HistoryFilter()).iloc[0]
         assert old_row.file_name == "old.jpg" and pandas.isna(old_row.thumbnail)
         # Every prediction from before local thresholds used the card's.
         assert old_row.threshold_source == "card"
+        assert db.stored_diagnoses(old_row.diagnoses) == ()
         (new_id,) = database.insert_predictions([make_record(thumbnail=b"\xff\xd8")])
         assert new_id == old_row.id + 1
     finally:

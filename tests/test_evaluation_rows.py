@@ -41,10 +41,12 @@ def test_a_csv_matching_no_image_says_so_instead_of_no_images_found(make_dataset
     (data_dir / "metadata.csv").write_text("image_name,target\nnot_here,0\nnor_here,1\n")
     with pytest.raises(evaluation.data.DatasetError) as refused:
         evaluation.load_evaluation_dataset(data_dir)
-    assert "no row of metadata.csv can be used: 2 rows name images that are not in" in str(
-        refused.value
+    # In words: what does not match, how many rows and images; no class names or tuples.
+    assert (
+        "no row of metadata.csv matches an image: 2 rows name images that are not among "
+        "the 4 images in" in str(refused.value)
     )
-    assert "no images found" not in str(refused.value)
+    assert "no images" not in str(refused.value) and "(" not in str(refused.value)
 
 
 def cli_evaluate(data_dir, run_folder, *options: str) -> int:

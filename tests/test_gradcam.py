@@ -96,3 +96,15 @@ def test_overlay_leaves_weak_heat_untouched_and_blends_the_peak_at_alpha():
     # Halfway from the floor to the peak, the opacity is half of alpha.
     np.testing.assert_allclose(blended[1, 0], 0.75 * 100 + 0.25 * middle_colour, atol=1)
     np.testing.assert_allclose(blended[1, 1], 0.5 * 100 + 0.5 * peak_colour, atol=1)
+
+
+def test_the_colour_scale_is_part_of_the_picture_and_as_wide():
+    from core import predict_service
+
+    picture = np.zeros((384, 512, 3), dtype=np.uint8)  # a 640x480 image at display size
+    shown = predict_service.with_colour_scale(picture)
+    assert shown.shape[1] == 512 and shown.dtype == np.uint8
+    assert (shown[:384] == picture).all()
+    # The last row runs from blue (no influence) to red (the most).
+    bottom = shown[-1].astype(int)
+    assert bottom[0, 2] > bottom[0, 0] and bottom[-1, 0] > bottom[-1, 2]

@@ -7,6 +7,7 @@ stay light; the Predictor loads TensorFlow inside the function that builds it.
 """
 
 import base64
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -314,7 +315,9 @@ def run_picker(key: str, label: str = "Model") -> runs.Run | None:
 
 
 # Stored predictions as History and Predict's "predicted before" table show them. Display
-# order: what a reviewer scans first comes first, and file, label and probability fit 400 px.
+# order: what a reader needs first comes first (which image, what the model said, whether to
+# trust it, what it was), so that at 1400 px the out-of-distribution flag is in view, and
+# file, result and probability fit 400 px.
 PREDICTION_COLUMNS = {
     "thumbnail": st.column_config.ImageColumn("Image", width="small"),
     # Pinned, so that a row stays identifiable when a narrow screen scrolls the rest.
@@ -324,13 +327,16 @@ PREDICTION_COLUMNS = {
     "probability": st.column_config.ProgressColumn(
         "Probability", min_value=0, max_value=100, format="%.1f%%"
     ),
-    "created_at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
+    "ood_flag": st.column_config.CheckboxColumn("Out of distribution"),
+    "top_diagnosis": st.column_config.TextColumn(
+        "Top diagnosis", help="The model's most likely diagnosis and its probability"
+    ),
     "confirmed_label": st.column_config.TextColumn("Confirmed"),
-    "confirmed_diagnosis": st.column_config.TextColumn("Diagnosis"),
+    "confirmed_diagnosis": st.column_config.TextColumn("Confirmed diagnosis"),
+    "created_at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
     "run_id": st.column_config.TextColumn("Model"),
     "threshold": st.column_config.NumberColumn("Threshold", format="%.1f%%"),
     "threshold_source": st.column_config.TextColumn("Threshold from"),
-    "ood_flag": st.column_config.CheckboxColumn("Out of distribution"),
     "ood_score": st.column_config.NumberColumn("OOD score", format="%.1f"),
     "tta": st.column_config.TextColumn("Test-time augmentation"),
     "size": st.column_config.TextColumn("Size (px)"),
@@ -366,7 +372,42 @@ def predictions_for_display(rows: pd.DataFrame) -> pd.DataFrame:
         shown["size"] = shown["width"].astype(str) + " x " + shown["height"].astype(str)
     if "thumbnail" in shown:
         shown["thumbnail"] = shown["thumbnail"].map(data_url)
+    if "diagnoses" in shown:
+        shown["top_diagnosis"] = shown.pop("diagnoses").map(_top_diagnosis)
     return shown
+
+
+def _top_diagnosis(stored) -> str | None:
+    """ "melanoma (42.0%)" for a stored diagnoses value; None for a binary model's."""
+    ranked = db.stored_diagnoses(stored)
+    return f"{ranked[0][0]} ({ranked[0][1]:.1%})" if ranked else None
+
+
+def diagnoses_table(diagnoses: tuple[tuple[str, float], ...]) -> None:
+    """The most likely diagnoses of a diagnosis model; nothing for a binary model."""
+    if not diagnoses:
+        return
+    st.markdown("**Most likely diagnoses**")
+    _diagnoses_frame(diagnoses[: reports.TOP_DIAGNOSES])
+    if len(diagnoses) > reports.TOP_DIAGNOSES:
+        with st.expander(f"Other diagnoses ({len(diagnoses) - reports.TOP_DIAGNOSES})"):
+            _diagnoses_frame(diagnoses[reports.TOP_DIAGNOSES :])
+    st.caption("Model estimates, not a diagnosis: only histopathology or a clinician confirms.")
+
+
+def _diagnoses_frame(diagnoses: tuple[tuple[str, float], ...]) -> None:
+    shown = pd.DataFrame(diagnoses, columns=["diagnosis", "probability"])
+    st.dataframe(
+        shown.assign(probability=shown["probability"] * 100),
+        hide_index=True,
+        column_config={
+            # Medium and small fit the result column, so the probability is never scrolled off.
+            "diagnosis": st.column_config.TextColumn("Diagnosis", width="medium"),
+            "probability": st.column_config.ProgressColumn(
+                "Probability", min_value=0, max_value=100, format="%.1f%%", width="small"
+            ),
+        },
+    )
 
 
 DATA_SOURCES = ("Bundled sample", "A dataset in the data folder", "Upload a ZIP")
@@ -375,12 +416,21 @@ DATA_SOURCES = ("Bundled sample", "A dataset in the data folder", "Upload a ZIP"
 def dataset_picker(prefix: str) -> tuple[Path, Path | None] | None:
     """Choose a dataset: the bundled sample, one in the data root, or an uploaded ZIP.
 
-    Returns (data folder, ground-truth CSV or None), or None after saying there is none.
+    Returns (data folder, ground-truth CSV or None), or None after saying there is none; in
+    "Upload a ZIP" mode only the dataset unpacked from the chosen upload, once it is unpacked.
     Widget keys `<prefix>_source`, `<prefix>_zip`, `<prefix>_unpack` and `<prefix>_dataset`.
+    Changing any of them clears the failure of a job started before (see `job_monitor`).
     """
-    source = st.radio("Data", DATA_SOURCES, horizontal=True, key=f"{prefix}_source")
+    source = st.radio(
+        "Data",
+        DATA_SOURCES,
+        horizontal=True,
+        key=f"{prefix}_source",
+        on_change=_input_changed,
+        args=(prefix,),
+    )
     if source == "Upload a ZIP":
-        dataset_upload(prefix)
+        return dataset_upload(prefix)
     if source == "Bundled sample":
         return config.SAMPLE_DIR, config.SAMPLE_DIR / "metadata.csv"
     choices = datasets.discover_datasets()
@@ -391,13 +441,26 @@ def dataset_picker(prefix: str) -> tuple[Path, Path | None] | None:
         )
         return None
     choice = st.selectbox(
-        "Dataset", choices, format_func=lambda c: c.label, key=f"{prefix}_dataset"
+        "Dataset",
+        choices,
+        format_func=lambda c: c.label,
+        key=f"{prefix}_dataset",
+        on_change=_input_changed,
+        args=(prefix,),
     )
     return choice.data_dir, choice.csv
 
 
-def dataset_upload(prefix: str) -> None:
-    """The ZIP upload: unpacked into the data root and chosen, or refused with nothing kept."""
+def _input_changed(prefix: str) -> None:
+    st.session_state[f"{prefix}_input_changed_at"] = time.time()
+
+
+def dataset_upload(prefix: str) -> tuple[Path, Path | None] | None:
+    """The ZIP upload: unpacked into the data root and returned, or refused with nothing kept.
+
+    Until the chosen file is unpacked (and after a refused one) there is no dataset, so that
+    nothing starts on other data than the upload.
+    """
     from core import images
 
     archive = st.file_uploader(
@@ -405,19 +468,38 @@ def dataset_upload(prefix: str) -> None:
         type=["zip"],
         max_upload_size=upload_limit_mb(config.MAX_DATASET_UPLOAD_BYTES),
         key=f"{prefix}_zip",
+        on_change=_input_changed,
+        args=(prefix,),
     )
-    if archive is None or not st.button("Unpack into the data folder", key=f"{prefix}_unpack"):
-        return
-    try:
-        unpacked, found = datasets.unpack_dataset(archive.name, archive.getvalue())
-    except (images.ArchiveError, datasets.DatasetPathError, datasets.DatasetLayoutError) as error:
-        st.error(f"{archive.name}: {datasets.without_paths(str(error))}")
-        return
-    where = datasets.describe_location(unpacked.folder)
-    st.success(f"Unpacked {unpacked.extracted} files into {where}.")
-    show_problems([f"{name}: skipped ({why})" for name, why in unpacked.skipped[:20]])
-    # Set before the dataset selectbox is drawn, so it opens on the new dataset.
-    st.session_state[f"{prefix}_dataset"] = found
+    unpacked_key = f"{prefix}_unpacked"
+    if archive is None:
+        st.session_state.pop(unpacked_key, None)
+        st.info("Choose a ZIP, then unpack it.", icon=":material/upload:")
+        return None
+    if st.button("Unpack into the data folder", key=f"{prefix}_unpack"):
+        _input_changed(prefix)
+        st.session_state.pop(unpacked_key, None)
+        try:
+            unpacked, found = datasets.unpack_dataset(archive.name, archive.getvalue())
+        except (
+            images.ArchiveError,
+            datasets.DatasetPathError,
+            datasets.DatasetLayoutError,
+        ) as error:
+            st.error(f"{archive.name}: {datasets.without_paths(str(error))}")
+            return None
+        where = datasets.describe_location(unpacked.folder)
+        st.success(f"Unpacked {unpacked.extracted} files into {where}.")
+        show_problems([f"{name}: skipped ({why})" for name, why in unpacked.skipped[:20]])
+        # The upload's file id ties the dataset to this upload: another file means unpack again.
+        st.session_state[unpacked_key] = (archive.file_id, found)
+    chosen = st.session_state.get(unpacked_key)
+    if chosen is None or chosen[0] != archive.file_id or not chosen[1].data_dir.is_dir():
+        st.info(f"Unpack {archive.name} to use it.", icon=":material/unarchive:")
+        return None
+    found = chosen[1]
+    st.caption(f"Dataset: {found.label}")
+    return found.data_dir, found.csv
 
 
 def job_monitor(
@@ -425,11 +507,14 @@ def job_monitor(
     show_finished: Callable[[worker.JobStatus], None],
     prefix: str,
     on_done: Callable[[worker.JobStatus], None] | None = None,
+    gone: Callable[[worker.JobStatus], bool] | None = None,
 ) -> None:
     """The latest background job of `kind`, refreshed every 2 s while it runs (only then).
 
     When a job seen running finishes, `on_done` runs and the page reruns in full (so that
-    Start buttons are enabled again); a finished job is drawn by `show_finished`.
+    Start buttons are enabled again); a finished job is drawn by `show_finished`, unless it
+    is out of date: it failed on input changed since (`dataset_picker`), or `gone` says what
+    it made is gone (a deleted run).
     """
     first = worker.latest_job(kind=kind)
     running = first is not None and not first.finished
@@ -437,7 +522,9 @@ def job_monitor(
     @st.fragment(run_every=2 if running else None)
     def monitor() -> None:
         status = worker.latest_job(kind=kind)
-        if status is None:
+        if status is None or (
+            status.finished and not running and _out_of_date(status, prefix, gone)
+        ):
             return
         st.subheader(f"{status.kind.capitalize()} {status.job_id}")
         if not status.finished:
@@ -450,6 +537,14 @@ def job_monitor(
             show_finished(status)
 
     monitor()
+
+
+def _out_of_date(
+    status: worker.JobStatus, prefix: str, gone: Callable[[worker.JobStatus], bool] | None
+) -> bool:
+    changed_at = st.session_state.get(f"{prefix}_input_changed_at", 0.0)
+    failed_before = status.state == "failed" and status.started_at < changed_at
+    return failed_before or (gone is not None and gone(status))
 
 
 def _progress_text(status: worker.JobStatus) -> str:

@@ -45,6 +45,7 @@ _IMPORT_COLUMNS = {
 }
 _TABLE_VERSION = "history_table_version"
 _NOTICE = "history_notice"
+_LAST_DELETE = "history_last_delete"
 
 
 def table_key(page: int, history_filter: db.HistoryFilter) -> str:
@@ -121,7 +122,7 @@ def history_actions(
             args=(database, prediction_ids, scope),
         )
     with remove:
-        sure = st.checkbox("Yes, delete them permanently", key="history_delete_confirm")
+        sure = st.checkbox("Yes, delete them", key="history_delete_confirm")
         st.button(
             "Delete selected",
             key="history_delete",
@@ -141,7 +142,33 @@ def _save_outcome(database: db.Database, prediction_ids: list[int], scope: str |
 def _delete(database: db.Database, prediction_ids: list[int], scope: str | None) -> None:
     removed = database.delete_predictions(prediction_ids, scope)
     _start_over()
-    st.session_state[_NOTICE] = (True, f"Deleted {ui.plural(removed, 'prediction')}.")
+    # Only the last delete can be undone, and only from this browser tab: its rows live in
+    # this session's state, never in the database, so a delete is final once the tab closes.
+    st.session_state[_LAST_DELETE] = removed
+    st.session_state[_NOTICE] = (True, f"Deleted {ui.plural(len(removed), 'prediction')}.")
+
+
+def undo_delete(database: db.Database) -> None:
+    """The undo of this tab's last delete, while there is one to undo."""
+    removed = st.session_state.get(_LAST_DELETE)
+    if not removed:
+        return
+    st.button(
+        f"Undo the last delete ({ui.plural(len(removed), 'prediction')})",
+        key="history_undo_delete",
+        icon=":material/undo:",
+        help="Puts the deleted predictions back as they were. Possible while this browser "
+        "tab stays open; the next delete replaces it.",
+        on_click=_undo_delete,
+        args=(database, removed),
+    )
+
+
+def _undo_delete(database: db.Database, removed: db.DeletedPredictions) -> None:
+    restored = database.restore_predictions(removed)
+    st.session_state.pop(_LAST_DELETE, None)
+    _start_over()
+    st.session_state[_NOTICE] = (True, f"Restored {ui.plural(restored, 'prediction')}.")
 
 
 def _start_over() -> None:
@@ -312,14 +339,15 @@ def export_button(database: db.Database, history_filter: db.HistoryFilter) -> No
 def report_section(
     database: db.Database, rows: pd.DataFrame, selected_ids: list[int], scope: str | None
 ) -> None:
-    """The case report of one prediction of this page (a selected one when any are selected).
+    """One prediction of this page (a selected one when any are selected): its predicted
+    diagnoses and its case report.
 
-    Its Grad-CAM overlay is computed from the stored thumbnail only when asked for, since it
+    The report's Grad-CAM overlay is computed from the stored thumbnail only when asked for, since it
     loads TensorFlow and the model, which History otherwise never imports.
     """
     if rows.empty:
         return
-    st.markdown("**Case report**")
+    st.markdown("**Details and case report**")
     names = dict(
         zip(rows["id"].astype(int), rows["file_name"].map(reports.display_name), strict=True)
     )
@@ -331,6 +359,7 @@ def report_section(
         key="history_report_id",
     )
     row = rows.loc[rows["id"] == chosen].iloc[0]
+    ui.diagnoses_table(db.stored_diagnoses(row["diagnoses"]))
     stored = ui.data_url(row["thumbnail"]) is not None
     with_cam = st.toggle(
         "Add the Grad-CAM overlay (loads the model)",

@@ -132,15 +132,17 @@ def evaluation_charts(
     normalised.plotly_chart(
         charts.confusion_matrix_figure(point.counts, normalize=True), key=f"{key}_normalised"
     )
-    mark = f"threshold {point.threshold:.3f}"
+    mark = f"at threshold {point.threshold:.3f}"
     roc, pr = st.columns(2)
     roc_curve = {run_id: {**evaluation["roc"], "auc": evaluation["roc_auc"]}}
-    roc_marks = {mark: point.roc_point} if point.roc_point else {}
-    roc.plotly_chart(charts.roc_figure(roc_curve, roc_marks), key=f"{key}_roc")
+    roc_marks = {run_id: point.roc_point} if point.roc_point else {}
+    roc.plotly_chart(charts.roc_figure(roc_curve, roc_marks, point_label=mark), key=f"{key}_roc")
     pr_curve = {run_id: {**evaluation["pr"], "ap": evaluation["pr_auc"]}}
-    pr_marks = {mark: point.pr_point} if point.pr_point else {}
+    pr_marks = {run_id: point.pr_point} if point.pr_point else {}
     prevalence = evaluation["n_positive"] / evaluation["n"]
-    pr.plotly_chart(charts.pr_figure(pr_curve, pr_marks, prevalence), key=f"{key}_pr")
+    pr.plotly_chart(
+        charts.pr_figure(pr_curve, pr_marks, prevalence, point_label=mark), key=f"{key}_pr"
+    )
     calibration, report = st.columns(2)
     calibration.plotly_chart(
         charts.calibration_figure(evaluation["calibration"]), key=f"{key}_calibration"
@@ -170,6 +172,9 @@ def evaluation_form(cards: dict[str, Card]) -> None:
     if picked is None:
         return
     data_dir, csv = picked
+    problems = _dataset_errors(str(data_dir), str(csv) if csv else None)
+    for problem in problems:
+        st.error(problem, icon=":material/dataset:")
     active = runs.active_run_id()
     run_ids = st.multiselect(
         "Runs to evaluate",
@@ -192,7 +197,7 @@ def evaluation_form(cards: dict[str, Card]) -> None:
         "Start evaluation",
         type="primary",
         key="metrics_eval_start",
-        disabled=running or not run_ids,
+        disabled=running or not run_ids or bool(problems),
         help="One background job runs at a time: wait for it or cancel it." if running else None,
     )
     if not clicked:
@@ -210,6 +215,18 @@ def evaluation_form(cards: dict[str, Card]) -> None:
         st.error(datasets.without_paths(str(error)))
         return
     st.rerun()  # Drawn again at once, Start shows as disabled while the job runs.
+
+
+@st.cache_data(ttl=300, max_entries=8, show_spinner="Checking the dataset")
+def _dataset_errors(data_dir: str, csv: str | None) -> list[str]:
+    """What keeps the dataset from being evaluated at all, in words and without server paths.
+
+    Rows that cannot be scored are not among them: the skip checkbox decides about those.
+    """
+    from core import data, datasets
+
+    report = data.validate_dataset(data_dir, csv, min_per_class=1)
+    return [datasets.without_paths(problem.message) for problem in report.errors]
 
 
 def _show_evaluation_finished(status) -> None:
@@ -420,7 +437,11 @@ def crossval_block(crossval: dict, title: str, caption: str, in_source_auc, key:
         charts.crossval_forest_figure(crossval, in_source_auc), key=f"{key}_forest"
     )
     curves.plotly_chart(
-        charts.roc_figure(reports.crossval_roc_curves(crossval), title="ROC on held-out sources"),
+        charts.roc_figure(
+            reports.crossval_roc_curves(crossval),
+            title="ROC on held-out sources",
+            legend_below=True,
+        ),
         key=f"{key}_roc",
     )
 
@@ -474,5 +495,4 @@ def paired_comparison(paired, cards: dict[str, Card]) -> None:
     table = compare.paired_table(paired, thresholds)
     st.table(table.rename_axis("Paired result").reset_index(), hide_index=True)
     curves, points = compare.roc_curves(paired, thresholds)
-    marks = {f"{run_id} at its threshold": point for run_id, point in points.items()}
-    st.plotly_chart(charts.roc_figure(curves, marks, title="ROC on the paired images"))
+    st.plotly_chart(charts.roc_figure(curves, points, title="ROC on the paired images"))

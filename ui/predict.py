@@ -113,11 +113,10 @@ def explanation_view(_predictor, run_id: str, result, data: bytes | None) -> Non
         st.image(cam.image, caption=reports.display_name(result.prediction.file))
         return
     shown = cam.heatmap if view == "Heat map" else cam.overlay
-    st.image(shown, caption=f"Grad-CAM toward {toward(result)}")
     st.image(
-        predict_service.colour_scale(),
-        caption="Colour scale: blue, little influence on the score; red, the most.",
-        width=shown.shape[1],
+        predict_service.with_colour_scale(shown),
+        caption=f"Grad-CAM toward {toward(result)}. The colour scale below it: blue, little "
+        "influence on the score; red, the most.",
     )
 
 
@@ -141,7 +140,6 @@ def report_buttons(
             image=data,
             overlay=overlay,
             overlay_caption=f"Grad-CAM toward {toward(result)}",
-            diagnoses=result.prediction.diagnoses[:DIAGNOSES_SHOWN],
         )
     except ValueError as error:
         st.warning(f"No case report: {error}.")
@@ -206,7 +204,7 @@ def prediction_summary(result, ood_threshold: float | None) -> None:
             help="Above the threshold means a closer look is advised, not that the lesion is "
             "malignant: the threshold is an operating point, usually chosen for high sensitivity.",
         )
-    diagnoses_table(prediction.diagnoses)
+    ui.diagnoses_table(prediction.diagnoses)
     st.caption(
         f"Model {prediction.model}, {prediction.width}x{prediction.height} px, "
         f"{prediction.latency_ms:.0f} ms, sha256 {prediction.sha256[:12]}..."
@@ -216,36 +214,6 @@ def prediction_summary(result, ood_threshold: float | None) -> None:
             "This session predicted this image with this model and settings before: shown "
             "again, not stored again."
         )
-
-
-DIAGNOSES_SHOWN = 3
-
-
-def diagnoses_table(diagnoses: tuple[tuple[str, float], ...]) -> None:
-    """The most likely diagnoses of a diagnosis model; nothing for a binary model."""
-    if not diagnoses:
-        return
-    st.markdown("**Most likely diagnoses**")
-    _diagnoses_frame(diagnoses[:DIAGNOSES_SHOWN])
-    if len(diagnoses) > DIAGNOSES_SHOWN:
-        with st.expander(f"Other diagnoses ({len(diagnoses) - DIAGNOSES_SHOWN})"):
-            _diagnoses_frame(diagnoses[DIAGNOSES_SHOWN:])
-    st.caption("Model estimates, not a diagnosis: only histopathology or a clinician confirms.")
-
-
-def _diagnoses_frame(diagnoses: tuple[tuple[str, float], ...]) -> None:
-    shown = pd.DataFrame(diagnoses, columns=["diagnosis", "probability"])
-    st.dataframe(
-        shown.assign(probability=shown["probability"] * 100),
-        hide_index=True,
-        column_config={
-            # Medium and small fit the result column, so the probability is never scrolled off.
-            "diagnosis": st.column_config.TextColumn("Diagnosis", width="medium"),
-            "probability": st.column_config.ProgressColumn(
-                "Probability", min_value=0, max_value=100, format="%.1f%%", width="small"
-            ),
-        },
-    )
 
 
 def confirm_form(database: db.Database, prediction_id: int) -> None:

@@ -247,7 +247,14 @@ def training_monitor() -> None:
     """The latest training job, live while it runs; the run manager opens on its new run."""
     from core import worker
 
-    ui.job_monitor(worker.TRAINING, _show_finished, "train", on_done=_open_new_run)
+    ui.job_monitor(
+        worker.TRAINING, _show_finished, "train", on_done=_open_new_run, gone=_run_deleted
+    )
+
+
+def _run_deleted(status) -> bool:
+    """A finished training whose run was deleted since: nothing of it is left to show."""
+    return status.run_id is not None and not (runs.models_dir() / status.run_id).is_dir()
 
 
 def _open_new_run(status) -> None:
