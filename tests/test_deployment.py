@@ -136,6 +136,12 @@ def test_build_context_leaves_local_state_out() -> None:
         assert dockerignored(path), f".dockerignore lets {path} into the image"
 
 
+def test_the_base_image_defaults_to_python_slim() -> None:
+    # Only scripts/container-check.sh overrides it, on machines that cannot pull the image.
+    assert arguments_of("ARG") == ["BASE_IMAGE=python:3.11-slim"]
+    assert arguments_of("FROM") == ["${BASE_IMAGE}"]
+
+
 def test_app_runs_as_uid_1000() -> None:
     assert any(re.search(r"useradd .*-u 1000 user\b", run) for run in arguments_of("RUN"))
     assert arguments_of("USER")[-1] == "user"
