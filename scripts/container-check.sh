@@ -12,8 +12,9 @@
 # Settings, from the environment:
 #   BASE_IMAGE      base image for the build. Unset: a stand-in for python:3.11-slim is made with
 #                   mmdebstrap from Debian bookworm (Python 3.11) and imported, for machines that
-#                   cannot pull from a container registry. BASE_IMAGE=python:3.11-slim uses the
-#                   real one.
+#                   cannot pull from a container registry (made once, then reused: `podman rmi
+#                   localhost/dermoscopy-base:bookworm-python3.11` for a fresh one).
+#                   BASE_IMAGE=python:3.11-slim uses the real one.
 #   PODMAN_RUNTIME  OCI runtime for podman (e.g. runc where crun fails on the kernel's cgroups).
 #   PORT            host port the app is published on (default 8599).
 #   PROBE_PYTHON    a Python with playwright (requirements-dev.txt) to predict through the app
@@ -25,7 +26,8 @@ cd "$(dirname "$0")/.."
 IMAGE="${IMAGE:-dermoscopy-classifier:check}"
 PORT="${PORT:-8599}"
 PROBE_PYTHON="${PROBE_PYTHON:-.venv/bin/python}"
-SAMPLE_IMAGES=(data/sample/images/ISIC_0024483.jpg data/sample/images/ISIC_0024537.jpg)
+SAMPLE_IMAGES=(data/sample/images/ISIC_0024483.jpg data/sample/images/ISIC_0024537.jpg
+    data/sample/images/ISIC_0024667.jpg)
 STANDIN_BASE="localhost/dermoscopy-base:bookworm-python3.11"
 HEALTH_SECONDS=300
 
@@ -77,7 +79,13 @@ make_standin_base() {
     BASE_IMAGE="$STANDIN_BASE"
 }
 
-[[ -n "${BASE_IMAGE:-}" ]] || make_standin_base
+if [[ -z "${BASE_IMAGE:-}" ]]; then
+    if podman "${podman_options[@]}" image exists "$STANDIN_BASE"; then
+        BASE_IMAGE="$STANDIN_BASE"
+    else
+        make_standin_base
+    fi
+fi
 
 say "Build $IMAGE on $BASE_IMAGE from $(git rev-parse --short HEAD)"
 mkdir "$work/context"
@@ -87,7 +95,11 @@ build_started=$SECONDS
 podman "${podman_options[@]}" build --format docker "${limits[@]}" "${certificates[@]}" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$IMAGE" "$work/context"
 build_seconds=$((SECONDS - build_started))
-image_bytes="$(podman "${podman_options[@]}" image inspect --format '{{.Size}}' "$IMAGE")"
+image_mib() {
+    local bytes
+    bytes="$(podman "${podman_options[@]}" image inspect --format '{{.Size}}' "$1")"
+    echo $((bytes / 1024 / 1024))
+}
 
 # VmRSS of the container's main process (the entrypoint execs Streamlit), in MiB.
 app_rss_mib() {
@@ -95,8 +107,11 @@ app_rss_mib() {
     pid="$(podman "${podman_options[@]}" inspect --format '{{.State.Pid}}' "$1")"
     awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status"
 }
+# The container's memory charge as podman reports it (page cache left out), without its limit.
 container_memory() {
-    podman "${podman_options[@]}" stats --no-stream --format '{{.MemUsage}}' "$1"
+    local usage
+    usage="$(podman "${podman_options[@]}" stats --no-stream --format '{{.MemUsage}}' "$1")"
+    echo "${usage%% /*}"
 }
 
 wait_until_healthy() {
@@ -141,14 +156,18 @@ check_run() {
     shift 2
     say "Run $name as uid 1000 ($label)"
     containers+=("$name")
+    local started=$SECONDS
+    # The image's HEALTHCHECK is run once by hand below: its timer needs systemd, which a
+    # container host need not have.
     podman "${podman_options[@]}" run -d --name "$name" --user 1000:1000 "${limits[@]}" \
-        -p "127.0.0.1:$PORT:8501" "$@" "$IMAGE" >/dev/null
+        --health-interval disable -p "127.0.0.1:$PORT:8501" "$@" "$IMAGE" >/dev/null
     wait_until_healthy "$name"
+    local start_seconds=$((SECONDS - started))
     [[ "$(podman "${podman_options[@]}" exec "$name" id -u)" == 1000 ]] \
         || fail "$name does not run as uid 1000"
     podman "${podman_options[@]}" healthcheck run "$name" \
         || fail "the image's HEALTHCHECK fails in $name"
-    echo "health: ok (from the host and through the HEALTHCHECK)"
+    echo "health: ok after $start_seconds s (from the host and through the HEALTHCHECK)"
     # Let start-up settle before reading the idle figures.
     sleep 20
     local idle_rss idle_container
@@ -164,13 +183,15 @@ check_run() {
         local seconds
         seconds="$("$PROBE_PYTHON" scripts/predict_in_browser.py "http://127.0.0.1:$PORT" \
             "${SAMPLE_IMAGES[@]}")" || fail "the prediction through the app failed in $name"
-        through_app="$seconds s per upload, then app RSS $(app_rss_mib "$name") MiB"
+        through_app="$seconds s from upload to probability, then app RSS"
+        through_app+=" $(app_rss_mib "$name") MiB"
         through_app+=" (container $(container_memory "$name"))"
         echo "through the app: $through_app"
     fi
     "$check" "$name"
-    report+=("$label: idle app RSS $idle_rss MiB (container $idle_container); CLI predict \
-${prediction% *} s, its peak RSS ${prediction#* } MiB; through the app: $through_app")
+    report+=("$label: healthy after $start_seconds s; idle app RSS $idle_rss MiB (container \
+$idle_container); CLI predict ${prediction% *} s, its peak RSS ${prediction#* } MiB; through the \
+app: $through_app")
     podman "${podman_options[@]}" rm -f "$name" >/dev/null
 }
 
@@ -201,5 +222,5 @@ check_run with-data with_storage -v "$state:/data"
 say "Figures"
 echo "base image: $BASE_IMAGE"
 echo "build: $build_seconds s"
-echo "image size: $((image_bytes / 1024 / 1024)) MiB"
+echo "image size: $(image_mib "$IMAGE") MiB, of which the base $(image_mib "$BASE_IMAGE") MiB"
 printf '%s\n' "${report[@]}"

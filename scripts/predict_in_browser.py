@@ -5,14 +5,13 @@
 Each image is uploaded on a freshly loaded Predict page; the time runs from choosing the file
 to the calibrated probability on the page, then the Grad-CAM heat map is awaited too, so the
 server has done all of a prediction's work when this returns. The first image also loads
-TensorFlow and the model in the server. Prints one JSON line: {"seconds": [...]}.
+TensorFlow and the model in the server. Prints those seconds, one per image, on one line.
 
 Needs playwright (requirements-dev.txt) and Debian's Chromium (`make chromium`).
 `scripts/container-check.sh` uses it to measure the app's memory once it has predicted.
 """
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
@@ -53,7 +52,7 @@ def predict(url: str, images: list[Path]) -> list[float]:
                 expect(page.get_by_text("Malignant probability (calibrated)")).to_be_visible(
                     timeout=TIMEOUT_MS
                 )
-                seconds.append(round(time.monotonic() - started, 2))
+                seconds.append(time.monotonic() - started)
                 heat_map = page.get_by_test_id("stImage").filter(has_text="Grad-CAM toward")
                 expect(heat_map.locator("img")).to_be_visible(timeout=TIMEOUT_MS)
                 expect(page.get_by_test_id("stException")).to_have_count(0)
@@ -67,7 +66,7 @@ def main() -> None:
     parser.add_argument("url", help="the app's address, e.g. http://127.0.0.1:8501")
     parser.add_argument("images", nargs="+", type=Path, help="images to upload, one at a time")
     arguments = parser.parse_args()
-    print(json.dumps({"seconds": predict(arguments.url, arguments.images)}))
+    print(" ".join(f"{seconds:.2f}" for seconds in predict(arguments.url, arguments.images)))
 
 
 if __name__ == "__main__":
