@@ -197,7 +197,8 @@ app: $through_app")
 
 # Without /data the entrypoint warns that state is lost on restart.
 without_storage() {
-    podman "${podman_options[@]}" logs "$1" 2>&1 | grep -q "lost when it restarts" \
+    # Read whole: `grep -q` would stop at the match and podman, cut off, fail the pipeline.
+    podman "${podman_options[@]}" logs "$1" 2>&1 | grep "lost when it restarts" >/dev/null \
         || fail "$1: the entrypoint did not warn about missing storage"
     echo "no /data: the entrypoint warned that state is lost on restart"
 }
