@@ -1,6 +1,10 @@
 # Image for a Hugging Face Space (Docker SDK); runs anywhere with `docker run -p 8501:8501 IMAGE`.
-# See docs/deployment.md. Never built on the machine it was written on (no Docker engine there).
-FROM python:3.11-slim
+# See docs/deployment.md; `make container-check` builds and checks it with podman.
+# The base is an argument only so that a machine that cannot pull python:3.11-slim can build
+# on a stand-in with the same layout (scripts/container-check.sh makes one); Spaces and
+# `docker build` use the default.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

@@ -8,11 +8,11 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo -n)
 LOCK_HEADER := \# Pinned versions for repeatable installs, used as constraints:\n\# pip install -r requirements.txt -c requirements.lock\n\# Written by `make lock` from a .venv made by `make test` (Linux x86_64, Python 3.11).
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint bench lock chromium clean
+.PHONY: help run test lint bench container-check lock chromium clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
-		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ lint: $(VENV)/.installed-dev ## Lint, check formatting and type-check core/
 
 bench: $(VENV)/.installed-app ## Run the benchmark (python -m bench)
 	$(BIN)/python -m bench
+
+# Not part of `make test` or CI: it needs podman as root and downloads TensorFlow into the image.
+container-check: ## Build the Space image with podman and check it (scripts/container-check.sh)
+	bash scripts/container-check.sh
 
 # After changing a requirement: pip install it into .venv without the lock, then `make lock`.
 lock: | $(BIN)/python ## Rewrite requirements.lock from the packages installed in .venv
