@@ -33,6 +33,7 @@ BENCHMARKS = {
     "many": ("bench.inference", "many_images"),
     "cli": ("bench.inference", "command_line"),
     "memory": ("bench.inference", "memory"),
+    "ensemble": ("bench.inference", "ensemble_tta"),
     "archive": ("bench.archive", "archive"),
     "cache": ("bench.training", "training_cache"),
     "fine_tune": ("bench.training", "fine_tune_pipeline"),

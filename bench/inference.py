@@ -13,6 +13,7 @@ import numpy as np
 
 from bench.common import (
     Settings,
+    Skipped,
     image_bytes,
     image_folder,
     predictor_for,
@@ -253,5 +254,35 @@ def memory(settings: Settings) -> list[Figure]:
             unit="MiB",
             baseline_name=f"after {early} calls",
             goal=Goal("ratio", "<=", 1.05),
+        )
+    ]
+
+
+def tta_median(predictor, inputs) -> float:
+    """Median milliseconds of `predict_bytes` with the card's TTA, after one warm-up call."""
+    predictor.predict_bytes(*inputs[0])
+    return milliseconds(time_each(lambda item: predictor.predict_bytes(*item), inputs))
+
+
+def ensemble_tta(settings: Settings) -> list[Figure]:
+    """One image with the card's TTA through an ensemble, against its first member alone."""
+    from core.runs import resolve_run
+
+    if not settings.run.card.is_ensemble:
+        raise Skipped(f"run {settings.run.run_id} is not an ensemble (give one with --model)")
+    ensemble = predictor_for(settings.run)
+    member = predictor_for(resolve_run(settings.run.card.members[0].run_id))
+    inputs = image_bytes(settings, settings.size(20, 4))
+    medians = [tta_median(predictor, inputs) for predictor in (ensemble, member)]
+    return [
+        Figure(
+            group="ensemble",
+            name="one image with the card's TTA, ensemble, median",
+            value=medians[0],
+            baseline=medians[1],
+            unit="ms",
+            baseline_name=f"its member {member.run.card.architecture} alone",
+            goal=Goal("value", "<", 1500),
+            details={"images": len(inputs), "members": len(settings.run.card.members)},
         )
     ]

@@ -838,7 +838,7 @@ def command_runs(arguments) -> int:
         auc = test.get("roc_auc")
         marker = "*" if run.run_id == active else " "
         auc_text = "n/a" if auc is None else f"{auc:.3f}"
-        print(f"{marker} {run.run_id}  {run.card.backbone}  test AUC {auc_text}")
+        print(f"{marker} {run.run_id}  {run.card.architecture}  test AUC {auc_text}")
     for problem in problems:
         print(f"! {problem}", file=sys.stderr)
     if not found:

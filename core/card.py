@@ -209,6 +209,20 @@ class Card:
     def is_ensemble(self) -> bool:
         return bool(self.members)
 
+    @property
+    def combination(self) -> str:
+        """How an ensemble combines its members' outputs, and its Grad-CAM their maps."""
+        entry = self.entries.get("ensemble") or {}
+        return "; ".join(entry[key] for key in ("combination", "grad_cam") if entry.get(key))
+
+    @property
+    def architecture(self) -> str:
+        """The backbone, or what an ensemble combines: "ensemble of a (224 px) + b (260 px)"."""
+        if not self.members:
+            return self.backbone or "unknown backbone"
+        parts = [f"{member.backbone} ({member.image_size} px)" for member in self.members]
+        return "ensemble of " + " + ".join(parts)
+
 
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     """Installed versions from package metadata (nothing is imported)."""

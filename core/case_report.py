@@ -44,7 +44,7 @@ class ModelFigures:
     """What the run's card and crossval.json say about the model that made the prediction."""
 
     run_id: str
-    backbone: str | None
+    backbone: str
     test: dict[str, Any]
     crossval_summary: dict[str, Any] | None = None
     n_sources: int = 0
@@ -169,7 +169,7 @@ def _model_figures(run: runs.Run) -> ModelFigures:
     crossval = runs.load_crossval(run)
     return ModelFigures(
         run_id=run.run_id,
-        backbone=run.card.backbone,
+        backbone=run.card.architecture,
         test=run.card.test_metrics,
         crossval_summary=(crossval.get("summary") or {}) if crossval else None,
         n_sources=len(crossval["folds"]) if crossval else 0,
@@ -226,7 +226,7 @@ def _model_rows(report: CaseReport) -> list[tuple[str, str]]:
         return [("Model", f"{report.run_id} (its run folder no longer exists)")]
     model, test = report.model, report.model.test
     rows = [
-        ("Model", f"{model.run_id} ({model.backbone or 'unknown backbone'})"),
+        ("Model", f"{model.run_id} ({model.backbone})"),
         ("Test ROC AUC", _with_interval(test, "roc_auc")),
         (
             f"Test sensitivity at threshold {_percent(test.get('threshold'))}",

@@ -163,7 +163,7 @@ def ensemble_card(run_id, members, train_config, prepared, scores, timings, fold
         backbone=BACKBONE,
         weights="the members'",
         members=[member_entry(run) for run in members],
-        ensemble={"combination": COMBINATION, "grad_cam": "mean of the members' maps"},
+        ensemble={"combination": COMBINATION, "grad_cam": "Grad-CAM: the members' mean map"},
         crossval=None,
         crossval_fine_tuned=None if folds is None else folds["summary"],
     )

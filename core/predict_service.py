@@ -71,6 +71,8 @@ class Explanation:
     image: np.ndarray
     heatmap: np.ndarray
     overlay: np.ndarray
+    # ", mean of the 2 ensemble members' maps" when the map is not one model's own.
+    note: str = ""
 
 
 def expand_uploads(files: Sequence[tuple[str, bytes]]) -> tuple[list[Upload], list[str]]:
@@ -314,6 +316,7 @@ def explain(predictor: Predictor, data: bytes, toward: str = "malignant") -> Exp
         image=display,
         heatmap=gradcam.colorize(resized),
         overlay=gradcam.overlay(display, resized),
+        note=f", {note}" if (note := gradcam.source_note(predictor.model)) else "",
     )
 
 

@@ -174,7 +174,7 @@ def comparison_table(cards: dict[str, Card]) -> pd.DataFrame:
         intervals = test.get("intervals") or {}
         data = card.data
         column = {
-            "Backbone": _text(card.backbone),
+            "Backbone": card.architecture,
             "Input size": _text(card.image_size, " px"),
             "Trained on": f"{_source(data)} ({_text(data.get('n_images'))} images)",
             "Sites": ", ".join(data.get("sites") or []) or MISSING,
@@ -185,6 +185,34 @@ def comparison_table(cards: dict[str, Card]) -> pd.DataFrame:
             column[name] = _format_interval(test.get(key), intervals.get(key))
         columns[run_id] = column
     return pd.DataFrame(columns)
+
+
+def members_table(card: Card) -> pd.DataFrame:
+    """An ensemble's members and the ensemble, each on its own test figures (the same test
+    split) and its mean held-out-source ROC AUC, fine-tuned folds and head-only ones."""
+    rows = [
+        _member_row(member.run_id, member.backbone, member.test_metrics, member)
+        for member in card.members
+    ]
+    rows.append(_member_row("ensemble", card.architecture, card.test_metrics, card))
+    return pd.DataFrame(rows)
+
+
+def _member_row(name: str, backbone: str, test: dict, figures) -> dict:
+    intervals = test.get("intervals") or {}
+
+    def held_out_auc(summary: dict | None) -> str:
+        return format_number(((summary or {}).get("mean") or {}).get("roc_auc"))
+
+    return {
+        "Run": name,
+        "Backbone": backbone,
+        "Test ROC AUC (95% CI)": _format_interval(test.get("roc_auc"), intervals.get("roc_auc")),
+        "Sensitivity": format_number(test.get("sensitivity")),
+        "Specificity": format_number(test.get("specificity")),
+        "Held-out sources, fine-tuned: mean ROC AUC": held_out_auc(figures.crossval_fine_tuned),
+        "Held-out sources, head only: mean ROC AUC": held_out_auc(figures.crossval),
+    }
 
 
 def _source(data: dict) -> str:

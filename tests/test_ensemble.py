@@ -218,3 +218,23 @@ def test_crossval_of_an_ensemble_points_to_its_members(ensemble_run, monkeypatch
     monkeypatch.setattr(runs, "models_dir", lambda directory=None: ensemble_run.folder.parent)
     assert main(["crossval", "--run", str(ensemble_run.folder)]) == 2
     assert "is an ensemble" in capsys.readouterr().err
+
+
+def test_reports_and_metrics_show_the_members_beside_the_ensemble(
+    ensemble_run, tmp_path, monkeypatch
+):
+    from core import reports
+    from tests.app_fixtures import app, point_app_at
+
+    card = ensemble_run.card
+    assert card.architecture == "ensemble of mobilenet_v3_small (64 px) + mobilenet_v2 (96 px)"
+    table = reports.members_table(card)
+    assert list(table["Run"]) == [*(member.run_id for member in card.members), "ensemble"]
+    paths = point_app_at(tmp_path, monkeypatch)
+    for run_id in [*(member.run_id for member in card.members), ensemble_run.run_id]:
+        shutil.copytree(ensemble_run.folder.parent / run_id, paths.models_dir / run_id)
+    runs.set_active(ensemble_run.run_id, paths.models_dir)
+    at = app("pages/3_Metrics.py").run()
+    assert not at.exception
+    assert any("Ensemble members" in element.value for element in at.markdown)
+    assert any("mean logit" in element.value for element in at.caption)

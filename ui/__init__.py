@@ -288,7 +288,7 @@ def with_interval(evaluation: dict, key: str) -> str:
 def run_label(run: runs.Run, active_id: str | None) -> str:
     auc = run.card.test_metrics.get("roc_auc")
     marker = " (active)" if run.run_id == active_id else ""
-    return f"{run.run_id}{marker} - {run.card.backbone}, test AUC {number(auc)}"
+    return f"{run.run_id}{marker} - {run.card.architecture}, test AUC {number(auc)}"
 
 
 def run_cards() -> dict[str, Card]:

@@ -393,7 +393,7 @@ def _thumbnail_overlay(row: pd.Series):
     cam = ui.predict.explanation(
         predictor, run_id, images.sha256_bytes(thumbnail), thumbnail, toward
     )
-    return cam.overlay, f"Grad-CAM toward {toward}, from the stored thumbnail"
+    return cam.overlay, f"Grad-CAM toward {toward}{cam.note}, from the stored thumbnail"
 
 
 def _report_downloads(database: db.Database, prediction_id: int, scope, overlay, caption) -> None:

@@ -39,7 +39,7 @@ def run_facts(card: Card) -> pd.DataFrame:
     source = datasets.describe_location(data["source"]) if data.get("source") else "n/a"
     weights = datasets.without_paths(str(card.weights))
     facts = {
-        "Backbone": f"{card.backbone} (weights {weights})",
+        "Backbone": f"{card.architecture} (weights {weights})",
         "Input size": f"{card.image_size} px, {card.resample}",
         "Trained on": f"{source}, sites {', '.join(data.get('sites') or [])}",
         "Images": f"{data.get('n_images')} ({balance.get('malignant')} malignant)",

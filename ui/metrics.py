@@ -103,6 +103,8 @@ def test_split(run: runs.Run, predictions: pd.DataFrame, epochs: pd.DataFrame) -
     test = run.card.test_metrics
     st.caption(f"Held-out test split: {test['n']} images, {test['n_positive']} malignant.")
     headline_table(test)
+    if run.card.is_ensemble:
+        members_section(run.card)
     card_threshold = run.card.threshold
     threshold = threshold_slider(run.run_id, card_threshold)
     point = reports.operating_point(predictions, threshold)
@@ -115,6 +117,18 @@ def test_split(run: runs.Run, predictions: pd.DataFrame, epochs: pd.DataFrame) -
         if test["subgroups"].get(key):
             column.plotly_chart(charts.subgroup_auc_figure(test["subgroups"], key))
     crossval_section(run, test.get("roc_auc"))
+
+
+def members_section(card) -> None:
+    """What an ensemble combines, each member beside the ensemble."""
+    from core import reports
+
+    st.markdown("**Ensemble members**, each at its own threshold on the same test split")
+    st.dataframe(reports.members_table(card), hide_index=True)
+    st.caption(
+        f"Combined: {card.combination}. The ensemble's held-out figures combine the members' "
+        "fold models the same way."
+    )
 
 
 def evaluation_charts(

@@ -115,8 +115,8 @@ def explanation_view(_predictor, run_id: str, result, data: bytes | None) -> Non
     shown = cam.heatmap if view == "Heat map" else cam.overlay
     st.image(
         predict_service.with_colour_scale(shown),
-        caption=f"Grad-CAM toward {toward(result)}. The colour scale below it: blue, little "
-        "influence on the score; red, the most.",
+        caption=f"Grad-CAM toward {toward(result)}{cam.note}. The colour scale below it: "
+        "blue, little influence on the score; red, the most.",
     )
 
 
@@ -128,10 +128,10 @@ def report_buttons(
 
     if result.prediction_id is None:
         return
-    overlay = None
+    overlay, overlay_note = None, ""
     if data is not None:
         cam = explanation(_predictor, run_id, result.prediction.sha256, data, toward(result))
-        overlay = cam.overlay
+        overlay, overlay_note = cam.overlay, cam.note
     try:
         report = case_report.build_report(
             database,
@@ -139,7 +139,7 @@ def report_buttons(
             ui.history_scope(),
             image=data,
             overlay=overlay,
-            overlay_caption=f"Grad-CAM toward {toward(result)}",
+            overlay_caption=f"Grad-CAM toward {toward(result)}{overlay_note}",
         )
     except ValueError as error:
         st.warning(f"No case report: {error}.")
