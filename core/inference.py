@@ -24,7 +24,7 @@ from core import images, operating_point
 from core.calibration import Calibration
 from core.diagnoses import coherent_distribution
 from core.labels import BENIGN, MALIGNANT
-from core.model import with_features
+from core.model import member_count, with_features
 from core.ood import load_ood
 from core.runs import MODEL_FILE, Run, RunError
 from core.train_config import TTA_VIEWS
@@ -66,9 +66,10 @@ def view_count(tta: bool, tta_views: str) -> int:
     return (3 if tta_views == "flips" else 8) if tta else 1
 
 
-def images_per_call(tta: bool, tta_views: str) -> int:
-    """How many images one forward call takes so that it holds at most VIEWS_PER_CALL views."""
-    return max(1, VIEWS_PER_CALL // view_count(tta, tta_views))
+def images_per_call(tta: bool, tta_views: str, members: int = 1) -> int:
+    """How many images one forward call takes so that it holds at most VIEWS_PER_CALL views
+    per model: an ensemble's members may run side by side, each with its own activations."""
+    return max(1, VIEWS_PER_CALL // (view_count(tta, tta_views) * members))
 
 
 def _views(x: tf.Tensor, tta_views: str) -> list[tf.Tensor]:
@@ -190,6 +191,9 @@ class Predictor:
         }
         self._blas = ThreadpoolController()
 
+    def _images_per_call(self, tta: bool) -> int:
+        return images_per_call(tta, self.tta_views, member_count(self.model))
+
     def warm_up(self) -> None:
         for forward in self._forwards.values():
             forward(tf.zeros([1, self.image_size, self.image_size, 3], tf.uint8))
@@ -203,7 +207,7 @@ class Predictor:
         """Calibrated probabilities, OOD scores and diagnosis probabilities (N, C or 0)."""
         use_tta = self.default_tta if tta is None else tta
         outputs = forward_in_batches(
-            self._forwards[use_tta], arrays, images_per_call(use_tta, self.tta_views)
+            self._forwards[use_tta], arrays, self._images_per_call(use_tta)
         )
         raw = outputs.probabilities
         probabilities = self.calibration.apply(raw) if len(raw) else raw
@@ -301,7 +305,7 @@ class Predictor:
         use_tta = self.default_tta if tta is None else tta
         # Chunks no larger than needed to keep the forward calls full: with TTA a chunk of 32
         # would hold results back (and a progress bar still) for seconds.
-        chunk_size = max(MIN_CHUNK, images_per_call(use_tta, self.tta_views))
+        chunk_size = max(MIN_CHUNK, self._images_per_call(use_tta))
         with ThreadPoolExecutor() as pool:
             pending = None
             for chunk in _chunks(items, chunk_size):

@@ -288,6 +288,11 @@ def ensemble_members(model: keras.Model) -> list[keras.Model]:
     ]
 
 
+def member_count(model: keras.Model) -> int:
+    """How many models run in one forward pass: an ensemble's members, else 1."""
+    return len(ensemble_members(model)) or 1
+
+
 def _logit(probability):
     clipped = keras.ops.clip(probability, LOGIT_EPSILON, 1 - LOGIT_EPSILON)
     return keras.ops.log(clipped) - keras.ops.log(1 - clipped)

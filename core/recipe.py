@@ -22,6 +22,7 @@ from core.model import (
     build_feature_extractor,
     build_head,
     build_model,
+    member_count,
     named_outputs,
     set_fine_tune_layers,
 )
@@ -312,7 +313,8 @@ class Scores:
 
 def forward_rows(model, train_config, arrays, tta: bool):
     forward = make_forward(model, tta, train_config.tta_views)
-    return forward_in_batches(forward, arrays, images_per_call(tta, train_config.tta_views))
+    per_call = images_per_call(tta, train_config.tta_views, member_count(model))
+    return forward_in_batches(forward, arrays, per_call)
 
 
 def pick_threshold(train_config, val_labels, val_probabilities, held_out=None):

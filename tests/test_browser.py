@@ -53,14 +53,6 @@ pytestmark = [
 ARTIFACTS_DIR = config.REPO_ROOT / "test-artifacts"
 SCREENSHOTS_DIR = config.REPO_ROOT / "docs" / "screenshots"
 SAMPLE_IMAGE = config.SAMPLE_DIR / "images" / "ISIC_0024483.jpg"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # 1400 px: the width the app was walked through at (a laptop with the sidebar open).
 VIEWPORT = {"width": 1400, "height": 800}
 NARROW = 400
@@ -197,6 +189,10 @@ EXTERNAL_REQUESTS: list[str] = []
 
 @pytest.fixture(scope="module")
 def browser_page(served_app) -> Iterator["sync_api.Page"]:
+    # The app's own browser script launches Chromium the same way; it imports playwright,
+    # so only once the module-level skip has passed.
+    from scripts.predict_in_browser import CHROMIUM_ARGS
+
     url, _ = served_app
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(

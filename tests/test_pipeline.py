@@ -289,3 +289,4 @@ def test_one_forward_call_holds_at_most_views_per_call_views():
     assert images_per_call(True, "dihedral") * 8 <= VIEWS_PER_CALL
     assert images_per_call(True, "flips") * 3 <= VIEWS_PER_CALL
     assert images_per_call(False, "dihedral") == VIEWS_PER_CALL
+    assert images_per_call(True, "dihedral", members=2) * 8 * 2 <= VIEWS_PER_CALL
