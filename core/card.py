@@ -216,10 +216,10 @@ class Card:
         return "; ".join(entry[key] for key in ("combination", "grad_cam") if entry.get(key))
 
     @property
-    def architecture(self) -> str:
+    def architecture(self) -> str | None:
         """The backbone, or what an ensemble combines: "ensemble of a (224 px) + b (260 px)"."""
         if not self.members:
-            return self.backbone or "unknown backbone"
+            return self.backbone
         parts = [f"{member.backbone} ({member.image_size} px)" for member in self.members]
         return "ensemble of " + " + ".join(parts)
 

@@ -44,7 +44,7 @@ class ModelFigures:
     """What the run's card and crossval.json say about the model that made the prediction."""
 
     run_id: str
-    backbone: str
+    backbone: str | None
     test: dict[str, Any]
     crossval_summary: dict[str, Any] | None = None
     n_sources: int = 0
@@ -226,7 +226,7 @@ def _model_rows(report: CaseReport) -> list[tuple[str, str]]:
         return [("Model", f"{report.run_id} (its run folder no longer exists)")]
     model, test = report.model, report.model.test
     rows = [
-        ("Model", f"{model.run_id} ({model.backbone})"),
+        ("Model", f"{model.run_id} ({model.backbone or 'unknown backbone'})"),
         ("Test ROC AUC", _with_interval(test, "roc_auc")),
         (
             f"Test sensitivity at threshold {_percent(test.get('threshold'))}",

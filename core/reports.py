@@ -174,7 +174,7 @@ def comparison_table(cards: dict[str, Card]) -> pd.DataFrame:
         intervals = test.get("intervals") or {}
         data = card.data
         column = {
-            "Backbone": card.architecture,
+            "Backbone": _text(card.architecture),
             "Input size": _text(card.image_size, " px"),
             "Trained on": f"{_source(data)} ({_text(data.get('n_images'))} images)",
             "Sites": ", ".join(data.get("sites") or []) or MISSING,
@@ -194,7 +194,7 @@ def members_table(card: Card) -> pd.DataFrame:
         _member_row(member.run_id, member.backbone, member.test_metrics, member)
         for member in card.members
     ]
-    rows.append(_member_row("ensemble", card.architecture, card.test_metrics, card))
+    rows.append(_member_row("ensemble", _text(card.architecture), card.test_metrics, card))
     return pd.DataFrame(rows)
 
 
