@@ -88,7 +88,7 @@ def test_no_import_cycles_counting_imports_inside_functions():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="core/__main__.py (about 890 lines) and core/charts.py (about 610) are still to split",
+    reason="core/__main__.py (about 730 lines) and core/charts.py (about 610) are still to split",
 )
 def test_no_module_is_over_600_lines():
     lengths = {name: len(path.read_text().splitlines()) for name, path in module_files().items()}

@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 
 import pandas
 
-from core import diagnoses, spreadsheet
+from core import diagnoses, prediction_csv, spreadsheet
 from core.db.filters import HistoryFilter, filter_sql, ids_sql, order_sql
 from core.db.store import Store, as_utc_naive, check_label, placeholders, utc_now
 from core.operating_point import THRESHOLD_SOURCES
@@ -222,11 +222,11 @@ class History(Store):
                 parameters,
             )
             stored = [column[0] for column in cursor.description or ()]
-            header = [name for name in stored if name != "diagnoses"]
-            header += [diagnoses.column_name(name) for name in classes]
+            header = prediction_csv.history_header(stored, classes)
             destination.write((",".join(header) + "\n").encode("utf-8"))
             while not (chunk := cursor.fetch_df_chunk(_EXPORT_VECTORS_PER_CHUNK)).empty:
-                chunk = _with_diagnosis_columns(chunk, classes)
+                ranked = [stored_diagnoses(value) for value in chunk["diagnoses"]]
+                chunk = prediction_csv.with_diagnosis_columns(chunk, ranked, classes)
                 text = spreadsheet.to_csv(chunk, index=False, header=False)
                 destination.write(text.encode("utf-8"))
                 written += len(chunk)
@@ -343,11 +343,3 @@ def stored_diagnoses(value: Any) -> tuple[tuple[str, float], ...]:
     if not pandas.api.types.is_list_like(value):
         return ()
     return tuple((str(entry["name"]), float(entry["probability"])) for entry in value)
-
-
-def _with_diagnosis_columns(chunk: pandas.DataFrame, classes: Sequence[str]) -> pandas.DataFrame:
-    """The export's `dx_<class>` columns (named as the command line's) in place of the list."""
-    shares = [dict(stored_diagnoses(value)) for value in chunk.pop("diagnoses")]
-    for name in classes:
-        chunk[diagnoses.column_name(name)] = [share.get(name) for share in shares]
-    return chunk
