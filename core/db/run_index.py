@@ -144,7 +144,7 @@ class RunIndex(Store):
                         )
                 except (OSError, ValueError, KeyError, TypeError, duckdb.Error) as error:
                     found.discard(evaluation_id)
-                    problems.append(f"{run_id}: evaluation {evaluation_id}: {error}")
+                    problems.append(f"run {run_id}: evaluation {evaluation_id}: {error}")
         self._delete_evaluations(sorted(set(known) - found))
         return problems
 
