@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.common import Settings, image_files
 from bench.report import Figure, Goal
 from core import config
-from core.__main__ import predict_columns
+from core.prediction_csv import predict_columns
 
 MEBIBYTE = 1024**2
 # Files per subfolder, as archives are usually split; the walk crosses many folders.

@@ -5,16 +5,13 @@ database, so they run while the app is open.
 """
 
 import argparse
-import contextlib
-import csv
-import fcntl
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from core import diagnoses, spreadsheet
+from core import prediction_csv, spreadsheet
 from core.backbones import BACKBONE_NAMES, MIN_IMAGE_SIZE
 from core.operating_point import DEFAULT_SENSITIVITY
 from core.train_config import (
@@ -31,18 +28,6 @@ from core.train_config import (
 
 DEFAULTS = TrainConfig(data_dir="")
 
-PREDICT_COLUMNS = (
-    "file",
-    "probability",
-    "label",
-    "threshold",
-    "model",
-    "error",
-    "ood_score",
-    "out_of_distribution",
-    "threshold_source",
-)
-MODEL_COLUMN = PREDICT_COLUMNS.index("model")
 # Training options and the TrainConfig field each sets; unset options keep the preset's value.
 TRAIN_OPTIONS = {
     "backbone": "backbone",
@@ -521,52 +506,6 @@ def format_operating_point(point: dict) -> str:
     )
 
 
-class OutputBusyError(RuntimeError):
-    """Another predict holds the lock of the output file."""
-
-
-@contextlib.contextmanager
-def output_lock(path: str | None):
-    """Hold `<path>.lock` while this process writes `path`, so that no second writer tears it.
-
-    The lock file holds the owner's pid for the refusal message, and is removed at the end.
-    """
-    if path is None:
-        yield
-        return
-    lock_path = f"{path}.lock"
-    handle = open_lock(lock_path, path)
-    try:
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
-    finally:
-        os.unlink(lock_path)
-        handle.close()
-
-
-def open_lock(lock_path: str, path: str):
-    """The lock file, open and locked by this process; OutputBusyError when another holds it."""
-    while True:
-        handle = open(lock_path, "a+")  # noqa: SIM115 - held open by output_lock
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise OutputBusyError(
-                f"{path} is being written by another predict (pid {holder}); wait for it to "
-                "finish, or write to another file"
-            ) from None
-        # A holder that finished between our open and flock removed the file we locked.
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
-                return handle
-        handle.close()
-
-
 def command_predict(arguments) -> int:
     from core.runs import resolve_run
 
@@ -577,9 +516,9 @@ def command_predict(arguments) -> int:
     check_output_paths(arguments.out)
     run = resolve_run(arguments.model, warn=warn)
     try:
-        with output_lock(arguments.out):
+        with prediction_csv.output_lock(arguments.out):
             predict_files(arguments, run)
-    except OutputBusyError as error:
+    except prediction_csv.OutputBusyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
@@ -588,33 +527,24 @@ def command_predict(arguments) -> int:
 def predict_files(arguments, run) -> None:
     """Predict the files of `arguments.paths`, resuming onto `arguments.out` when asked."""
     # Read before TensorFlow loads, so a refused resume says so in a second.
-    done, kept_bytes = read_done_files(arguments.out, run) if arguments.resume else (set(), 0)
+    done, kept_bytes = (
+        prediction_csv.read_done_files(arguments.out, run) if arguments.resume else (set(), 0)
+    )
     from core.inference import Predictor, find_images
 
     files = find_images(arguments.paths)
-    # The CSV holds each file as written, escaped for spreadsheets: compare in that form.
-    todo = [file for file in files if spreadsheet.escape_cell(file) not in done]
-    if done and files and len(todo) == len(files):
-        raise ValueError(
-            f"{arguments.out} holds {len(done):,} predictions, none of them for these "
-            f"{len(files):,} files: give the paths as in the first run, or write to a new file"
-        )
+    todo = prediction_csv.remaining_files(files, done, arguments.out)
     announce(len(todo), len(files) - len(todo), arguments.out)
     # Nothing left to do needs no model, but still cuts a half-written last row.
     predictions = (
         Predictor(run).predict_many(((f, f) for f in todo), arguments.tta) if todo else ()
     )
-    with open_output(arguments.out, kept_bytes) as handle:
+    with prediction_csv.open_output(arguments.out, kept_bytes) as handle:
         if not kept_bytes:
-            spreadsheet.writer(handle).writerow(predict_columns(run))
+            spreadsheet.writer(handle).writerow(prediction_csv.predict_columns(run))
         write_predictions(
             predictions, len(todo), handle, arguments.out is None, run.card.diagnoses
         )
-
-
-def predict_columns(run) -> tuple[str, ...]:
-    """PREDICT_COLUMNS, then one `dx_` column per diagnosis class of a diagnosis model."""
-    return PREDICT_COLUMNS + tuple(diagnoses.column_name(name) for name in run.card.diagnoses)
 
 
 def check_output_paths(*paths: str | None) -> None:
@@ -640,113 +570,16 @@ def write_predictions(
     terminal = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
     progress = Progress(total, sys.stderr, terminal)
     for prediction in predictions:
-        writer.writerow(prediction_row(prediction, diagnosis_names))
+        writer.writerow(prediction_csv.prediction_row(prediction, diagnosis_names))
         # Row by row, so an interrupted run leaves every finished row for --resume.
         handle.flush()
         progress.advance()
     progress.finish()
 
 
-def prediction_row(prediction, diagnosis_names: tuple[str, ...] = ()) -> list[str]:
-    """One `Prediction` as the CSV row of `predict_columns`."""
-    probability = "" if prediction.probability is None else f"{prediction.probability:.6f}"
-    return [
-        prediction.file,
-        probability,
-        prediction.label or "",
-        f"{prediction.threshold:.6f}",
-        prediction.model,
-        prediction.error,
-        "" if prediction.ood_score is None else f"{prediction.ood_score:.4f}",
-        "" if prediction.ood_flag is None else str(prediction.ood_flag).lower(),
-        prediction.threshold_source,
-        *diagnosis_cells(prediction, diagnosis_names),
-    ]
-
-
-def diagnosis_cells(prediction, names: tuple[str, ...]) -> list[str]:
-    """The class probabilities in the card's order (the prediction ranks them); empty
-    cells for an image that could not be read."""
-    by_name = dict(prediction.diagnoses)
-    return [f"{by_name[name]:.6f}" if name in by_name else "" for name in names]
-
-
 def announce(todo: int, skipped: int, out: str | None) -> None:
     already = f" ({skipped:,} already in {out})" if skipped else ""
     print(f"predicting {todo:,} images{already}", file=sys.stderr, flush=True)
-
-
-class CompleteLines:
-    """The newline-terminated lines of a binary file, decoded; `length` counts their bytes.
-
-    A run killed mid-write leaves part of a row after the last newline: it is not yielded.
-    """
-
-    def __init__(self, handle):
-        self.handle = handle
-        self.length = 0
-
-    def __iter__(self):
-        for line in self.handle:
-            if not line.endswith(b"\n"):
-                return
-            self.length += len(line)
-            yield line.decode("utf-8", "surrogateescape")
-
-
-def read_done_files(path: str, run) -> tuple[set[str], int]:
-    """The files a predict CSV already holds (as written, escaped) and the bytes of its
-    complete rows.
-
-    A missing or empty file holds none. A CSV with other columns, or rows from another model,
-    is refused rather than appended to.
-    """
-    if not os.path.exists(path):
-        return set(), 0
-    done: set[str] = set()
-    with open(path, "rb") as handle:
-        lines = CompleteLines(handle)
-        rows = csv.reader(lines)
-        try:
-            header = next(rows, None)
-            columns = predict_columns(run)
-            if header is not None and tuple(header) != columns:
-                raise ValueError(
-                    f"{path} does not have the columns python -m core predict writes "
-                    f"({', '.join(columns)}): write to a new file"
-                )
-            for row in rows:
-                done.add(checked_file(row, path, rows.line_num, run.run_id, len(columns)))
-        except csv.Error as error:
-            raise ValueError(f"{path}, line {rows.line_num}: {error}") from error
-    return done, lines.length
-
-
-def checked_file(row: list[str], path: str, line: int, model: str, width: int) -> str:
-    """The file of one row of an earlier predict CSV, once the row is known to fit."""
-    if len(row) != width:
-        raise ValueError(
-            f"{path}, line {line}: {len(row)} fields, not {width}: "
-            "not a predict CSV, or damaged there"
-        )
-    written_model = spreadsheet.unescape_cell(row[MODEL_COLUMN])
-    if written_model != model:
-        raise ValueError(
-            f"{path} holds predictions of model {written_model}, not {model}: resume with "
-            f"--model {written_model}, or write to a new file"
-        )
-    return row[0]
-
-
-def open_output(path: str | None, kept_bytes: int):
-    """Standard output, a new CSV, or (resuming) the old one cut to its complete rows."""
-    if path is None:
-        return contextlib.nullcontext(sys.stdout)
-    if not kept_bytes:
-        return open(path, "w", newline="", encoding="utf-8", errors="surrogateescape")
-    # Whatever follows the complete rows is half a row from an interrupted run.
-    os.truncate(path, kept_bytes)
-    return open(path, "a", newline="", encoding="utf-8", errors="surrogateescape")
 
 
 class Progress:

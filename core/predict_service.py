@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core import config, gradcam, images, spreadsheet
+from core import config, gradcam, images, prediction_csv, spreadsheet
 from core.db import Database, PredictionRecord
 from core.inference import Prediction, Predictor, decode_for_model
 
@@ -278,29 +278,14 @@ def _key(prediction: Prediction, tta: bool) -> tuple[str, str, bool]:
 
 
 def results_frame(results: Sequence[PredictionResult]) -> pd.DataFrame:
-    """One row per image for the results table and its CSV (thumbnails as JPEG bytes)."""
-    rows = [
-        {
-            "thumbnail": result.thumbnail,
-            "file": result.prediction.file,
-            "probability": result.prediction.probability,
-            "label": result.prediction.label or "",
-            "distance": result.distance,
-            "out_of_distribution": result.prediction.ood_flag,
-            "model": result.prediction.model,
-            "threshold": result.prediction.threshold,
-            "threshold_source": result.prediction.threshold_source,
-            "sha256": result.prediction.sha256,
-            "prediction_id": result.prediction_id,
-            "error": result.prediction.error,
-        }
-        for result in results
-    ]
-    return pd.DataFrame(rows)
+    """One row per image for the results table: a JPEG thumbnail, then the CSV's columns."""
+    rows = [[result.thumbnail, *prediction_csv.page_row(result)] for result in results]
+    return pd.DataFrame(rows, columns=["thumbnail", *prediction_csv.PAGE_COLUMNS])
 
 
 def results_csv(results: Sequence[PredictionResult]) -> bytes:
-    frame = results_frame(results).drop(columns=["thumbnail"])
+    """The Predict page's download: `prediction_csv.PAGE_COLUMNS`, one row per image."""
+    frame = results_frame(results)[list(prediction_csv.PAGE_COLUMNS)]
     return spreadsheet.to_csv(frame, index=False).encode("utf-8")
 
 

@@ -3,6 +3,7 @@
 import datetime
 import io
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ import duckdb
 import pandas
 import pytest
 
-from core import config, db
+from core import config, db, runs
 from core.card import Card
 from core.runs import write_card
 from scripts import fill_history
@@ -390,7 +391,7 @@ def test_migrates_version_1_file_and_keeps_a_backup(tmp_path: Path) -> None:
     write_version_1_file(path)
     database = db.open_database(path)
     try:
-        assert database.status()["schema_version"] == db.SCHEMA_VERSION == 5
+        assert database.status()["schema_version"] == db.SCHEMA_VERSION == 6
         old_row = database.query_predictions(db.HistoryFilter()).iloc[0]
         assert old_row.file_name == "old.jpg" and pandas.isna(old_row.thumbnail)
         # Every prediction from before local thresholds used the card's.
@@ -430,6 +431,8 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def write_run(models_dir: Path, run_id: str, roc_auc: float = 0.81) -> Path:
     folder = models_dir / run_id
     folder.mkdir(parents=True)
+    # The index reads the card and the tables, never the model, so a stand-in file does.
+    (folder / runs.MODEL_FILE).write_bytes(b"stand-in")
     card = Card.minimal(
         run_id,
         160,
@@ -464,10 +467,13 @@ def test_ingest_runs(database: db.Database, tmp_path: Path) -> None:
     (models_dir / "active.json").write_text('{"run_id": "run-1"}', encoding="utf-8")
 
     assert database.ingest_runs(models_dir) == 2
-    assert [problem.split(":")[0] for problem in database.ingest_problems] == ["broken"]
-    runs = database.list_runs()
-    assert sorted(runs.run_id) == ["run-1", "run-2"]
-    assert runs.threshold.tolist() == [0.42, 0.42] and runs.n_test.tolist() == [2, 2]
+    assert [problem.split(":")[0] for problem in database.ingest_problems] == ["run broken"]
+    indexed = database.list_runs()
+    assert sorted(indexed.run_id) == ["run-1", "run-2"]
+    assert indexed.threshold.tolist() == [0.42, 0.42] and indexed.n_test.tolist() == [2, 2]
+    # The card is read from the folder, not kept in the index.
+    assert "card_json" not in indexed.columns
+    assert runs.load_run(first).card.test_metrics["roc_auc"] == 0.81
     assert database.run_epochs("run-1")[["phase", "epoch"]].values.tolist() == [
         ["head", 1],
         ["head", 2],
@@ -484,9 +490,7 @@ def test_ingest_runs(database: db.Database, tmp_path: Path) -> None:
     assert database.list_runs().set_index("run_id").roc_auc["run-1"] == 0.9
     assert len(database.run_epochs("run-1")) == 3  # replaced, not appended
 
-    for name in ("card.json", "history.csv", "test_predictions.csv"):
-        (models_dir / "run-2" / name).unlink()
-    (models_dir / "run-2").rmdir()
+    shutil.rmtree(models_dir / "run-2")
     assert database.ingest_runs(models_dir) == 0
     assert database.list_runs().run_id.tolist() == ["run-1"]
     assert database.run_epochs("run-2").empty and database.run_test_predictions("run-2").empty

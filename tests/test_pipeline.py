@@ -17,9 +17,9 @@ import pytest
 from app_fixtures import tiny_train_config
 
 from core import config, diagnoses, runs
-from core.__main__ import PREDICT_COLUMNS
 from core.diagnoses import MALIGNANT_NAMES
 from core.inference import Predictor
+from core.prediction_csv import PREDICT_COLUMNS
 from core.progress import Cancelled
 from core.train_config import TrainConfig
 from core.training import train

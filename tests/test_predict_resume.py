@@ -10,8 +10,9 @@ import pytest
 
 from bench.tiny import make_tiny_run
 from core import config
-from core.__main__ import PREDICT_COLUMNS, Progress, format_duration, main, write_predictions
+from core.__main__ import Progress, format_duration, main, write_predictions
 from core.inference import find_images
+from core.prediction_csv import PREDICT_COLUMNS
 
 SAMPLE_IMAGES = config.SAMPLE_DIR / "images"
 
@@ -164,7 +165,7 @@ class Clock:
 # Another predict writing the file: takes its lock, says so, and holds it until stdin closes.
 HOLD_OUTPUT = """
 import sys
-from core.__main__ import output_lock
+from core.prediction_csv import output_lock
 with output_lock(sys.argv[1]):
     print("ready", flush=True)
     sys.stdin.read()

@@ -239,7 +239,8 @@ def research_notice() -> None:
 
 
 def show_problems(problems: list[str] | tuple[str, ...]) -> None:
-    for problem in problems:
+    # The run list and the database's run index name the same broken run in the same words.
+    for problem in dict.fromkeys(problems):
         st.warning(problem, icon=":material/report:")
 
 
