@@ -3,6 +3,7 @@
 import streamlit as st
 
 import ui
+import ui.formatting
 import ui.home
 from core import runs
 
@@ -31,9 +32,9 @@ else:
     st.markdown(f"**{active.run_id}**")
     test = active.card.test_metrics
     auc, sensitivity, specificity = st.columns(3)
-    auc.metric("Test ROC AUC", ui.number(test.get("roc_auc")))
-    sensitivity.metric("Sensitivity", ui.percent(test.get("sensitivity")))
-    specificity.metric("Specificity", ui.percent(test.get("specificity")))
+    auc.metric("Test ROC AUC", ui.formatting.number(test.get("roc_auc")))
+    sensitivity.metric("Sensitivity", ui.formatting.percent(test.get("sensitivity")))
+    specificity.metric("Specificity", ui.formatting.percent(test.get("specificity")))
     st.dataframe(ui.home.run_facts(active.card), hide_index=True)
 
 st.subheader("Database")

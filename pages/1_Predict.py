@@ -3,6 +3,7 @@
 import streamlit as st
 
 import ui
+import ui.formatting
 import ui.predict
 from core import predict_service, reports
 
@@ -26,7 +27,7 @@ files = st.file_uploader(
     "Dermoscopy images (JPEG, PNG), or a ZIP of images",
     type=["jpg", "jpeg", "png", "zip"],
     accept_multiple_files=True,
-    max_upload_size=ui.upload_limit_mb(),
+    max_upload_size=ui.formatting.upload_limit_mb(),
     key="predict_upload",
 )
 if not files:

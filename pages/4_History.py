@@ -5,6 +5,7 @@ import math
 import streamlit as st
 
 import ui
+import ui.formatting
 import ui.history
 from core import charts, db, labels, reports
 
@@ -70,7 +71,8 @@ table, charts_tab, same_image, outcomes = st.tabs(
 with table:
     pages = math.ceil(total / ui.history.PAGE_SIZE)
     st.caption(
-        f"{ui.plural(total, 'prediction')}, newest first; page size {ui.history.PAGE_SIZE}."
+        f"{ui.formatting.plural(total, 'prediction')}, newest first; "
+        f"page size {ui.history.PAGE_SIZE}."
     )
     page = st.pagination(pages, key="history_page") if pages > 1 else 1
     rows = database.query_predictions(history_filter, page, ui.history.PAGE_SIZE)

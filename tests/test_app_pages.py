@@ -13,6 +13,7 @@ import streamlit as st
 from app_fixtures import SAMPLE_IMAGES, app, crossval_payload, texts
 
 import ui
+import ui.formatting
 import ui.metrics
 import ui.predict
 from core import config, db, metrics, predict_service, reports, runs, worker
@@ -522,13 +523,15 @@ def test_the_quick_preset_sets_its_settings_and_says_what_it_costs(fresh_app, mo
 
 
 def test_display_helpers_format_for_people():
-    assert ui.plural(1, "prediction") == "1 prediction"
-    assert ui.plural(0, "prediction") == "0 predictions"
-    assert ui.utc_time("2026-11-28T06:23:47+00:00") == "2026-11-28 06:23 UTC"
-    assert ui.utc_time("2026-11-28T07:23:47+01:00") == "2026-11-28 06:23 UTC"
-    assert ui.utc_time(None) == "n/a"
-    assert ui.file_location(config.REPO_ROOT / "data" / "app.duckdb") == "data/app.duckdb"
-    assert ui.file_location("/elsewhere/app.duckdb") == "app.duckdb"
+    assert ui.formatting.plural(1, "prediction") == "1 prediction"
+    assert ui.formatting.plural(0, "prediction") == "0 predictions"
+    assert ui.formatting.utc_time("2026-11-28T06:23:47+00:00") == "2026-11-28 06:23 UTC"
+    assert ui.formatting.utc_time("2026-11-28T07:23:47+01:00") == "2026-11-28 06:23 UTC"
+    assert ui.formatting.utc_time(None) == "n/a"
+    assert (
+        ui.formatting.file_location(config.REPO_ROOT / "data" / "app.duckdb") == "data/app.duckdb"
+    )
+    assert ui.formatting.file_location("/elsewhere/app.duckdb") == "app.duckdb"
     assert ui.metrics.change(0.5, 0.5) is None
     assert ui.metrics.change(0.5, 0.4999) is None
     assert ui.metrics.change(0.6, 0.5) == "+0.100"

@@ -6,16 +6,15 @@ Nothing here imports TensorFlow or scikit-learn at module level, so Home, Metric
 stay light; the Predictor loads TensorFlow inside the function that builds it.
 """
 
-import base64
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+import ui.formatting
 from core import access, config, datasets, db, diagnoses, labels, reports, runs, worker
 from core.card import Card
 
@@ -65,9 +64,10 @@ def optional_database() -> db.Database | None:
 def _database_problem(error: Exception) -> str:
     """What is wrong with the database file and how to recover, without server paths."""
     if isinstance(error, db.DatabaseCorruptError):
-        location = file_location(error.path)
+        location = ui.formatting.file_location(error.path)
         recovery = (
-            f"copy the backup {file_location(error.backup)} (kept by the last migration) over it"
+            f"copy the backup {ui.formatting.file_location(error.backup)} (kept by the last "
+            "migration) over it"
             if error.backup is not None
             else "move the file aside (rename it) and a new, empty database is made"
         )
@@ -216,22 +216,7 @@ def save_outcome(
         changed = database.set_confirmed(prediction_ids, label, diagnosis, scope)
     except ValueError as error:
         return False, f"Not saved: {error}."
-    return True, f"Outcome {label} saved for {plural(changed, 'prediction')}."
-
-
-def upload_limit_mb(limit_bytes: int | None = None) -> int:
-    """An upload limit from `core.config` (MAX_UPLOAD_BYTES unless given) in the MB that
-    st.file_uploader's max_upload_size takes, so every uploader states its limit one way."""
-    limit = config.MAX_UPLOAD_BYTES if limit_bytes is None else limit_bytes
-    return max(1, limit // 1024**2)
-
-
-def data_url(jpeg) -> str | None:
-    """A data URL that st.column_config.ImageColumn can show; None for a missing thumbnail."""
-    # Database frames hold missing blobs as pandas.NA, fresh results as None.
-    if not isinstance(jpeg, bytes | bytearray | memoryview) or len(jpeg) == 0:
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(bytes(jpeg)).decode("ascii")
+    return True, f"Outcome {label} saved for {ui.formatting.plural(changed, 'prediction')}."
 
 
 def research_notice() -> None:
@@ -244,52 +229,10 @@ def show_problems(problems: list[str] | tuple[str, ...]) -> None:
         st.warning(problem, icon=":material/report:")
 
 
-def percent(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:.{digits}%}"
-
-
-def number(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def plural(count: int, noun: str) -> str:
-    """ "1 prediction", "2 predictions"."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def utc_time(iso_text: str | None) -> str:
-    """ "2026-11-28 06:23 UTC" from an ISO 8601 timestamp; the text itself when unparsable."""
-    try:
-        moment = datetime.fromisoformat(str(iso_text))
-    except ValueError:
-        return "n/a" if iso_text is None else str(iso_text)
-    # Timestamps without an offset are UTC everywhere in this app (cards, database).
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def file_location(path: str | Path) -> str:
-    """A file's path relative to the repository when inside it, else only its name.
-
-    Absolute machine paths say nothing useful to a visitor and reveal the server's layout.
-    """
-    resolved = Path(path).resolve()
-    if resolved.is_relative_to(config.REPO_ROOT):
-        return str(resolved.relative_to(config.REPO_ROOT))
-    return resolved.name
-
-
-def with_interval(evaluation: dict, key: str) -> str:
-    """ "0.871 (95% CI 0.820-0.915)" from an evaluation dict."""
-    interval = (evaluation.get("intervals") or {}).get(key)
-    text = number(evaluation.get(key))
-    return f"{text} (95% CI {interval[0]:.3f}-{interval[1]:.3f})" if interval else text
-
-
 def run_label(run: runs.Run, active_id: str | None) -> str:
     auc = run.card.test_metrics.get("roc_auc")
     marker = " (active)" if run.run_id == active_id else ""
-    return f"{run.run_id}{marker} - {run.card.architecture}, test AUC {number(auc)}"
+    return f"{run.run_id}{marker} - {run.card.architecture}, test AUC {ui.formatting.number(auc)}"
 
 
 def run_cards() -> dict[str, Card]:
@@ -372,7 +315,7 @@ def predictions_for_display(rows: pd.DataFrame) -> pd.DataFrame:
     if "width" in shown:
         shown["size"] = shown["width"].astype(str) + " x " + shown["height"].astype(str)
     if "thumbnail" in shown:
-        shown["thumbnail"] = shown["thumbnail"].map(data_url)
+        shown["thumbnail"] = shown["thumbnail"].map(ui.formatting.data_url)
     if "diagnoses" in shown:
         shown["top_diagnosis"] = shown.pop("diagnoses").map(_top_diagnosis)
     return shown
@@ -467,7 +410,7 @@ def dataset_upload(prefix: str) -> tuple[Path, Path | None] | None:
     archive = st.file_uploader(
         "ZIP with images and a ground-truth CSV, or benign/ and malignant/ folders",
         type=["zip"],
-        max_upload_size=upload_limit_mb(config.MAX_DATASET_UPLOAD_BYTES),
+        max_upload_size=ui.formatting.upload_limit_mb(config.MAX_DATASET_UPLOAD_BYTES),
         key=f"{prefix}_zip",
         on_change=_input_changed,
         args=(prefix,),

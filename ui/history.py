@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+import ui.formatting
 from core import db, outcomes, reports
 
 PAGE_SIZE = 50
@@ -111,7 +112,7 @@ def history_actions(
     their callbacks run before the page is drawn again, so the table shows the change at once.
     `scope` (a session id) limits both to that session's rows, whatever ids arrive.
     """
-    st.markdown(f"**{ui.plural(len(prediction_ids), 'prediction')} selected**")
+    st.markdown(f"**{ui.formatting.plural(len(prediction_ids), 'prediction')} selected**")
     outcome, remove = st.columns(2)
     with outcome:
         ui.outcome_inputs("history_confirm")
@@ -145,7 +146,10 @@ def _delete(database: db.Database, prediction_ids: list[int], scope: str | None)
     # Only the last delete can be undone, and only from this browser tab: its rows live in
     # this session's state, never in the database, so a delete is final once the tab closes.
     st.session_state[_LAST_DELETE] = removed
-    st.session_state[_NOTICE] = (True, f"Deleted {ui.plural(len(removed), 'prediction')}.")
+    st.session_state[_NOTICE] = (
+        True,
+        f"Deleted {ui.formatting.plural(len(removed), 'prediction')}.",
+    )
 
 
 def undo_delete(database: db.Database) -> None:
@@ -154,7 +158,7 @@ def undo_delete(database: db.Database) -> None:
     if not removed:
         return
     st.button(
-        f"Undo the last delete ({ui.plural(len(removed), 'prediction')})",
+        f"Undo the last delete ({ui.formatting.plural(len(removed), 'prediction')})",
         key="history_undo_delete",
         icon=":material/undo:",
         help="Puts the deleted predictions back as they were. Possible while this browser "
@@ -168,7 +172,7 @@ def _undo_delete(database: db.Database, removed: db.DeletedPredictions) -> None:
     restored = database.restore_predictions(removed)
     st.session_state.pop(_LAST_DELETE, None)
     _start_over()
-    st.session_state[_NOTICE] = (True, f"Restored {ui.plural(restored, 'prediction')}.")
+    st.session_state[_NOTICE] = (True, f"Restored {ui.formatting.plural(restored, 'prediction')}.")
 
 
 def _start_over() -> None:
@@ -194,7 +198,7 @@ def import_outcomes(database: db.Database) -> None:
     upload = st.file_uploader(
         "Outcomes CSV",
         type="csv",
-        max_upload_size=ui.upload_limit_mb(),
+        max_upload_size=ui.formatting.upload_limit_mb(),
         key=f"history_import_file_{version}",
     )
     if upload is None:
@@ -206,14 +210,14 @@ def import_outcomes(database: db.Database) -> None:
         return
     _import_preview(plan)
     overwrite = bool(plan.overwritable) and st.checkbox(
-        f"Also overwrite the stored outcomes of {ui.plural(len(plan.overwritable), 'row')} "
-        "in conflict with this file",
+        "Also overwrite the stored outcomes of "
+        f"{ui.formatting.plural(len(plan.overwritable), 'row')} in conflict with this file",
         key="history_import_overwrite",
     )
     changes = plan.changes(overwrite)
     st.text_input("Imported by", placeholder=_default_importer(), key="history_import_by")
     st.button(
-        f"Import: change {ui.plural(len(changes), 'prediction')}",
+        f"Import: change {ui.formatting.plural(len(changes), 'prediction')}",
         key="history_import",
         type="primary",
         disabled=not changes,
@@ -264,13 +268,13 @@ def _import_message(
     record = database.outcome_imports().set_index("import_id").loc[import_id]
     conflicting = len(plan.with_status(outcomes.CONFLICT)) - len(plan.overwritable) * overwrite
     invalid = len(plan.with_status(outcomes.INVALID))
-    left_out = ui.plural(conflicting, "conflicting row")
+    left_out = ui.formatting.plural(conflicting, "conflicting row")
     if invalid:
-        left_out += f" and {ui.plural(invalid, 'invalid row')}"
+        left_out += f" and {ui.formatting.plural(invalid, 'invalid row')}"
     return (
         f"Import {import_id} from {record['file_name']}: "
-        f"{ui.plural(int(record['n_changed']), 'prediction')} changed, {left_out} left out. "
-        "It can be undone under Past imports, below."
+        f"{ui.formatting.plural(int(record['n_changed']), 'prediction')} changed, {left_out} "
+        "left out. It can be undone under Past imports, below."
     )
 
 
@@ -319,7 +323,7 @@ def _undo(database: db.Database, import_id: int) -> None:
     st.session_state[f"history_undo_confirm_{import_id}"] = False
     st.session_state[_NOTICE] = (
         True,
-        f"Import {import_id} undone: {ui.plural(restored, 'prediction')} restored.",
+        f"Import {import_id} undone: {ui.formatting.plural(restored, 'prediction')} restored.",
     )
 
 
@@ -360,7 +364,7 @@ def report_section(
     )
     row = rows.loc[rows["id"] == chosen].iloc[0]
     ui.diagnoses_table(db.stored_diagnoses(row["diagnoses"]))
-    stored = ui.data_url(row["thumbnail"]) is not None
+    stored = ui.formatting.data_url(row["thumbnail"]) is not None
     with_cam = st.toggle(
         "Add the Grad-CAM overlay (loads the model)",
         key="history_report_gradcam",

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+import ui.formatting
 from core import datasets, db, reports
 from core.card import Card
 
@@ -43,12 +44,12 @@ def run_facts(card: Card) -> pd.DataFrame:
         "Input size": f"{card.image_size} px, {card.resample}",
         "Trained on": f"{source}, sites {', '.join(data.get('sites') or [])}",
         "Images": f"{data.get('n_images')} ({balance.get('malignant')} malignant)",
-        "Test ROC AUC": ui.with_interval(test, "roc_auc"),
-        "Threshold": f"{ui.number(card.threshold)} (rule: {card.threshold_rule})",
-        "Sensitivity at threshold": ui.with_interval(test, "sensitivity"),
-        "Specificity at threshold": ui.with_interval(test, "specificity"),
+        "Test ROC AUC": ui.formatting.with_interval(test, "roc_auc"),
+        "Threshold": f"{ui.formatting.number(card.threshold)} (rule: {card.threshold_rule})",
+        "Sensitivity at threshold": ui.formatting.with_interval(test, "sensitivity"),
+        "Specificity at threshold": ui.formatting.with_interval(test, "specificity"),
         "Test-time augmentation": reports.tta_text(card, card.tta),
-        "Trained at": ui.utc_time(card.created_at),
+        "Trained at": ui.formatting.utc_time(card.created_at),
     }
     return pd.DataFrame({"Property": list(facts), "Value": list(facts.values())})
 
@@ -62,5 +63,5 @@ def database_summary(database: db.Database | None) -> None:
     trained, predicted = st.columns(2)
     trained.metric("Runs", status["n_runs"])
     predicted.metric("Stored predictions", status["n_predictions"])
-    location = ui.file_location(status["path"])
+    location = ui.formatting.file_location(status["path"])
     st.caption(f"Stored in {location} (schema version {status['schema_version']})")

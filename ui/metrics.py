@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+import ui.formatting
 from core import runs
 from core.card import Card
 
@@ -60,7 +61,9 @@ def threshold_cards(point, reference) -> None:
     for column, key in zip(st.columns(len(names)), names, strict=True):
         value = point.counts[key]
         column.metric(
-            reports.HEADLINE_METRICS[key], ui.number(value), change(value, reference.counts[key])
+            reports.HEADLINE_METRICS[key],
+            ui.formatting.number(value),
+            change(value, reference.counts[key]),
         )
 
 
@@ -252,7 +255,7 @@ def _show_evaluation_finished(status) -> None:
         error = datasets.without_paths(status.error or "")
         st.error(f"Evaluation {status.job_id} failed: {error}")
     else:
-        saved = ui.plural(len(status.evaluation_ids), "evaluation")
+        saved = ui.formatting.plural(len(status.evaluation_ids), "evaluation")
         st.success(
             f"Evaluation finished {status.elapsed_seconds:.0f} s after Start: {saved} stored "
             "with the runs. Choose a run below to see its results."
@@ -309,14 +312,16 @@ def show_evaluation(run_id: str, record: dict, predictions: pd.DataFrame) -> Non
     tta = "with" if record["tta"] else "without"
     st.caption(
         f"{record['dataset']}: {scored['n']} images, {scored['n_positive']} malignant, scored "
-        f"{ui.utc_time(record['created_at'])} {tta} test-time augmentation, at the run's own "
-        f"threshold {record['threshold']:.3f} (never re-tuned on these images)."
+        f"{ui.formatting.utc_time(record['created_at'])} {tta} test-time augmentation, at the "
+        f"run's own threshold {record['threshold']:.3f} (never re-tuned on these images)."
     )
     st.info(reports.ood_summary(record), icon=":material/travel_explore:")
     unreadable = record.get("unreadable") or []
     if unreadable:
         listed = ", ".join(unreadable[:10]) + (", ..." if len(unreadable) > 10 else "")
-        ui.show_problems([f"{ui.plural(len(unreadable), 'file')} could not be read: {listed}"])
+        ui.show_problems(
+            [f"{ui.formatting.plural(len(unreadable), 'file')} could not be read: {listed}"]
+        )
     skipped = record.get("skipped_rows") or {}
     if skipped:
         ui.show_problems([f"Skipped {reports.describe_skipped_rows(skipped)}."])

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+import ui.formatting
 from core import datasets, db, reports, runs
 
 # Loading TensorFlow and a model takes seconds the first time: the page says so (a spinner
@@ -180,15 +181,15 @@ def prediction_summary(result, ood_threshold: float | None) -> None:
     if prediction.ood_flag:
         st.warning(
             f"**Out of distribution**: this image is unlike the training images (score "
-            f"{prediction.ood_score:.1f} > {ui.number(ood_threshold, 1)}), so the probability "
-            "below is unreliable. Is it a dermoscopy image of a skin lesion?",
+            f"{prediction.ood_score:.1f} > {ui.formatting.number(ood_threshold, 1)}), so the "
+            "probability below is unreliable. Is it a dermoscopy image of a skin lesion?",
             icon=":material/warning:",
         )
     # A distance that rounds to zero points gets a plain grey note, not a coloured up arrow.
     exact = round(result.distance * 100, 1) == 0
     st.metric(
         "Malignant probability (calibrated)",
-        ui.percent(prediction.probability),
+        ui.formatting.percent(prediction.probability),
         delta=reports.threshold_distance(result.distance, prediction.threshold),
         delta_color="off" if exact else "inverse",
         delta_arrow="off" if exact else "auto",
@@ -255,7 +256,7 @@ def results_table(results) -> None:
     labels = map(reports.shown_label, frame["label"], frame["out_of_distribution"])
     st.dataframe(
         frame.assign(
-            thumbnail=frame["thumbnail"].map(ui.data_url),
+            thumbnail=frame["thumbnail"].map(ui.formatting.data_url),
             file=frame["file"].map(reports.display_name),
             label=list(labels),
             **percents,
