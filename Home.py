@@ -5,6 +5,7 @@ import streamlit as st
 import ui
 import ui.formatting
 import ui.home
+import ui.session
 from core import runs
 
 st.set_page_config(
@@ -12,12 +13,12 @@ st.set_page_config(
 )
 st.title("Dermoscopy classifier")
 st.caption("Benign or malignant? Transfer learning on dermoscopy images, evaluated honestly.")
-ui.admin_sidebar()
+ui.session.admin_sidebar()
 ui.research_notice()
-ui.access_notice()
-ui.storage_notice()
+ui.session.access_notice()
+ui.session.storage_notice()
 
-database = ui.optional_database()
+database = ui.session.optional_database()
 active, problems = runs.active_run()
 ui.show_problems([*problems, *(database.ingest_problems if database else ())])
 

@@ -5,13 +5,14 @@ import streamlit as st
 import ui
 import ui.formatting
 import ui.predict
+import ui.session
 from core import predict_service, reports
 
 st.set_page_config(page_title="Predict", page_icon=ui.page_icon("biotech"), layout="wide")
 st.title("Predict")
-ui.admin_sidebar()
+ui.session.admin_sidebar()
 ui.research_notice()
-database = ui.optional_database()
+database = ui.session.optional_database()
 run = ui.run_picker("predict_model")
 if run is None:
     st.info("No active model: train one, or activate a run, on the Train page first.")
@@ -78,7 +79,9 @@ with picture:
 if database is None:
     st.stop()  # Nothing was stored: no earlier predictions to show, no outcome to record.
 batch_ids = [r.prediction_id for r in results if r.prediction_id is not None]
-earlier = predict_service.earlier_predictions(database, result, batch_ids, ui.history_scope())
+earlier = predict_service.earlier_predictions(
+    database, result, batch_ids, ui.session.history_scope()
+)
 if not earlier.empty:
     st.subheader("This image was predicted before")
     ui.predict.earlier_table(earlier)

@@ -3,14 +3,15 @@
 import streamlit as st
 
 import ui
+import ui.session
 import ui.train
 from core.train_config import TrainConfig
 
 st.set_page_config(page_title="Train", page_icon=ui.page_icon("model_training"), layout="wide")
 st.title("Train")
-ui.admin_sidebar()
-ui.optional_database()  # Only to index finished runs: training does not need it.
-if not ui.require_admin("Training, dataset uploads and managing runs"):
+ui.session.admin_sidebar()
+ui.session.optional_database()  # Only to index finished runs: training does not need it.
+if not ui.session.require_admin("Training, dataset uploads and managing runs"):
     st.stop()
 picked = ui.dataset_picker("train")
 if picked is None:

@@ -4,11 +4,12 @@ import streamlit as st
 
 import ui
 import ui.metrics
+import ui.session
 
 st.set_page_config(page_title="Metrics", page_icon=ui.page_icon("monitoring"), layout="wide")
 st.title("Metrics")
-ui.admin_sidebar()
-database = ui.database()
+ui.session.admin_sidebar()
+database = ui.session.database()
 # Cards come from the run folders, like every page's; the database indexes their predictions.
 cards = ui.run_cards()
 if not cards:
@@ -37,5 +38,5 @@ with compare:
             ui.metrics.paired_comparison(paired, picked)
 
 with own:
-    if ui.require_admin("Evaluating runs on your data and dataset uploads"):
+    if ui.session.require_admin("Evaluating runs on your data and dataset uploads"):
         ui.metrics.evaluate_on_your_data(database, cards)

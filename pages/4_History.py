@@ -7,14 +7,15 @@ import streamlit as st
 import ui
 import ui.formatting
 import ui.history
+import ui.session
 from core import charts, db, labels, reports
 
 st.set_page_config(page_title="History", page_icon=ui.page_icon("history"), layout="wide")
 st.title("History")
-ui.admin_sidebar()
-database = ui.database()
+ui.session.admin_sidebar()
+database = ui.session.database()
 # In public mode a visitor's filter always carries their own session id.
-scope = ui.history_scope()
+scope = ui.session.history_scope()
 if scope is not None:
     st.caption("Showing the predictions of this browser session only.")
 everything = db.HistoryFilter(session_id=scope)
@@ -56,7 +57,7 @@ history_filter = db.HistoryFilter(
 ui.history.notice()
 ui.history.undo_delete(database)
 with st.expander("Import confirmed outcomes (CSV)", key=ui.history.IMPORT_OPEN, on_change="rerun"):
-    if ui.require_admin("Outcome imports"):
+    if ui.session.require_admin("Outcome imports"):
         ui.history.import_outcomes(database)
         st.subheader("Past imports")
         ui.history.past_imports(database)

@@ -8,6 +8,7 @@ import streamlit as st
 
 import ui
 import ui.formatting
+import ui.session
 from core import db, outcomes, reports
 
 PAGE_SIZE = 50
@@ -241,7 +242,7 @@ def _import_preview(plan: outcomes.ImportPlan) -> None:
 
 
 def _default_importer() -> str:
-    return "admin" if ui.access_rule().public else "local user"
+    return "admin" if ui.session.access_rule().public else "local user"
 
 
 def _import(database: db.Database, data: bytes, file_name: str, overwrite: bool) -> None:

@@ -5,6 +5,7 @@ import streamlit as st
 
 import ui
 import ui.formatting
+import ui.session
 from core import datasets, db, reports, runs
 
 # Loading TensorFlow and a model takes seconds the first time: the page says so (a spinner
@@ -66,7 +67,7 @@ def batch_results(predictor, run_id: str, tta: bool, files, database: db.Databas
             predictor,
             database,
             uploads,
-            ui.session_id(),
+            ui.session.session_id(),
             tta,
             lambda done, total: bar.progress(done / total, text=f"Predicted {done} of {total}"),
         )
@@ -137,7 +138,7 @@ def report_buttons(
         report = case_report.build_report(
             database,
             result.prediction_id,
-            ui.history_scope(),
+            ui.session.history_scope(),
             image=data,
             overlay=overlay,
             overlay_caption=f"Grad-CAM toward {toward(result)}{overlay_note}",
@@ -224,7 +225,7 @@ def confirm_form(database: db.Database, prediction_id: int) -> None:
         ui.outcome_inputs("predict_confirm")
         if st.form_submit_button("Save outcome"):
             saved, message = ui.save_outcome(
-                database, [prediction_id], "predict_confirm", ui.session_id()
+                database, [prediction_id], "predict_confirm", ui.session.session_id()
             )
             (st.success if saved else st.error)(message)
 
