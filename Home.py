@@ -5,22 +5,23 @@ import streamlit as st
 import ui
 import ui.formatting
 import ui.home
+import ui.page
 import ui.session
 from core import runs
 
 st.set_page_config(
-    page_title="Dermoscopy classifier", page_icon=ui.page_icon("dermatology"), layout="wide"
+    page_title="Dermoscopy classifier", page_icon=ui.page.page_icon("dermatology"), layout="wide"
 )
 st.title("Dermoscopy classifier")
 st.caption("Benign or malignant? Transfer learning on dermoscopy images, evaluated honestly.")
 ui.session.admin_sidebar()
-ui.research_notice()
+ui.page.research_notice()
 ui.session.access_notice()
 ui.session.storage_notice()
 
 database = ui.session.optional_database()
 active, problems = runs.active_run()
-ui.show_problems([*problems, *(database.ingest_problems if database else ())])
+ui.page.show_problems([*problems, *(database.ingest_problems if database else ())])
 
 st.subheader("Start here")
 for path, label, icon in ui.home.START_HERE:

@@ -4,14 +4,15 @@ import streamlit as st
 
 import ui
 import ui.formatting
+import ui.page
 import ui.predict
 import ui.session
 from core import predict_service, reports
 
-st.set_page_config(page_title="Predict", page_icon=ui.page_icon("biotech"), layout="wide")
+st.set_page_config(page_title="Predict", page_icon=ui.page.page_icon("biotech"), layout="wide")
 st.title("Predict")
 ui.session.admin_sidebar()
-ui.research_notice()
+ui.page.research_notice()
 database = ui.session.optional_database()
 run = ui.run_picker("predict_model")
 if run is None:

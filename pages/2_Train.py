@@ -3,11 +3,14 @@
 import streamlit as st
 
 import ui
+import ui.page
 import ui.session
 import ui.train
 from core.train_config import TrainConfig
 
-st.set_page_config(page_title="Train", page_icon=ui.page_icon("model_training"), layout="wide")
+st.set_page_config(
+    page_title="Train", page_icon=ui.page.page_icon("model_training"), layout="wide"
+)
 st.title("Train")
 ui.session.admin_sidebar()
 ui.session.optional_database()  # Only to index finished runs: training does not need it.

@@ -4,9 +4,10 @@ import streamlit as st
 
 import ui
 import ui.metrics
+import ui.page
 import ui.session
 
-st.set_page_config(page_title="Metrics", page_icon=ui.page_icon("monitoring"), layout="wide")
+st.set_page_config(page_title="Metrics", page_icon=ui.page.page_icon("monitoring"), layout="wide")
 st.title("Metrics")
 ui.session.admin_sidebar()
 database = ui.session.database()

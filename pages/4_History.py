@@ -7,10 +7,11 @@ import streamlit as st
 import ui
 import ui.formatting
 import ui.history
+import ui.page
 import ui.session
 from core import charts, db, labels, reports
 
-st.set_page_config(page_title="History", page_icon=ui.page_icon("history"), layout="wide")
+st.set_page_config(page_title="History", page_icon=ui.page.page_icon("history"), layout="wide")
 st.title("History")
 ui.session.admin_sidebar()
 database = ui.session.database()

@@ -14,19 +14,9 @@ import pandas as pd
 import streamlit as st
 
 import ui.formatting
+import ui.page
 from core import config, datasets, db, diagnoses, labels, reports, runs, worker
 from core.card import Card
-
-ICONS_DIR = Path(__file__).parent / "icons"
-
-
-def page_icon(name: str) -> str:
-    """A page's icon file (a Material Symbols glyph), for st.set_page_config.
-
-    An image file, not ":material/...": Streamlit draws a material page icon from a font CDN,
-    which an offline app cannot reach.
-    """
-    return str(ICONS_DIR / f"{name}.png")
 
 
 def outcome_inputs(prefix: str) -> None:
@@ -69,16 +59,6 @@ def save_outcome(
     return True, f"Outcome {label} saved for {ui.formatting.plural(changed, 'prediction')}."
 
 
-def research_notice() -> None:
-    st.warning(config.RESEARCH_NOTICE, icon=":material/science:")
-
-
-def show_problems(problems: list[str] | tuple[str, ...]) -> None:
-    # The run list and the database's run index name the same broken run in the same words.
-    for problem in dict.fromkeys(problems):
-        st.warning(problem, icon=":material/report:")
-
-
 def run_label(run: runs.Run, active_id: str | None) -> str:
     auc = run.card.test_metrics.get("roc_auc")
     marker = " (active)" if run.run_id == active_id else ""
@@ -95,7 +75,7 @@ def run_picker(key: str, label: str = "Model") -> runs.Run | None:
     """A selectbox of the finished runs, the active one first and selected by default."""
     active, problems = runs.active_run()
     found, _ = runs.list_runs()
-    show_problems(problems)
+    ui.page.show_problems(problems)
     if active is None:
         return None
     by_id = {active.run_id: active, **{run.run_id: run for run in found}}
@@ -284,7 +264,7 @@ def dataset_upload(prefix: str) -> tuple[Path, Path | None] | None:
             return None
         where = datasets.describe_location(unpacked.folder)
         st.success(f"Unpacked {unpacked.extracted} files into {where}.")
-        show_problems([f"{name}: skipped ({why})" for name, why in unpacked.skipped[:20]])
+        ui.page.show_problems([f"{name}: skipped ({why})" for name, why in unpacked.skipped[:20]])
         # The upload's file id ties the dataset to this upload: another file means unpack again.
         st.session_state[unpacked_key] = (archive.file_id, found)
     chosen = st.session_state.get(unpacked_key)

@@ -6,6 +6,7 @@ import streamlit as st
 
 import ui
 import ui.formatting
+import ui.page
 from core import runs
 from core.card import Card
 
@@ -319,12 +320,12 @@ def show_evaluation(run_id: str, record: dict, predictions: pd.DataFrame) -> Non
     unreadable = record.get("unreadable") or []
     if unreadable:
         listed = ", ".join(unreadable[:10]) + (", ..." if len(unreadable) > 10 else "")
-        ui.show_problems(
+        ui.page.show_problems(
             [f"{ui.formatting.plural(len(unreadable), 'file')} could not be read: {listed}"]
         )
     skipped = record.get("skipped_rows") or {}
     if skipped:
-        ui.show_problems([f"Skipped {reports.describe_skipped_rows(skipped)}."])
+        ui.page.show_problems([f"Skipped {reports.describe_skipped_rows(skipped)}."])
     overlap = reports.overlap_warning(record)
     if overlap:
         st.warning(overlap, icon=":material/warning:")

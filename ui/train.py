@@ -7,6 +7,7 @@ import streamlit as st
 
 import ui
 import ui.metrics
+import ui.page
 from core import datasets, runs
 
 _NOTICE = "train_notice"
@@ -268,7 +269,7 @@ def run_manager() -> None:
 
     st.subheader("Runs")
     found, problems = runs.list_runs()
-    ui.show_problems([datasets.without_paths(problem) for problem in problems])
+    ui.page.show_problems([datasets.without_paths(problem) for problem in problems])
     if found:
         active_id = runs.active_run_id()
         by_id = {run.run_id: run for run in found}
