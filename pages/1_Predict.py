@@ -6,6 +6,7 @@ import ui
 import ui.formatting
 import ui.page
 import ui.predict
+import ui.runs
 import ui.session
 from core import predict_service, reports
 
@@ -14,7 +15,7 @@ st.title("Predict")
 ui.session.admin_sidebar()
 ui.page.research_notice()
 database = ui.session.optional_database()
-run = ui.run_picker("predict_model")
+run = ui.runs.run_picker("predict_model")
 if run is None:
     st.info("No active model: train one, or activate a run, on the Train page first.")
     st.stop()

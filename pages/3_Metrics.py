@@ -5,6 +5,7 @@ import streamlit as st
 import ui
 import ui.metrics
 import ui.page
+import ui.runs
 import ui.session
 
 st.set_page_config(page_title="Metrics", page_icon=ui.page.page_icon("monitoring"), layout="wide")
@@ -12,14 +13,14 @@ st.title("Metrics")
 ui.session.admin_sidebar()
 database = ui.session.database()
 # Cards come from the run folders, like every page's; the database indexes their predictions.
-cards = ui.run_cards()
+cards = ui.runs.run_cards()
 if not cards:
     st.info("No runs yet: train one on the Train page.")
     st.stop()
 single, compare, own = st.tabs(["One run", "Compare runs", "Evaluate on your data"])
 
 with single:
-    run = ui.run_picker("metrics_run", "Run")
+    run = ui.runs.run_picker("metrics_run", "Run")
     predictions = database.run_test_predictions(run.run_id) if run else None
     if run is None or predictions is None or predictions.empty:
         st.warning("This run has no stored test predictions in the database.")

@@ -15,8 +15,8 @@ import streamlit as st
 
 import ui.formatting
 import ui.page
-from core import config, datasets, db, diagnoses, labels, reports, runs, worker
-from core.card import Card
+import ui.runs
+from core import config, datasets, db, diagnoses, labels, reports, worker
 
 
 def outcome_inputs(prefix: str) -> None:
@@ -57,35 +57,6 @@ def save_outcome(
     except ValueError as error:
         return False, f"Not saved: {error}."
     return True, f"Outcome {label} saved for {ui.formatting.plural(changed, 'prediction')}."
-
-
-def run_label(run: runs.Run, active_id: str | None) -> str:
-    auc = run.card.test_metrics.get("roc_auc")
-    marker = " (active)" if run.run_id == active_id else ""
-    return f"{run.run_id}{marker} - {run.card.architecture}, test AUC {ui.formatting.number(auc)}"
-
-
-def run_cards() -> dict[str, Card]:
-    """Every finished run's card by run id, newest first, read from the run folders."""
-    found, _ = runs.list_runs()
-    return {run.run_id: run.card for run in found}
-
-
-def run_picker(key: str, label: str = "Model") -> runs.Run | None:
-    """A selectbox of the finished runs, the active one first and selected by default."""
-    active, problems = runs.active_run()
-    found, _ = runs.list_runs()
-    ui.page.show_problems(problems)
-    if active is None:
-        return None
-    by_id = {active.run_id: active, **{run.run_id: run for run in found}}
-    chosen = st.selectbox(
-        label,
-        list(by_id),
-        key=key,
-        format_func=lambda run_id: run_label(by_id[run_id], active.run_id),
-    )
-    return by_id[chosen]
 
 
 # Stored predictions as History and Predict's "predicted before" table show them. Display
@@ -134,7 +105,7 @@ def predictions_for_display(rows: pd.DataFrame) -> pd.DataFrame:
         shown["label"] = list(map(reports.shown_label, shown["label"], shown["ood_flag"]))
     if "tta" in shown:
         # A prediction stores whether TTA was on; which views it averaged is its run's setting.
-        cards = run_cards()
+        cards = ui.runs.run_cards()
         shown["tta"] = [
             reports.tta_text(cards.get(run_id), bool(on))
             for run_id, on in zip(shown["run_id"], shown["tta"], strict=True)

@@ -7,6 +7,7 @@ import streamlit as st
 import ui
 import ui.formatting
 import ui.page
+import ui.runs
 from core import runs
 from core.card import Card
 
@@ -177,7 +178,7 @@ def evaluate_on_your_data(database, cards: dict[str, Card]) -> None:
     evaluation_form(cards)
     ui.job_monitor(worker.EVALUATION, _show_evaluation_finished, "metrics_eval")
     st.subheader("Stored evaluations")
-    run = ui.run_picker("metrics_eval_run", "Run")
+    run = ui.runs.run_picker("metrics_eval_run", "Run")
     if run is not None:
         stored_evaluations(database, run)
 

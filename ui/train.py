@@ -8,6 +8,7 @@ import streamlit as st
 import ui
 import ui.metrics
 import ui.page
+import ui.runs
 from core import datasets, runs
 
 _NOTICE = "train_notice"
@@ -279,7 +280,7 @@ def run_manager() -> None:
             "Run",
             list(by_id),
             key="train_run",
-            format_func=lambda run_id: ui.run_label(by_id[run_id], active_id),
+            format_func=lambda run_id: ui.runs.run_label(by_id[run_id], active_id),
         )
         _run_actions(by_id[run_id], active_id)
     else:
