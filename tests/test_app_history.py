@@ -4,6 +4,7 @@ from app_fixtures import app, texts
 
 import ui
 import ui.history
+import ui.tables
 from core import config, db
 
 RANKED = (("nevus", 0.6), ("melanoma", 0.3), ("benign keratosis", 0.06), ("dermatofibroma", 0.04))
@@ -45,7 +46,7 @@ def test_history_shows_the_top_diagnosis_and_the_rest_in_the_details(fresh_app):
 
 
 def test_the_result_and_its_reliability_come_before_the_bookkeeping():
-    order = list(ui.PREDICTION_COLUMNS)
+    order = list(ui.tables.PREDICTION_COLUMNS)
     first = order[: order.index("created_at")]
     assert first == [
         "thumbnail",

@@ -9,6 +9,7 @@ import streamlit as st
 import ui
 import ui.formatting
 import ui.session
+import ui.tables
 from core import db, outcomes, reports
 
 PAGE_SIZE = 50
@@ -67,15 +68,15 @@ def history_table(rows: pd.DataFrame, key: str) -> list[int]:
     Thumbnails are stored only when config.STORE_THUMBNAILS is on: without any, the image
     column is left out rather than showing an empty cell on every row.
     """
-    shown = ui.predictions_for_display(rows)
+    shown = ui.tables.predictions_for_display(rows)
     has_thumbnails = shown["thumbnail"].notna().any()
     event = st.dataframe(
         shown,
         hide_index=True,
         column_order=[
-            name for name in ui.PREDICTION_COLUMNS if name != "thumbnail" or has_thumbnails
+            name for name in ui.tables.PREDICTION_COLUMNS if name != "thumbnail" or has_thumbnails
         ],
-        column_config=ui.PREDICTION_COLUMNS,
+        column_config=ui.tables.PREDICTION_COLUMNS,
         placeholder="-",
         on_select="rerun",
         selection_mode="multi-row",
@@ -364,7 +365,7 @@ def report_section(
         key="history_report_id",
     )
     row = rows.loc[rows["id"] == chosen].iloc[0]
-    ui.diagnoses_table(db.stored_diagnoses(row["diagnoses"]))
+    ui.tables.diagnoses_table(db.stored_diagnoses(row["diagnoses"]))
     stored = ui.formatting.data_url(row["thumbnail"]) is not None
     with_cam = st.toggle(
         "Add the Grad-CAM overlay (loads the model)",

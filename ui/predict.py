@@ -6,6 +6,7 @@ import streamlit as st
 import ui
 import ui.formatting
 import ui.session
+import ui.tables
 from core import datasets, db, reports, runs
 
 # Loading TensorFlow and a model takes seconds the first time: the page says so (a spinner
@@ -206,7 +207,7 @@ def prediction_summary(result, ood_threshold: float | None) -> None:
             help="Above the threshold means a closer look is advised, not that the lesion is "
             "malignant: the threshold is an operating point, usually chosen for high sensitivity.",
         )
-    ui.diagnoses_table(prediction.diagnoses)
+    ui.tables.diagnoses_table(prediction.diagnoses)
     st.caption(
         f"Model {prediction.model}, {prediction.width}x{prediction.height} px, "
         f"{prediction.latency_ms:.0f} ms, sha256 {prediction.sha256[:12]}..."
@@ -285,11 +286,11 @@ def csv_button(results) -> None:
 
 def earlier_table(earlier: pd.DataFrame) -> None:
     """Earlier predictions of one image, with the History page's column names."""
-    shown = ui.predictions_for_display(earlier)
+    shown = ui.tables.predictions_for_display(earlier)
     st.dataframe(
         shown,
         hide_index=True,
-        column_order=[name for name in ui.PREDICTION_COLUMNS if name in shown],
-        column_config=ui.PREDICTION_COLUMNS,
+        column_order=[name for name in ui.tables.PREDICTION_COLUMNS if name in shown],
+        column_config=ui.tables.PREDICTION_COLUMNS,
         placeholder="-",
     )
