@@ -8,6 +8,7 @@ import streamlit as st
 
 import ui
 import ui.formatting
+import ui.outcomes
 import ui.session
 import ui.tables
 from core import db, outcomes, reports
@@ -117,7 +118,7 @@ def history_actions(
     st.markdown(f"**{ui.formatting.plural(len(prediction_ids), 'prediction')} selected**")
     outcome, remove = st.columns(2)
     with outcome:
-        ui.outcome_inputs("history_confirm")
+        ui.outcomes.outcome_inputs("history_confirm")
         st.button(
             "Save outcome",
             key="history_confirm",
@@ -136,7 +137,7 @@ def history_actions(
 
 
 def _save_outcome(database: db.Database, prediction_ids: list[int], scope: str | None) -> None:
-    saved, message = ui.save_outcome(database, prediction_ids, "history_confirm", scope)
+    saved, message = ui.outcomes.save_outcome(database, prediction_ids, "history_confirm", scope)
     if saved:
         _start_over()
     st.session_state[_NOTICE] = (saved, message)

@@ -5,6 +5,7 @@ import streamlit as st
 
 import ui
 import ui.formatting
+import ui.outcomes
 import ui.session
 import ui.tables
 from core import datasets, db, reports, runs
@@ -223,9 +224,9 @@ def confirm_form(database: db.Database, prediction_id: int) -> None:
     """Record the confirmed outcome (say, from histopathology) of a stored prediction."""
     with st.form("predict_confirm"):
         st.markdown("**Confirmed outcome** (when known, e.g. from histopathology)")
-        ui.outcome_inputs("predict_confirm")
+        ui.outcomes.outcome_inputs("predict_confirm")
         if st.form_submit_button("Save outcome"):
-            saved, message = ui.save_outcome(
+            saved, message = ui.outcomes.save_outcome(
                 database, [prediction_id], "predict_confirm", ui.session.session_id()
             )
             (st.success if saved else st.error)(message)
