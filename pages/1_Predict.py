@@ -2,7 +2,6 @@
 
 import streamlit as st
 
-import ui
 import ui.formatting
 import ui.page
 import ui.predict

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-import ui
+import ui.datasets
 import ui.page
 import ui.session
 import ui.train
@@ -16,7 +16,7 @@ ui.session.admin_sidebar()
 ui.session.optional_database()  # Only to index finished runs: training does not need it.
 if not ui.session.require_admin("Training, dataset uploads and managing runs"):
     st.stop()
-picked = ui.dataset_picker("train")
+picked = ui.datasets.dataset_picker("train")
 if picked is None:
     st.stop()
 data_dir, csv = picked

@@ -2,7 +2,6 @@
 
 import streamlit as st
 
-import ui
 import ui.metrics
 import ui.page
 import ui.runs

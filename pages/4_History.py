@@ -4,7 +4,6 @@ import math
 
 import streamlit as st
 
-import ui
 import ui.formatting
 import ui.history
 import ui.page

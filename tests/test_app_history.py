@@ -2,7 +2,6 @@
 
 from app_fixtures import app, texts
 
-import ui
 import ui.history
 import ui.tables
 from core import config, db

@@ -12,7 +12,6 @@ import pytest
 import streamlit as st
 from app_fixtures import SAMPLE_IMAGES, app, crossval_payload, texts
 
-import ui
 import ui.formatting
 import ui.metrics
 import ui.predict

@@ -6,7 +6,6 @@ import io
 import pandas as pd
 import streamlit as st
 
-import ui
 import ui.formatting
 import ui.outcomes
 import ui.session

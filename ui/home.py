@@ -3,7 +3,6 @@
 import pandas as pd
 import streamlit as st
 
-import ui
 import ui.formatting
 from core import datasets, db, reports
 from core.card import Card

@@ -4,8 +4,9 @@ of an evaluation (the test split's or one on the user's data) and the evaluation
 import pandas as pd
 import streamlit as st
 
-import ui
+import ui.datasets
 import ui.formatting
+import ui.jobs
 import ui.page
 import ui.runs
 from core import runs
@@ -176,7 +177,7 @@ def evaluate_on_your_data(database, cards: dict[str, Card]) -> None:
     from core import worker
 
     evaluation_form(cards)
-    ui.job_monitor(worker.EVALUATION, _show_evaluation_finished, "metrics_eval")
+    ui.jobs.job_monitor(worker.EVALUATION, _show_evaluation_finished, "metrics_eval")
     st.subheader("Stored evaluations")
     run = ui.runs.run_picker("metrics_eval_run", "Run")
     if run is not None:
@@ -187,7 +188,7 @@ def evaluation_form(cards: dict[str, Card]) -> None:
     """Dataset and runs, then Start: disabled while any background job runs."""
     from core import datasets, worker
 
-    picked = ui.dataset_picker("metrics_eval")
+    picked = ui.datasets.dataset_picker("metrics_eval")
     if picked is None:
         return
     data_dir, csv = picked

@@ -3,7 +3,6 @@
 import pandas as pd
 import streamlit as st
 
-import ui
 import ui.formatting
 import ui.outcomes
 import ui.session

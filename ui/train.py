@@ -5,7 +5,7 @@ Widget keys here carry the page's prefix, `train_`.
 
 import streamlit as st
 
-import ui
+import ui.jobs
 import ui.metrics
 import ui.page
 import ui.runs
@@ -249,7 +249,7 @@ def training_monitor() -> None:
     """The latest training job, live while it runs; the run manager opens on its new run."""
     from core import worker
 
-    ui.job_monitor(
+    ui.jobs.job_monitor(
         worker.TRAINING, _show_finished, "train", on_done=_open_new_run, gone=_run_deleted
     )
 
