@@ -8,7 +8,7 @@ import ui.formatting
 import ui.history
 import ui.page
 import ui.session
-from core import charts, db, labels, reports
+from core import charts, reports
 
 st.set_page_config(page_title="History", page_icon=ui.page.page_icon("history"), layout="wide")
 st.title("History")
@@ -18,42 +18,7 @@ database = ui.session.database()
 scope = ui.session.history_scope()
 if scope is not None:
     st.caption("Showing the predictions of this browser session only.")
-everything = db.HistoryFilter(session_id=scope)
-models = sorted(database.probability_histogram(everything, bins=1)["run_id"].unique())
-with st.expander("Filters", expanded=True):
-    left, middle, right = st.columns(3)
-    dates = left.date_input("Dates (UTC)", value=(), key="history_dates")
-    chosen_models = left.multiselect("Models", models, key="history_model")
-    labels = middle.multiselect(
-        "Result", labels.CLASS_NAMES, format_func=reports.shown_label, key="history_label"
-    )
-    low, high = middle.slider("Probability", 0.0, 1.0, (0.0, 1.0), 0.01, key="history_probability")
-    confirmed_choice = middle.radio(
-        "Confirmed outcome",
-        list(ui.history.CONFIRMED_CHOICES),
-        horizontal=True,
-        key="history_confirmed",
-    )
-    file_name = right.text_input("File name contains", key="history_file")
-    ood = right.radio(
-        "Out of distribution",
-        list(ui.history.OOD_CHOICES),
-        horizontal=True,
-        key="history_ood",
-        help="Images the model's OOD detector found unlike its training images.",
-    )
-history_filter = db.HistoryFilter(
-    start=dates[0] if dates else None,
-    end=dates[-1] if dates else None,
-    run_ids=tuple(chosen_models),
-    labels=tuple(labels),
-    min_probability=low if low > 0 else None,
-    max_probability=high if high < 1 else None,
-    file_name_contains=file_name or None,
-    session_id=scope,
-    ood_flag=ui.history.OOD_CHOICES[ood],
-    confirmed=ui.history.CONFIRMED_CHOICES[confirmed_choice],
-)
+history_filter = ui.history.filter_form(database, scope)
 ui.history.notice()
 ui.history.undo_delete(database)
 with st.expander("Import confirmed outcomes (CSV)", key=ui.history.IMPORT_OPEN, on_change="rerun"):

@@ -10,11 +10,11 @@ import ui.formatting
 import ui.outcomes
 import ui.session
 import ui.tables
-from core import db, outcomes, reports
+from core import db, labels, outcomes, reports
 
 PAGE_SIZE = 50
-OOD_CHOICES = {"All": None, "Flagged": True, "Not flagged": False}
-CONFIRMED_CHOICES = {"All": None, "Confirmed": True, "Unconfirmed": False}
+_OOD_CHOICES = {"All": None, "Flagged": True, "Not flagged": False}
+_CONFIRMED_CHOICES = {"All": None, "Confirmed": True, "Unconfirmed": False}
 IMPORT_FORMAT = (
     "A CSV with a header row: `file` (the name the image was uploaded under) or `sha256` (of "
     "the image, as the export has it), and `outcome` (benign or malignant; 0 and 1 are read "
@@ -49,6 +49,46 @@ _IMPORT_COLUMNS = {
 _TABLE_VERSION = "history_table_version"
 _NOTICE = "history_notice"
 _LAST_DELETE = "history_last_delete"
+
+
+def filter_form(database: db.Database, scope: str | None) -> db.HistoryFilter:
+    """The Filters expander: what its inputs chose, always within `scope`'s predictions."""
+    # The model list holds only models with a prediction this visitor may see.
+    everything = db.HistoryFilter(session_id=scope)
+    models = sorted(database.probability_histogram(everything, bins=1)["run_id"].unique())
+    with st.expander("Filters", expanded=True):
+        left, middle, right = st.columns(3)
+        dates = left.date_input("Dates (UTC)", value=(), key="history_dates")
+        chosen_models = left.multiselect("Models", models, key="history_model")
+        results = middle.multiselect(
+            "Result", labels.CLASS_NAMES, format_func=reports.shown_label, key="history_label"
+        )
+        low, high = middle.slider(
+            "Probability", 0.0, 1.0, (0.0, 1.0), 0.01, key="history_probability"
+        )
+        confirmed = middle.radio(
+            "Confirmed outcome", list(_CONFIRMED_CHOICES), horizontal=True, key="history_confirmed"
+        )
+        file_name = right.text_input("File name contains", key="history_file")
+        ood = right.radio(
+            "Out of distribution",
+            list(_OOD_CHOICES),
+            horizontal=True,
+            key="history_ood",
+            help="Images the model's OOD detector found unlike its training images.",
+        )
+    return db.HistoryFilter(
+        start=dates[0] if dates else None,
+        end=dates[-1] if dates else None,
+        run_ids=tuple(chosen_models),
+        labels=tuple(results),
+        min_probability=low if low > 0 else None,
+        max_probability=high if high < 1 else None,
+        file_name_contains=file_name or None,
+        session_id=scope,
+        ood_flag=_OOD_CHOICES[ood],
+        confirmed=_CONFIRMED_CHOICES[confirmed],
+    )
 
 
 def table_key(page: int, history_filter: db.HistoryFilter) -> str:
