@@ -34,6 +34,7 @@ BENCHMARKS = {
     "cli": ("bench.inference", "command_line"),
     "memory": ("bench.inference", "memory"),
     "ensemble": ("bench.inference", "ensemble_tta"),
+    "runtimes": ("bench.runtimes", "runtimes"),
     "archive": ("bench.archive", "archive"),
     "cache": ("bench.training", "training_cache"),
     "fine_tune": ("bench.training", "fine_tune_pipeline"),

@@ -12,14 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import peak_resident_bytes
+
 PROBE_BACKBONE = "mobilenet_v2"
-
-
-def peak_resident_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("VmHWM not found in /proc/self/status")
 
 
 def main() -> None:

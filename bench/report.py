@@ -9,7 +9,20 @@ from pathlib import Path
 
 from core.card import library_versions
 
-LIBRARIES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "pillow", "duckdb", "streamlit")
+# The optional runtimes of `python -m bench --only runtimes` are listed when installed.
+LIBRARIES = (
+    "tensorflow",
+    "tensorflow-cpu",
+    "keras",
+    "numpy",
+    "pillow",
+    "duckdb",
+    "streamlit",
+    "onnxruntime",
+    "tf2onnx",
+    "onnx",
+    "ai-edge-litert",
+)
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,14 @@ def make_forward(model: keras.Model, tta: bool, tta_views: str = "flips"):
             diagnoses = tf.zeros([tf.shape(probability)[0], 0])
         return probability, outputs[-1][:count], diagnoses
 
+    def mean_over_views(diagnoses, view_count, count):
+        # The class count is static: a binary model's (N, 0) needs no mean, and a Reshape to
+        # width 0 would mean "keep this dimension" once exported to ONNX.
+        width = diagnoses.shape[-1]
+        if width == 0:
+            return tf.zeros([count, 0])
+        return tf.reduce_mean(tf.reshape(diagnoses, [view_count, count, width]), 0)
+
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
     def forward(batch):
         x = tf.cast(batch, tf.float32)
@@ -132,21 +140,25 @@ def make_forward(model: keras.Model, tta: bool, tta_views: str = "flips"):
         probability, features, diagnoses = split(both(tf.concat(views, 0), training=False), count)
         view_count = len(views)
         mean_probability = tf.reduce_mean(tf.reshape(probability, [view_count, count]), axis=0)
-        width = tf.shape(diagnoses)[-1]
-        mean_diagnoses = tf.reduce_mean(tf.reshape(diagnoses, [view_count, count, width]), 0)
+        mean_diagnoses = mean_over_views(diagnoses, view_count, count)
         return mean_probability, features, mean_diagnoses, pixel_detail(x)
 
     return forward
 
 
 def forward_in_batches(forward, arrays: np.ndarray, batch_size: int = BATCH_SIZE):
-    """`ForwardOutputs` of a stack of uint8 images, batch by batch."""
+    """`ForwardOutputs` of a stack of uint8 images, batch by batch.
+
+    `forward` takes a numpy batch and returns the four outputs as anything numpy reads, so
+    another runtime's forward pass (`python -m bench --only runtimes`) can stand in for the
+    traced function.
+    """
     outputs: list[list[np.ndarray]] = [[] for _ in ForwardOutputs._fields]
     for start in range(0, len(arrays), batch_size):
         for collected, value in zip(
-            outputs, forward(tf.constant(arrays[start : start + batch_size])), strict=True
+            outputs, forward(arrays[start : start + batch_size]), strict=True
         ):
-            collected.append(value.numpy())
+            collected.append(np.asarray(value))
     if not outputs[0]:
         empty = np.zeros((0, 0), np.float32)
         return ForwardOutputs(np.zeros(0, np.float32), empty, empty, np.zeros(0, np.float32))

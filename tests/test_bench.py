@@ -123,3 +123,12 @@ def test_quick_benchmark_reports_every_figure_with_a_ratio(tmp_path):
             assert figure["ratio"] is not None and math.isfinite(figure["ratio"])
         if figure["goal"] is not None:
             assert isinstance(figure["passed"], bool)
+
+
+def test_runtimes_benchmark_skips_and_says_what_to_install(monkeypatch):
+    from bench import runtimes
+    from bench.common import Skipped
+
+    monkeypatch.setattr(runtimes, "missing_packages", lambda engine: ["absent"])
+    with pytest.raises(Skipped, match="pip install onnxruntime tf2onnx ai-edge-litert"):
+        runtimes.runtimes(None)
