@@ -19,8 +19,11 @@ scope = ui.session.history_scope()
 if scope is not None:
     st.caption("Showing the predictions of this browser session only.")
 history_filter = ui.history.filter_form(database, scope)
-ui.history.notice()
-ui.history.undo_delete(database)
+# One container whether or not they show, so the tabs below keep their place in the page
+# and a rerun after a delete or its undo never shows the old tabs beside the new ones.
+with st.container():
+    ui.history.notice()
+    ui.history.undo_delete(database)
 with st.expander("Import confirmed outcomes (CSV)", key=ui.history.IMPORT_OPEN, on_change="rerun"):
     if ui.session.require_admin("Outcome imports"):
         ui.history.import_outcomes(database)

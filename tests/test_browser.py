@@ -306,6 +306,7 @@ def select_history_row(page: "sync_api.Page", row: int) -> None:
 
 def test_history_deletes_only_the_row_selected_then_starts_over(served_app, browser_page):
     page, expect = browser_page, sync_api.expect
+    page.goto(served_app[0])
     open_page(page, "Predict")
     others = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))[1:4]
     page.locator("input[type=file]").set_input_files(others)
@@ -322,6 +323,7 @@ def test_history_deletes_only_the_row_selected_then_starts_over(served_app, brow
     page.get_by_role("button", name="Delete selected").click()
     settle(page)
     expect(page.get_by_text("Deleted 1 prediction.")).to_be_visible()
+    settle(page)
     assert history_total(page) == before - 1
     # Nothing stays selected or armed: the row that moved up is not deleted by a second click.
     expect(page.get_by_text(re.compile(r"predictions? selected"))).to_have_count(0)
@@ -329,6 +331,8 @@ def test_history_deletes_only_the_row_selected_then_starts_over(served_app, brow
     page.get_by_role("button", name="Undo the last delete (1 prediction)").click()
     settle(page)
     expect(page.get_by_text("Restored 1 prediction.")).to_be_visible()
+    # The click may land before the rerun starts: settle once the rerun is seen.
+    settle(page)
     assert history_total(page) == before
 
 
