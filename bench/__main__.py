@@ -40,6 +40,7 @@ BENCHMARKS = {
     "fine_tune": ("bench.training", "fine_tune_pipeline"),
     "stream_scale": ("bench.streaming", "stream_scale"),
     "app": ("bench.app", "app"),
+    "app_memory": ("bench.app_memory", "app_memory"),
     "history": ("bench.history", "history"),
     "metrics": ("bench.history", "metrics"),
 }

@@ -32,14 +32,18 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 300_000
 
 
-def predict(url: str, images: list[Path]) -> list[float]:
+def chromium_path() -> str:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("needs Chromium: `make chromium` installs it")
+    return chromium
+
+
+def predict(url: str, images: list[Path]) -> list[float]:
     seconds = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
         )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
