@@ -368,8 +368,8 @@ class DecodedImage:
 
 
 def decode_for_model(data: bytes, image_size: int, resample: str) -> DecodedImage:
-    array, (width, height) = images.decode_for_model(data, image_size, resample)
-    return DecodedImage(array, width, height, images.sha256_bytes(data))
+    decoded = images.decode_for_model(data, image_size, resample)
+    return DecodedImage(decoded.array, decoded.width, decoded.height, images.sha256_bytes(data))
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
