@@ -223,7 +223,7 @@ def decode_image(
 
 @dataclass(frozen=True)
 class ModelInput:
-    """What one decode gives: the model input, the image's stored size and a preview."""
+    """What one decode gives: the model input, the size as shown (EXIF turns applied), a preview."""
 
     array: np.ndarray
     width: int
