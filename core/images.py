@@ -9,6 +9,7 @@ of rules applies everywhere:
 - animated GIFs and multi-page TIFFs use their first frame (dermoscopy is one still photo);
 - every colour mode becomes 8-bit RGB; transparency is composited on white;
 - tiny images (even 1x1) are accepted: the model input is resized anyway.
+- model inputs of large images are reduced while decoding, before any conversion to RGB.
 """
 
 import concurrent.futures
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from core import config
 
@@ -46,7 +47,14 @@ warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _TRANSPARENT_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_PALETTE_MODES = ("1", "P", "PA")
+# EXIF orientations that turn the picture a quarter: transpose, 270, transverse, 90 degrees.
+_QUARTER_TURNS = (5, 6, 7, 8)
 _COPY_CHUNK_BYTES = 1024 * 1024
+# Model inputs are reduced while decoding only while both sides stay at least this many times
+# the input size: past Pillow's own 3.0 `reducing_gap`, from which it finds a reduce-then-resize
+# indistinguishable from one resize, and enough for a 512 px display copy of a 160 px model.
+REDUCING_GAP = 4
 # Small members (a CSV of repeated values, a flat PNG) can compress very well without being a
 # bomb, so the per-member ratio check only applies above this size.
 _RATIO_CHECK_MIN_BYTES = 1024 * 1024
@@ -185,12 +193,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+def _apply_exif_orientation(image: Image.Image) -> bool:
+    """Turn the image in place as a viewer would; True when that swapped its sides.
+
+    In place, because without an orientation tag exif_transpose would copy the image.
+    """
     # A malformed EXIF block is metadata damage, not image damage: keep the pixels as stored.
     try:
-        return ImageOps.exif_transpose(image)
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # noqa: BLE001
-        return image
+        return False
+    return orientation in _QUARTER_TURNS
 
 
 def decode_image(
@@ -200,33 +214,80 @@ def decode_image(
 
     `reduce_to` lets JPEG decoding run at 1/2, 1/4 or 1/8 scale while both sides stay at least
     `reduce_to` pixels: a large speed-up for full-size photos when only a thumbnail is needed
-    (perceptual hashing). Model inputs do not use it, so training and inference see the same
-    pixels. Other formats ignore it.
+    (perceptual hashing). Other formats ignore it. Model inputs come from `decode_for_model`.
     """
     image = _open_checked(data, max_pixels)
     with DECODE_BUDGET.hold(image.width * image.height):
-        return _decoded(image, max_pixels, reduce_to)
+        return _decoded(image, max_pixels, reduce_to)[0]
 
 
-def decode_for_model(data: bytes, size: int, resample: str = "bilinear"):
-    """Model input (size, size, 3) and the original (width, height) of untrusted bytes.
+@dataclass(frozen=True)
+class ModelInput:
+    """What one decode gives: the model input, the size as shown (EXIF turns applied), a preview."""
 
-    The decode budget is held until the full-size picture is resized away, so that large
-    images in flight never add up.
+    array: np.ndarray
+    width: int
+    height: int
+    # RGB, the longest side at most the `preview` pixels asked for; None when none was.
+    preview: Image.Image | None = None
+
+
+def decode_for_model(
+    data: bytes, size: int, resample: str = "bilinear", preview: int = 0
+) -> ModelInput:
+    """Model input (size, size, 3) of untrusted bytes and, with `preview`, a small copy.
+
+    A large image is reduced while it is decoded (JPEG at 1/2, 1/4 or 1/8 scale, then a box
+    average, both sides kept at least `REDUCING_GAP` x `size`) and only then converted to RGB,
+    so a 49-megapixel scan never exists as a full-size RGB image; the model input and the
+    preview both come from that one reduced picture. The decode budget is held until they
+    exist, so that large images in flight never add up.
     """
     image = _open_checked(data, config.MAX_IMAGE_PIXELS)
-    with DECODE_BUDGET.hold(image.width * image.height):
-        rgb = _decoded(image, config.MAX_IMAGE_PIXELS, None)
-        return resize_for_model(rgb, size, resample), rgb.size
+    width, height = image.size
+    keep = REDUCING_GAP * size
+    with DECODE_BUDGET.hold(width * height):
+        picture, turned = _decoded(image, config.MAX_IMAGE_PIXELS, keep, shrink_to=keep)
+        # The full-size pixels go now, not when this function returns.
+        del image
+        return ModelInput(
+            resize_for_model(picture, size, resample),
+            *((height, width) if turned else (width, height)),
+            _preview(picture, preview) if preview else None,
+        )
 
 
-def _decoded(image: Image.Image, max_pixels: int, reduce_to: int | None) -> Image.Image:
+def _preview(picture: Image.Image, pixels: int) -> Image.Image:
+    small = picture.copy()
+    small.thumbnail((pixels, pixels))
+    return small
+
+
+def _shrunk(image: Image.Image, keep: int) -> Image.Image:
+    """Box-average a loaded image by the largest whole factor that keeps both sides >= keep."""
+    factor = min(image.size) // keep
+    if factor < 2:
+        return image
+    # Averaging palette indices would mix unrelated colours: those modes become RGB first.
+    if image.mode in _PALETTE_MODES:
+        image = to_rgb(image)
+    # A box resize rather than Image.reduce, which has no 16-bit grey modes.
+    reduced_size = (image.width // factor, image.height // factor)
+    return image.resize(reduced_size, Image.Resampling.BOX)
+
+
+def _decoded(
+    image: Image.Image, max_pixels: int, reduce_to: int | None, shrink_to: int | None = None
+) -> tuple[Image.Image, bool]:
+    """The RGB picture, and whether its EXIF orientation swapped its sides."""
     try:
         if reduce_to:
             image.draft(None, (reduce_to, reduce_to))
         image.load()  # the first frame only, fully: truncated data fails here
-        image = _apply_exif_orientation(image)
-        return to_rgb(image)
+        if shrink_to:
+            image = _shrunk(image, shrink_to)
+        turned = _apply_exif_orientation(image)
+        return to_rgb(image), turned
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -249,7 +310,7 @@ def resize_for_model(image: Image.Image, size: int, resample: str = "bilinear") 
 
 def prepare_image(data: bytes, size: int, resample: str = "bilinear") -> np.ndarray:
     """Bytes to model input (decode, then resize): the one path for training and inference."""
-    return decode_for_model(data, size, resample)[0]
+    return decode_for_model(data, size, resample).array
 
 
 def load_image_file(path: str | os.PathLike, size: int, resample: str = "bilinear") -> np.ndarray:

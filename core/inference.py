@@ -6,6 +6,7 @@ input signature (one trace per TTA setting), which is several times faster per i
 `model.predict` and does not retrace for each batch size.
 """
 
+import functools
 import os
 import time
 import zipfile
@@ -18,6 +19,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 from threadpoolctl import ThreadpoolController
 
 from core import images, operating_point
@@ -313,30 +315,43 @@ class Predictor:
 
         Every image is labelled at the threshold in force when the first one is.
         """
+        return (prediction for prediction, _ in self.predict_with_previews(items, 0, tta))
+
+    def predict_with_previews(
+        self,
+        items: Iterable[tuple[str, bytes | Path | str]],
+        preview: int,
+        tta: bool | None = None,
+    ) -> Iterator[tuple[Prediction, Image.Image | None]]:
+        """`predict_many`, each prediction with a preview of its image (the longest side at
+        most `preview` pixels; None for a failed image) made from the same decode."""
         threshold = self.current_threshold()
         use_tta = self.default_tta if tta is None else tta
         # Chunks no larger than needed to keep the forward calls full: with TTA a chunk of 32
         # would hold results back (and a progress bar still) for seconds.
         chunk_size = max(MIN_CHUNK, self._images_per_call(use_tta))
+        decode = functools.partial(self._decode_item, preview=preview)
         with ThreadPoolExecutor() as pool:
             pending = None
             for chunk in _chunks(items, chunk_size):
-                submitted = pool.map(self._decode_item, chunk)
+                submitted = pool.map(decode, chunk)
                 if pending is not None:
                     yield from self._predict_chunk(*pending, tta, threshold)
                 pending = (chunk, submitted)
             if pending is not None:
                 yield from self._predict_chunk(*pending, tta, threshold)
 
-    def _decode_item(self, item: tuple[str, bytes | Path | str]):
+    def _decode_item(self, item: tuple[str, bytes | Path | str], preview: int):
         _, source = item
         try:
             data = source if isinstance(source, bytes) else Path(source).read_bytes()
-            return decode_for_model(data, self.image_size, self.resample)
+            return decode_for_model(data, self.image_size, self.resample, preview)
         except (images.ImageError, OSError) as error:
             return images.ImageError(str(error))
 
-    def _predict_chunk(self, chunk, decoded_iterator, tta, threshold) -> Iterator[Prediction]:
+    def _predict_chunk(
+        self, chunk, decoded_iterator, tta, threshold
+    ) -> Iterator[tuple[Prediction, Image.Image | None]]:
         start = time.perf_counter()
         decoded = list(decoded_iterator)
         good = [item for item in decoded if not isinstance(item, Exception)]
@@ -349,13 +364,14 @@ class Predictor:
         index = 0
         for (name, _), item in zip(chunk, decoded, strict=True):
             if isinstance(item, Exception):
-                yield self.error_result(name, str(item), threshold)
+                yield self.error_result(name, str(item), threshold), None
                 continue
             score = None if scores is None else scores[index]
             ranked = self.ranked_diagnoses(diagnoses[index])
-            yield self._result(
+            prediction = self._result(
                 name, probabilities[index], score, item, latency_ms, threshold, ranked
             )
+            yield prediction, item.preview
             index += 1
 
 
@@ -365,11 +381,16 @@ class DecodedImage:
     width: int
     height: int
     sha256: str
+    preview: Image.Image | None = None
 
 
-def decode_for_model(data: bytes, image_size: int, resample: str) -> DecodedImage:
-    array, (width, height) = images.decode_for_model(data, image_size, resample)
-    return DecodedImage(array, width, height, images.sha256_bytes(data))
+def decode_for_model(
+    data: bytes, image_size: int, resample: str, preview: int = 0
+) -> DecodedImage:
+    decoded = images.decode_for_model(data, image_size, resample, preview)
+    return DecodedImage(
+        decoded.array, decoded.width, decoded.height, images.sha256_bytes(data), decoded.preview
+    )
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

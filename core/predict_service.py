@@ -144,27 +144,16 @@ def upload_bytes(files: Iterable[tuple[str, bytes]], upload: str, sha256: str) -
     return None
 
 
-def thumbnail_jpeg(data: bytes, pixels: int = THUMBNAIL_PIXELS) -> bytes:
-    """A small JPEG of an image (longest side `pixels`), for tables and the history.
+def thumbnail_jpeg(picture: Image.Image) -> bytes:
+    """A JPEG of a decoded upload's preview, for tables and the history.
 
     It is encoded from the pixels alone, so no EXIF (camera, GPS, dates), ICC profile or
     comment of the upload survives in it.
     """
-    image = images.decode_image(data, reduce_to=pixels)
-    image.thumbnail((pixels, pixels))
-    pixels_only = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    pixels_only = Image.fromarray(np.asarray(picture, dtype=np.uint8))
     buffer = io.BytesIO()
     pixels_only.save(buffer, format="JPEG", quality=80)
     return buffer.getvalue()
-
-
-def _thumbnail_or_none(data: bytes) -> bytes | None:
-    # The image was decoded for the prediction already; a reduced-scale decode that still
-    # fails only costs the picture, never the prediction.
-    try:
-        return thumbnail_jpeg(data)
-    except images.ImageError:
-        return None
 
 
 def _record(prediction: Prediction, session_id: str, tta: bool, thumbnail) -> PredictionRecord:
@@ -192,15 +181,16 @@ def _record(prediction: Prediction, session_id: str, tta: bool, thumbnail) -> Pr
 
 def _predictions_in_order(
     predictor: Predictor, uploads: Sequence[Upload], tta: bool
-) -> Iterator[Prediction]:
-    """One prediction per upload, in order; uploads over the size limit are never decoded."""
+) -> Iterator[tuple[Prediction, Image.Image | None]]:
+    """One prediction and thumbnail-sized preview per upload, in order; uploads over the
+    size limit are never decoded."""
     refused = {i: problem for i, u in enumerate(uploads) if (problem := size_problem(len(u.data)))}
     accepted = [(u.name, u.data) for i, u in enumerate(uploads) if i not in refused]
-    # predict_many yields in input order, so the n-th prediction belongs to the n-th item.
-    predicted = predictor.predict_many(accepted, tta=tta)
+    # The yield is in input order, so the n-th prediction belongs to the n-th item.
+    predicted = predictor.predict_with_previews(accepted, THUMBNAIL_PIXELS, tta=tta)
     for index, upload in enumerate(uploads):
         if index in refused:
-            yield predictor.error_result(upload.name, refused[index])
+            yield predictor.error_result(upload.name, refused[index]), None
         else:
             yield next(predicted)
 
@@ -226,11 +216,9 @@ def predict_uploads(
     use_tta = predictor.default_tta if tta is None else tta
     keep_thumbnails = config.STORE_THUMBNAILS if store_thumbnails is None else store_thumbnails
     predictions, thumbnails = [], []
-    for upload, prediction in zip(
-        uploads, _predictions_in_order(predictor, uploads, use_tta), strict=True
-    ):
+    for prediction, preview in _predictions_in_order(predictor, uploads, use_tta):
         predictions.append(prediction)
-        thumbnails.append(None if prediction.error else _thumbnail_or_none(upload.data))
+        thumbnails.append(None if preview is None else thumbnail_jpeg(preview))
         if progress_callback is not None:
             progress_callback(len(predictions), len(uploads))
     stored = thumbnails if keep_thumbnails else [None] * len(thumbnails)
@@ -291,11 +279,9 @@ def results_csv(results: Sequence[PredictionResult]) -> bytes:
 
 def explain(predictor: Predictor, data: bytes, toward: str = "malignant") -> Explanation:
     """Grad-CAM of one image, drawn over a display-sized copy of the whole image."""
-    decoded = decode_for_model(data, predictor.image_size, predictor.resample)
+    decoded = decode_for_model(data, predictor.image_size, predictor.resample, DISPLAY_PIXELS)
     heatmap = gradcam.grad_cam(predictor.model, decoded.array, toward)
-    picture = images.decode_image(data, reduce_to=DISPLAY_PIXELS)
-    picture.thumbnail((DISPLAY_PIXELS, DISPLAY_PIXELS))
-    display = np.asarray(picture.convert("RGB"), dtype=np.uint8)
+    display = np.asarray(decoded.preview, dtype=np.uint8)
     resized = gradcam.resize_heatmap(heatmap, display.shape[1], display.shape[0])
     return Explanation(
         image=display,

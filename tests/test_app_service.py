@@ -33,15 +33,16 @@ class FakePredictor:
     default_tta = False
     threshold = 0.5
 
-    def predict_many(self, items, tta=None):
+    def predict_with_previews(self, items, preview, tta=None):
         for name, data in items:
             try:
                 image = images.decode_image(data)
             except images.ImageError as error:
-                yield Prediction(name, None, None, self.threshold, "fake-run", error=str(error))
+                failed = Prediction(name, None, None, self.threshold, "fake-run", error=str(error))
+                yield failed, None
                 continue
             probability = image.getpixel((0, 0))[0] / 255
-            yield Prediction(
+            prediction = Prediction(
                 name,
                 probability,
                 "malignant" if probability >= 0.5 else "benign",
@@ -53,6 +54,8 @@ class FakePredictor:
                 latency_ms=1.0,
                 diagnoses=(("melanoma", probability), ("nevus", 1 - probability)),
             )
+            image.thumbnail((preview, preview))
+            yield prediction, image
 
 
 @pytest.fixture
@@ -137,19 +140,38 @@ def test_the_same_image_again_in_one_session_is_one_prediction(database):
     assert database.count_predictions(db.HistoryFilter(session_id="s")) == 2
 
 
-def test_thumbnails_are_small_jpegs():
-    thumbnail = predict_service.thumbnail_jpeg(jpeg_bytes(size=(400, 300)))
-    assert Image.open(io.BytesIO(thumbnail)).size == (96, 72)
-    with pytest.raises(images.ImageError):
-        predict_service.thumbnail_jpeg(b"nope")
+@pytest.fixture
+def opened(monkeypatch) -> list[int]:
+    """The byte count of every image Pillow opens from here on."""
+    sizes = []
+    original_open = Image.open
+
+    def spy(source, *args, **options):
+        sizes.append(len(source.getbuffer()))
+        return original_open(source, *args, **options)
+
+    monkeypatch.setattr(Image, "open", spy)
+    return sizes
 
 
-def test_explain_draws_the_heat_map_over_the_whole_image(trained_run):
+def test_each_upload_is_decoded_once_for_its_prediction_and_thumbnail(trained_run, opened):
+    predictor = Predictor(runs.load_run(config.MODELS_DIR / trained_run))
+    data = jpeg_bytes(size=(1400, 1050))
+    (result,) = predict_service.predict_uploads(
+        predictor, None, [predict_service.Upload("large.jpg", data)], "once"
+    )
+    assert result.ok and opened == [len(data)]
+    assert (result.prediction.width, result.prediction.height) == (1400, 1050)
+    assert Image.open(io.BytesIO(result.thumbnail)).size == (96, 72)
+
+
+def test_explain_draws_the_heat_map_over_the_whole_image(trained_run, opened):
     predictor = Predictor(runs.load_run(config.MODELS_DIR / trained_run))
     data = min((config.SAMPLE_DIR / "images").glob("*.jpg")).read_bytes()
     explanation = predict_service.explain(predictor, data)
     assert explanation.image.shape == explanation.heatmap.shape == explanation.overlay.shape
     assert max(explanation.image.shape[:2]) <= predict_service.DISPLAY_PIXELS
+    assert opened == [len(data)]  # the model input and the display copy share one decode
 
 
 def make_csv_dataset(folder):

@@ -1,15 +1,19 @@
 """The benchmark's report: structure, ratios and goals (not the speed goals themselves)."""
 
+import io
 import json
 import math
 import os
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from bench.report import Figure, Goal, finite, machine, table
+from bench.upload_probe import hostile_zip
 from core import config
 
 EXPECTED_GROUPS = {
@@ -93,6 +97,17 @@ def test_epoch_probe_reports_speed_and_peak_memory_of_a_streamed_epoch(tmp_path)
     assert result["images"] == 40
     assert result["images_per_second"] > 0 and result["seconds"] > 0
     assert result["peak_rss"] > 100 * 1024**2  # TensorFlow alone takes more than this.
+
+
+def test_upload_probe_zip_is_tiny_and_each_scan_just_under_the_pixel_limit():
+    archive = hostile_zip()
+    assert len(archive) < 10_000
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        scans = [Image.open(opened.open(name)) for name in opened.namelist()]
+    assert len(scans) == 4
+    for scan in scans:
+        assert scan.mode == "I;16" and scan.width * scan.height <= config.MAX_IMAGE_PIXELS
+        assert scan.width * scan.height > 0.95 * config.MAX_IMAGE_PIXELS
 
 
 @pytest.mark.slow

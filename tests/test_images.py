@@ -327,3 +327,69 @@ def test_sixteen_bit_grey_scales_exactly_as_rounding_v_over_257():
         expected = np.rint(values / 257.0).astype(np.uint8)
         converted = np.asarray(images.to_rgb(image))
         assert converted.shape == (90, 100, 3) and (converted[..., 1] == expected).all()
+
+
+@pytest.fixture
+def converted_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """The size of every image converted to RGB from here on."""
+    sizes = []
+    original_to_rgb = images.to_rgb
+
+    def spy(image: Image.Image) -> Image.Image:
+        sizes.append(image.size)
+        return original_to_rgb(image)
+
+    monkeypatch.setattr(images, "to_rgb", spy)
+    return sizes
+
+
+def test_a_large_sixteen_bit_scan_is_reduced_before_it_becomes_rgb(converted_sizes):
+    # 2,000 px sides and a 64 px model: both sides stay >= 4 x 64 = 256, so the box factor
+    # is 7 and no full-size RGB picture (or int32 copy of the scan) is ever made.
+    gradient = np.tile(np.linspace(0, 65535, 2000), (2000, 1)).astype(np.uint16)
+    data = encode(Image.frombytes("I;16", (2000, 2000), gradient.tobytes()), "PNG")
+    decoded = images.decode_for_model(data, 64, preview=96)
+    assert set(converted_sizes) == {(285, 285)}
+    assert (decoded.width, decoded.height) == (2000, 2000)
+    assert decoded.array.shape == (64, 64, 3) and decoded.preview.size == (96, 96)
+    # The reduction is an average: the model input is still the scan's gradient.
+    expected = np.rint(np.linspace(0, 255, 64)).astype(int)
+    assert np.abs(decoded.array[32, :, 0].astype(int) - expected).max() <= 3
+
+
+def test_images_too_small_to_reduce_give_the_same_model_input_as_before(photo, jpeg_bytes):
+    # Up to 4 x the input size nothing is reduced: the input is the plain resize of the decode.
+    for size in (16, 224):
+        decoded = images.decode_for_model(jpeg_bytes, size)
+        expected = images.resize_for_model(images.decode_image(jpeg_bytes), size)
+        assert (decoded.array == expected).all() and decoded.preview is None
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_for_the_model(converted_sizes):
+    data = encode(Image.new("RGB", (1600, 1200), (30, 160, 90)), "JPEG", quality=95)
+    decoded = images.decode_for_model(data, 32)
+    # Draft mode decodes at 1/8 (200 x 150, both sides >= 128); 150 // 128 gives no box step.
+    assert set(converted_sizes) == {(200, 150)}
+    assert (decoded.width, decoded.height) == (1600, 1200)
+    assert np.abs(decoded.array.astype(int) - (30, 160, 90)).max() <= 3
+
+
+def test_palette_images_become_rgb_before_they_are_averaged():
+    # Alternating columns of palette entries 0 (black) and 1 (white): averaging the indices
+    # would give entry 0 or 1 again, averaging the colours gives mid grey.
+    stripes = Image.new("P", (1000, 1000), 0)
+    stripes.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    stripes.putdata([column % 2 for _ in range(1000) for column in range(1000)])
+    array = images.decode_for_model(encode(stripes, "PNG"), 32).array
+    assert np.abs(array.astype(int) - 128).max() <= 2
+
+
+def test_a_reduced_photo_keeps_its_exif_orientation_and_shown_size():
+    wide = Image.new("RGB", (1200, 600), (0, 0, 0))
+    wide.paste((255, 255, 255), (0, 0, 600, 600))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    decoded = images.decode_for_model(encode(wide, "JPEG", quality=95, exif=exif), 16)
+    assert (decoded.width, decoded.height) == (600, 1200)
+    # The stored left half is the top once rotated clockwise.
+    assert decoded.array[2, 8, 0] > 200 and decoded.array[13, 8, 0] < 50

@@ -156,13 +156,13 @@ def test_uploads_over_the_size_limit_are_refused_before_decoding(predictor, data
     small = SAMPLE_IMAGES[0].read_bytes()
     assert len(large) > config.MAX_UPLOAD_BYTES > len(small)
     decoded_sizes = []
-    original_decode = images.decode_image
+    original_decode = images.decode_for_model
 
-    def spy(content, **options):
+    def spy(content, *args, **options):
         decoded_sizes.append(len(content))
-        return original_decode(content, **options)
+        return original_decode(content, *args, **options)
 
-    monkeypatch.setattr(images, "decode_image", spy)
+    monkeypatch.setattr(images, "decode_for_model", spy)
     # Dim noise as BMP: 1.4 MB inside the archive, a fraction of that zipped.
     dim = np.random.default_rng(1).integers(0, 4, (700, 700, 3), dtype=np.uint8)
     archive = zip_of({"large.bmp": encode(Image.fromarray(dim), "BMP"), "small.jpg": small})
@@ -177,7 +177,7 @@ def test_uploads_over_the_size_limit_are_refused_before_decoding(predictor, data
     results = predict_service.predict_uploads(predictor, database, direct, "size")
     assert "over the 1.0 MB upload limit" in results[0].prediction.error
     assert results[1].ok and stored_names(database, "size") == ["s.jpg"]
-    assert len(large) not in decoded_sizes
+    assert len(small) in decoded_sizes and len(large) not in decoded_sizes
 
 
 def mutations(original: bytes, count: int, rng: np.random.Generator) -> list[bytes]:
