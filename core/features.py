@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import config
+from core import config, images
 
 DEFAULT_LIMIT_BYTES = 2 * 1024**3
 
@@ -29,7 +29,8 @@ def weights_digest(weights: Sequence[np.ndarray]) -> str:
 
 
 def cache_folder(backbone: str, image_size: int, resample: str, digest: str, root=None) -> Path:
-    return cache_root(root) / f"{backbone}-{image_size}-{resample}-{digest}"
+    decoding = f"d{images.DECODE_VERSION}"
+    return cache_root(root) / f"{backbone}-{image_size}-{resample}-{decoding}-{digest}"
 
 
 def load_features(folder: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:

@@ -1,9 +1,9 @@
 """The decoded-image cache of the streaming input pipeline: where images live, its size, clearing.
 
 Each image is one file of raw uint8 pixels at the training size, under a folder per (input
-size, resampling filter), named by the SHA-256 of the image bytes. Kept apart from
-`core.pipeline` and free of TensorFlow, so the Train page can show and clear the cache
-without loading it.
+size, resampling filter, decoding version), named by the SHA-256 of the image bytes. Kept
+apart from `core.pipeline` and free of TensorFlow, so the Train page can show and clear the
+cache without loading it.
 """
 
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import config, features
+from core import config, features, images
 
 DEFAULT_LIMIT_BYTES = 32 * 1024**3
 SUFFIX = ".u8"
@@ -22,7 +22,7 @@ def cache_root(directory: Path | None = None) -> Path:
 
 
 def cache_folder(image_size: int, resample: str, root: Path | None = None) -> Path:
-    return cache_root(root) / f"{image_size}-{resample}"
+    return cache_root(root) / f"{image_size}-{resample}-d{images.DECODE_VERSION}"
 
 
 def image_path(folder: Path, key: str) -> Path:

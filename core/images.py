@@ -55,6 +55,10 @@ _COPY_CHUNK_BYTES = 1024 * 1024
 # the input size: past Pillow's own 3.0 `reducing_gap`, from which it finds a reduce-then-resize
 # indistinguishable from one resize, and enough for a 512 px display copy of a 160 px model.
 REDUCING_GAP = 4
+# Part of the decoded-image and feature caches' folder names: raise it whenever
+# `decode_for_model` gives other pixels for the same bytes, so no cache serves the old ones.
+# 2: large images are reduced while decoding.
+DECODE_VERSION = 2
 # Small members (a CSV of repeated values, a flat PNG) can compress very well without being a
 # bomb, so the per-member ratio check only applies above this size.
 _RATIO_CHECK_MIN_BYTES = 1024 * 1024
