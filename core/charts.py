@@ -1,8 +1,8 @@
-"""Plotly figures for the evaluation and monitoring pages.
+"""Plotly figures of a model's evaluation: confusion matrix, ROC and PR curves, calibration,
+learning curves, AUC by subgroup and by held-out source.
 
 Figures take results that were already computed (evaluation dicts from `core.metrics`,
-history frames, SQL aggregates), so drawing never repeats a computation and this module
-needs only Plotly.
+history frames), so drawing never repeats a computation and this module needs only Plotly.
 """
 
 import math
@@ -12,85 +12,26 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.chart_style import (
+    BELOW,
+    BOTTOM_LEFT,
+    BOTTOM_RIGHT,
+    CHANCE_LINE,
+    COLOURWAY,
+    THEME_COLOUR,
+    TITLE_ROW,
+    TOP_LEFT,
+    colour,
+    count_axis,
+    layout,
+    legend_inside,
+)
 from core.labels import CLASS_NAMES
 
-TEMPLATE = "plotly_white"
-FIGURE_HEIGHT = 420
-CHANCE_LINE = {"dash": "dash", "color": "gray", "width": 1}
-THEME_COLOUR = "#1f6f8b"
-# The app's theme colour first; red is left out because the app keeps it for malignant labels.
-COLOURWAY = [THEME_COLOUR, "#e69f00", "#6a4c93", "#2a9d8f", "#8c564b", "#7f7f7f"]
-DAY_MILLISECONDS = 24 * 60 * 60 * 1000
 SUBGROUP_TITLES = {"site": "Anatomical site", "source": "Source"}
 LABEL_CHARACTERS = 24
 NOTE_CHARACTERS = 40
 NOTE_LINE_PIXELS = 16
-# Curve legends sit inside the plot area, in a corner the curves leave empty, on a translucent
-# box: that keeps the plot tall at half a page wide, where long run ids wrap onto many rows.
-BOTTOM_RIGHT = {"x": 0.98, "xanchor": "right", "y": 0.02, "yanchor": "bottom"}
-BOTTOM_LEFT = {"x": 0.02, "xanchor": "left", "y": 0.02, "yanchor": "bottom"}
-TOP_LEFT = {"x": 0.02, "xanchor": "left", "y": 0.98, "yanchor": "top"}
-# At the bottom of the figure, for plots with no free corner. Placed in container coordinates
-# (not paper ones, like y=-0.3) so Plotly grows the margin to fit it under the axis title.
-BELOW = {
-    "orientation": "h",
-    "x": 0,
-    "xanchor": "left",
-    "y": 0,
-    "yanchor": "bottom",
-    "yref": "container",
-}
-# Level with the title, at the right, for a legend of a few short names.
-TITLE_ROW = {
-    "orientation": "h",
-    "x": 1,
-    "xanchor": "right",
-    "y": 1,
-    "yanchor": "top",
-    "yref": "container",
-}
-
-
-def _legend_inside(corner: dict) -> dict:
-    return {
-        **corner,
-        "bgcolor": "rgba(255, 255, 255, 0.8)",
-        "bordercolor": "rgba(0, 0, 0, 0.15)",
-        "borderwidth": 1,
-        "font": {"size": 11},
-    }
-
-
-def _layout(
-    figure: go.Figure, title: str, x_title: str, y_title: str, legend: dict | None = None
-) -> go.Figure:
-    figure.update_layout(
-        title=title,
-        template=TEMPLATE,
-        colorway=COLOURWAY,
-        height=FIGURE_HEIGHT,
-        margin={"l": 60, "r": 30, "t": 60, "b": 40},
-        legend=legend or BELOW,
-    )
-    figure.update_xaxes(title_text=x_title)
-    figure.update_yaxes(title_text=y_title)
-    return figure
-
-
-def _colour(index: int) -> str:
-    """The index-th run colour; set explicitly, because chance lines would use up the first."""
-    return COLOURWAY[index % len(COLOURWAY)]
-
-
-def _count_axis(axis_top: float) -> dict:
-    """Axis settings for counts: whole-number ticks from zero, at a 1-2-5 step.
-
-    `tickformat` alone would round Plotly's own fractional ticks into repeated or odd integers.
-    """
-    rough_step = max(axis_top, 1) / 5
-    magnitude = 10 ** math.floor(math.log10(rough_step))
-    step = next(factor * magnitude for factor in (1, 2, 5, 10) if factor * magnitude >= rough_step)
-    return {"tickformat": "d", "rangemode": "tozero", "dtick": max(1, step)}
 
 
 def confusion_matrix_figure(confusion: dict, normalize: bool = False) -> go.Figure:
@@ -123,7 +64,7 @@ def confusion_matrix_figure(confusion: dict, normalize: bool = False) -> go.Figu
     )
     figure.update_yaxes(autorange="reversed")
     title = "Confusion matrix (row-normalised)" if normalize else "Confusion matrix"
-    return _layout(figure, title, "Predicted class", "True class")
+    return layout(figure, title, "Predicted class", "True class")
 
 
 def _curve_name(name: str, curve: dict, score_key: str, score_label: str) -> str:
@@ -145,7 +86,7 @@ def _add_operating_points(
                 x=[x],
                 y=[y],
                 mode="markers",
-                marker={"size": 12, "symbol": "x", "color": _colour(order.index(name))},
+                marker={"size": 12, "symbol": "x", "color": colour(order.index(name))},
                 name=f"{name} {point_label}",
                 hovertemplate=(
                     f"{name} {point_label}<br>{x_name} %{{x:.3f}}<br>{y_name} %{{y:.3f}}"
@@ -179,7 +120,7 @@ def roc_figure(
                 y=curve["tpr"],
                 customdata=thresholds,
                 mode="lines",
-                line={"color": _colour(index)},
+                line={"color": colour(index)},
                 name=_curve_name(name, curve, "auc", "AUC"),
                 hovertemplate=(
                     f"FPR %{{x:.3f}}<br>TPR %{{y:.3f}}{threshold_hover}<extra>{name}</extra>"
@@ -190,12 +131,12 @@ def roc_figure(
     figure.update_xaxes(range=[0, 1])
     figure.update_yaxes(range=[0, 1.02])
     # Below and right of a good ROC curve is the corner a curve leaves empty.
-    return _layout(
+    return layout(
         figure,
         title,
         "False positive rate (1 - specificity)",
         "True positive rate",
-        BELOW if legend_below else _legend_inside(BOTTOM_RIGHT),
+        BELOW if legend_below else legend_inside(BOTTOM_RIGHT),
     )
 
 
@@ -227,7 +168,7 @@ def pr_figure(
                 x=curve["recall"],
                 y=curve["precision"],
                 mode="lines",
-                line={"color": _colour(index)},
+                line={"color": colour(index)},
                 name=_curve_name(name, curve, "ap", "AP"),
                 hovertemplate=f"recall %{{x:.3f}}<br>precision %{{y:.3f}}<extra>{name}</extra>",
             )
@@ -236,12 +177,12 @@ def pr_figure(
     figure.update_xaxes(range=[0, 1])
     figure.update_yaxes(range=[0, 1.02])
     # Below a precision-recall curve, at low recall, is the corner a curve leaves empty.
-    return _layout(
+    return layout(
         figure,
         "Precision-recall curve",
         "Recall (sensitivity)",
         "Precision (PPV)",
-        _legend_inside(BOTTOM_LEFT),
+        legend_inside(BOTTOM_LEFT),
     )
 
 
@@ -282,12 +223,12 @@ def calibration_figure(bins: list[dict]) -> go.Figure:
         ),
         secondary_y=True,
     )
-    _layout(
+    layout(
         figure,
         "Calibration (reliability diagram)",
         "Mean predicted probability",
         "",
-        _legend_inside(TOP_LEFT),
+        legend_inside(TOP_LEFT),
     )
     figure.update_xaxes(range=[0, 1])
     # Overlaying axes copy the ticks of the axis below by default: the count axis's, here.
@@ -307,7 +248,7 @@ def calibration_figure(bins: list[dict]) -> go.Figure:
         showgrid=False,
         secondary_y=False,
         range=[0, max(counts_top, 1)],
-        **_count_axis(counts_top),
+        **count_axis(counts_top),
     )
     return figure
 
@@ -353,7 +294,7 @@ def learning_curves_figure(history: pd.DataFrame) -> go.Figure:
                 col=column,
             )
     _mark_fine_tune_start(figure, history)
-    _layout(figure, "Learning curves", "Epoch (both phases)", "", TITLE_ROW)
+    layout(figure, "Learning curves", "Epoch (both phases)", "", TITLE_ROW)
     figure.update_xaxes(range=[0.5, len(history) + 0.5], dtick=_epoch_tick_step(len(history)))
     figure.update_yaxes(range=_loss_axis_range(history), tickformat=".3f", row=1, col=1)
     figure.update_yaxes(range=[_auc_axis_floor(history), 1.0], tickformat=".2f", row=1, col=2)
@@ -427,7 +368,7 @@ def subgroup_auc_figure(subgroups: dict, key: str) -> go.Figure:
     )
     figure.add_vline(x=0.5, line=CHANCE_LINE, layer="below")
     title = SUBGROUP_TITLES.get(key, key.replace("_", " ").capitalize())
-    _layout(figure, f"ROC AUC by {title.lower()}", "ROC AUC (dashed line: chance)", title)
+    layout(figure, f"ROC AUC by {title.lower()}", "ROC AUC (dashed line: chance)", title)
     figure.update_xaxes(range=[0, 1])
     note_lines = _note_below(
         figure, [f"{value} (n={groups[value]['n']})" for value in without_auc]
@@ -471,81 +412,6 @@ def _note_below(figure: go.Figure, values_without_auc: list[str]) -> int:
     return len(lines)
 
 
-def probability_histogram_figure(frame: pd.DataFrame) -> go.Figure:
-    """Predicted probability distribution per model from (model, bin_lower, count) rows."""
-    figure = go.Figure()
-    bin_width = _bin_width(frame["bin_lower"])
-    for model, rows in frame.groupby("model", sort=True):
-        figure.add_trace(
-            go.Bar(
-                x=rows["bin_lower"] + bin_width / 2,
-                y=rows["count"],
-                width=bin_width,
-                name=str(model),
-                opacity=0.6,
-                hovertemplate=(
-                    f"{model}<br>probability %{{x:.2f}} ± {bin_width / 2:.2f}"
-                    "<br>%{y} predictions<extra></extra>"
-                ),
-            )
-        )
-    figure.update_layout(barmode="overlay")
-    figure.update_xaxes(range=[0, 1])
-    figure.update_yaxes(**_count_axis(frame["count"].max() if len(frame) else 0))
-    return _layout(figure, "Predicted probability of malignancy", "Probability", "Predictions")
-
-
-def _bin_width(bin_lowers: pd.Series) -> float:
-    """Smallest gap between distinct bin edges; 0.1 when there is only one bin."""
-    gaps = pd.Series(sorted(set(bin_lowers))).diff().dropna()
-    return float(gaps.min()) if len(gaps) else 0.1
-
-
-def predictions_per_day_figure(frame: pd.DataFrame) -> go.Figure:
-    """Daily prediction counts (bars) and the share predicted malignant (line, right axis)."""
-    figure = make_subplots(specs=[[{"secondary_y": True}]])
-    figure.add_trace(
-        go.Bar(
-            x=frame["day"],
-            y=frame["count"],
-            name="predictions",
-            hovertemplate="%{x}<br>%{y} predictions<extra></extra>",
-        ),
-        secondary_y=False,
-    )
-    figure.add_trace(
-        go.Scatter(
-            x=frame["day"],
-            y=frame["malignant_share"],
-            mode="lines+markers",
-            name="share malignant",
-            hovertemplate="%{x}<br>%{y:.1%} malignant<extra></extra>",
-        ),
-        secondary_y=True,
-    )
-    _layout(figure, "Predictions per day", "Day", "", TITLE_ROW)
-    # Day ticks: with few days, automatic ticks would fall at hours and repeat the date.
-    figure.update_xaxes(
-        tickformat="%d %b %Y", dtick=DAY_MILLISECONDS if len(frame) <= 10 else None
-    )
-    figure.update_yaxes(
-        title_text="Predictions",
-        secondary_y=False,
-        **_count_axis(frame["count"].max() if len(frame) else 0),
-    )
-    # Overlaying axes copy the ticks of the axis below by default, which suits no share.
-    figure.update_yaxes(
-        title_text="Share malignant",
-        tickformat=".0%",
-        range=[0, 1],
-        tickmode="linear",
-        dtick=0.25,
-        showgrid=False,
-        secondary_y=True,
-    )
-    return figure
-
-
 def crossval_forest_figure(crossval: dict, in_source_auc: float | None = None) -> go.Figure:
     """ROC AUC with its 95% interval per held-out source; a line at the in-source test AUC.
 
@@ -583,7 +449,7 @@ def crossval_forest_figure(crossval: dict, in_source_auc: float | None = None) -
         )
     )
     _mark_reference_lines(figure, in_source_auc)
-    _layout(figure, "ROC AUC on each held-out source", "ROC AUC (95% interval)", "")
+    layout(figure, "ROC AUC on each held-out source", "ROC AUC (95% interval)", "")
     lowest = min([0.5, *(low for low, _ in intervals)])
     figure.update_xaxes(range=[math.floor(lowest * 20) / 20, 1.0])
     figure.update_yaxes(autorange="reversed", automargin=True)

@@ -10,7 +10,8 @@ from app_fixtures import tiny_train_config
 from conftest import synthetic_image, write_image
 
 from core import config, data, image_cache, images, pipeline, runs
-from core.__main__ import build_parser, training_config
+from core.__main__ import build_parser
+from core.commands import training_config
 from core.training import train
 
 SIZE = 16

@@ -10,7 +10,8 @@ import pytest
 
 from bench.tiny import make_tiny_run
 from core import config
-from core.__main__ import Progress, format_duration, main, write_predictions
+from core.__main__ import main
+from core.commands import Progress, format_duration, write_predictions
 from core.inference import find_images
 from core.prediction_csv import PREDICT_COLUMNS
 
