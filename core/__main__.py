@@ -7,10 +7,10 @@ database, so they run while the app is open.
 import argparse
 import sys
 
-from core.backbones import BACKBONE_NAMES, MIN_IMAGE_SIZE
+from core.analysis.operating_point import DEFAULT_SENSITIVITY
 from core.commands import COMMANDS
-from core.operating_point import DEFAULT_SENSITIVITY
-from core.train_config import (
+from core.modelling.backbones import BACKBONE_NAMES, MIN_IMAGE_SIZE
+from core.train.train_config import (
     INPUT_PIPELINES,
     PRESETS,
     STRATEGIES,
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Recipe options; each defaults to the preset's value (see `core.train_config`)."""
+    """Recipe options; each defaults to the preset's value (see `core.train.train_config`)."""
     parser.add_argument(
         "--preset",
         choices=sorted(PRESETS),

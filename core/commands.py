@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from core import prediction_csv, spreadsheet
-from core.train_config import TrainConfig, preset_config
+from core.storage import prediction_csv, spreadsheet
+from core.train.train_config import TrainConfig, preset_config
 
 # Training options and the TrainConfig field each sets; unset options keep the preset's value.
 TRAIN_OPTIONS = {
@@ -50,8 +50,8 @@ def warn(message: str) -> None:
 
 
 def command_train(arguments) -> int:
-    from core import runs
-    from core.training import train
+    from core.storage import runs
+    from core.train.training import train
 
     train_config = training_config(arguments, data_dir=arguments.data, csv=arguments.csv)
     result = train(
@@ -80,7 +80,7 @@ def held_out_files(values: list[str]) -> dict[str, list[str]]:
 
 
 def command_ensemble(arguments) -> int:
-    from core.ensemble import build_ensemble_run
+    from core.train.ensemble import build_ensemble_run
 
     result = build_ensemble_run(
         arguments.member,
@@ -96,7 +96,7 @@ def command_ensemble(arguments) -> int:
 
 
 def command_crossval(arguments) -> int:
-    from core.crossval import run_crossval
+    from core.train.crossval import run_crossval
 
     check_output_paths(arguments.json, arguments.predictions)
     payload = run_crossval(
@@ -118,7 +118,8 @@ def command_crossval(arguments) -> int:
 def command_crossval_merge(arguments) -> int:
     import pandas as pd
 
-    from core import crossval, runs
+    from core.storage import runs
+    from core.train import crossval
 
     run = runs.resolve_run(arguments.run)
     records = [json.loads(Path(path).read_text()) for path in arguments.files]
@@ -140,7 +141,7 @@ def crossval_config(arguments) -> TrainConfig:
         if not arguments.data:
             raise ValueError("crossval needs --data (or --run, to take the run's data)")
         return training_config(arguments, data_dir=arguments.data, csv=arguments.csv)
-    from core.runs import resolve_run
+    from core.storage.runs import resolve_run
 
     run = resolve_run(arguments.run)
     if run.card.is_ensemble:
@@ -200,8 +201,9 @@ def format_metrics(metrics: dict, title: str) -> str:
 
 
 def command_evaluate(arguments) -> int:
-    from core import evaluation, reports
-    from core.runs import resolve_run
+    from core.analysis import reports
+    from core.serving import evaluation
+    from core.storage.runs import resolve_run
 
     # Every output is checked before the images are scored, so that none is lost to a typo.
     check_output_paths(arguments.json)
@@ -243,8 +245,8 @@ def command_evaluate(arguments) -> int:
 
 
 def command_operating_point(arguments) -> int:
-    from core import operating_point
-    from core.runs import resolve_run
+    from core.analysis import operating_point
+    from core.storage.runs import resolve_run
 
     run = resolve_run(arguments.model, warn=warn)
     if arguments.action == "adopt":
@@ -262,7 +264,8 @@ def command_operating_point(arguments) -> int:
 
 def choose_operating_point(run, arguments) -> dict:
     """Check the set, then score it with the run and choose the threshold on the scores."""
-    from core import evaluation, operating_point
+    from core.analysis import operating_point
+    from core.serving import evaluation
 
     dataset, _ = evaluation.load_evaluation_dataset(
         arguments.data, arguments.csv, tuple(arguments.sites or ("all",)), arguments.skip_unmatched
@@ -297,7 +300,7 @@ def format_operating_point(point: dict) -> str:
 
 
 def command_predict(arguments) -> int:
-    from core.runs import resolve_run
+    from core.storage.runs import resolve_run
 
     if arguments.resume and not arguments.out:
         raise ValueError(
@@ -320,7 +323,7 @@ def predict_files(arguments, run) -> None:
     done, kept_bytes = (
         prediction_csv.read_done_files(arguments.out, run) if arguments.resume else (set(), 0)
     )
-    from core.inference import Predictor, find_images
+    from core.serving.inference import Predictor, find_images
 
     files = find_images(arguments.paths)
     todo = prediction_csv.remaining_files(files, done, arguments.out)
@@ -437,7 +440,7 @@ def format_duration(seconds: float) -> str:
 
 
 def command_refit_ood(arguments) -> int:
-    from core.training import refit_ood
+    from core.train.training import refit_ood
 
     entry = refit_ood(
         arguments.run_id, arguments.data, arguments.csv, lambda p: print(p.message, flush=True)
@@ -452,7 +455,7 @@ def command_refit_ood(arguments) -> int:
 
 
 def command_runs(arguments) -> int:
-    from core.runs import active_run_id, list_runs
+    from core.storage.runs import active_run_id, list_runs
 
     found, problems = list_runs()
     active = active_run_id()
@@ -470,7 +473,7 @@ def command_runs(arguments) -> int:
 
 
 def command_activate(arguments) -> int:
-    from core.runs import set_active
+    from core.storage.runs import set_active
 
     run = set_active(arguments.run_id)
     print(f"active run: {run.run_id}")

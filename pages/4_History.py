@@ -8,7 +8,7 @@ import ui.formatting
 import ui.history
 import ui.page
 import ui.session
-from core import history_charts, reports
+from core.analysis import history_charts, reports
 
 st.set_page_config(page_title="History", page_icon=ui.page.page_icon("history"), layout="wide")
 st.title("History")

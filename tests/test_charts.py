@@ -1,4 +1,5 @@
-"""Tests for the figures of core.charts and core.history_charts: each builds and serialises."""
+"""Tests for the figures of core.analysis.charts and core.analysis.history_charts: each builds
+and serialises."""
 
 import subprocess
 import sys
@@ -7,8 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from core import charts, history_charts
-from core.metrics import evaluate
+from core.analysis import charts, history_charts
+from core.analysis.metrics import evaluate
 
 
 def _evaluation() -> dict:
@@ -26,7 +27,10 @@ def _check(figure: go.Figure, trace_count: int) -> None:
 
 
 def test_module_does_not_import_sklearn() -> None:
-    code = "import sys, core.charts, core.history_charts; sys.exit('sklearn' in sys.modules)"
+    code = (
+        "import sys, core.analysis.charts, core.analysis.history_charts; "
+        "sys.exit('sklearn' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
