@@ -6,7 +6,7 @@ import ui.formatting
 import ui.home
 import ui.page
 import ui.session
-from core import runs
+from core.storage import runs
 
 st.set_page_config(
     page_title="Dermoscopy classifier", page_icon=ui.page.page_icon("dermatology"), layout="wide"

@@ -77,7 +77,7 @@ def resolve_model(arguments, work_dir: Path):
         from bench.tiny import make_tiny_run
 
         return make_tiny_run(work_dir / "models")
-    from core.runs import resolve_run
+    from core.storage.runs import resolve_run
 
     return resolve_run(arguments.model)
 

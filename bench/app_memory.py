@@ -19,7 +19,8 @@ from pathlib import Path
 
 from bench.common import Settings, Skipped
 from bench.report import Figure, Goal
-from core import config, runs
+from core import config
+from core.storage import runs
 
 # Streamlit Community Cloud's smaller allowance; an HF Space's free tier has far more.
 MEMORY_GOAL_BYTES = 1.5 * 1024**3

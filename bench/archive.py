@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.common import Settings, image_files
 from bench.report import Figure, Goal
 from core import config
-from core.prediction_csv import predict_columns
+from core.storage.prediction_csv import predict_columns
 
 MEBIBYTE = 1024**2
 # Files per subfolder, as archives are usually split; the walk crosses many folders.
@@ -95,7 +95,7 @@ def archive(settings: Settings) -> list[Figure]:
 
 def resume_run(settings: Settings, count: int, left: int) -> dict:
     """--resume over `count` files of which all but the last `left` are in the CSV already."""
-    from core.inference import find_images
+    from core.serving.inference import find_images
 
     folder = archive_folder(settings, count)
     files = find_images([str(folder)])

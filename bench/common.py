@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import config
-from core.runs import Run
+from core.storage.runs import Run
 
 DERMOSCOPY_DIR = config.REPO_ROOT.parent / "shared" / "data" / "dermoscopy"
 
@@ -123,8 +123,8 @@ def predictor_for(run: Run):
 
 @functools.cache
 def _predictor(folder: Path):
-    from core.inference import Predictor
-    from core.runs import load_run
+    from core.serving.inference import Predictor
+    from core.storage.runs import load_run
 
     predictor = Predictor(load_run(folder))
     predictor.warm_up()

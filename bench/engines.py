@@ -1,6 +1,6 @@
 """The exported forward pass run by ONNX Runtime or LiteRT, without TensorFlow.
 
-Each `*_forward` returns a function with the contract of `core.inference.make_forward`'s: a
+Each `*_forward` returns a function with the contract of `core.serving.inference.make_forward`'s: a
 uint8 batch (N, S, S, 3) in, the four `ForwardOutputs` (probability, features, diagnoses,
 pixel detail) out as numpy arrays. This module imports neither TensorFlow nor Keras, so that
 `bench.runtime_probe` can measure what serving with the runtime alone would hold.

@@ -21,8 +21,8 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from core import pipeline
-    from core.model import HEAD_LAYER, build_model, named_outputs, set_fine_tune_layers
+    from core.modelling.model import HEAD_LAYER, build_model, named_outputs, set_fine_tune_layers
+    from core.train import pipeline
 
     mode, file_list, image_size, batch_size = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:5])
     stored = pipeline.StoredImages(Path(file_list).read_text().split(), image_size)

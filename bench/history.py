@@ -8,8 +8,8 @@ import pandas as pd
 
 from bench.common import Settings, median_seconds, timed
 from bench.report import Figure, Goal
-from core import db
-from core.metrics import threshold_metrics
+from core.analysis.metrics import threshold_metrics
+from core.storage import db
 from scripts.fill_history import SYNTHETIC_RUN_IDS, fill_history
 
 QUERY_REPEATS = 5

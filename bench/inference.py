@@ -22,9 +22,10 @@ from bench.common import (
     timed,
 )
 from bench.report import Figure, Goal
-from core import config, images
-from core.inference import decode_for_model, find_images
-from core.recipe import uint8_function
+from core import config
+from core.inputs import images
+from core.serving.inference import decode_for_model, find_images
+from core.train.recipe import uint8_function
 
 BATCH_SIZE = 32
 MEBIBYTE = 1024**2
@@ -170,7 +171,7 @@ def startup_figures(settings: Settings, pipeline_seconds: float) -> list[Figure]
     startup = json.loads(output.strip().splitlines()[-1])
     names = {
         "tensorflow_import_seconds": "TensorFlow import (fresh process)",
-        "keras_core_import_seconds": "Keras + core.inference import",
+        "keras_core_import_seconds": "Keras + core.serving.inference import",
         "model_load_seconds": "Predictor load (.keras + OOD)",
         "warm_up_seconds": "Predictor warm-up (tracing)",
     }
@@ -266,7 +267,7 @@ def tta_median(predictor, inputs) -> float:
 
 def ensemble_tta(settings: Settings) -> list[Figure]:
     """One image with the card's TTA through an ensemble, against its first member alone."""
-    from core.runs import resolve_run
+    from core.storage.runs import resolve_run
 
     if not settings.run.card.is_ensemble:
         raise Skipped(f"run {settings.run.run_id} is not an ensemble (give one with --model)")

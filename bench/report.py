@@ -7,7 +7,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core.card import library_versions
+from core.storage.card import library_versions
 
 # The optional runtimes of `python -m bench --only runtimes` are listed when installed.
 LIBRARIES = (

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import peak_resident_bytes
-from core import images
+from core.inputs import images
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     if engine == "tensorflow":
         import keras
 
-        from core.inference import make_forward
+        from core.serving.inference import make_forward
 
         forward = make_forward(keras.saving.load_model(model), True, sys.argv[7])
     else:

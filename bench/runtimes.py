@@ -25,7 +25,7 @@ from bench.common import Settings, Skipped, image_bytes, image_folder, predictor
 from bench.engines import FORWARDS
 from bench.report import Figure, Goal
 from core import config
-from core.inference import find_images, make_forward, view_count
+from core.serving.inference import find_images, make_forward, view_count
 
 PACKAGES = {"onnxruntime": ("onnxruntime", "tf2onnx"), "litert": ("ai_edge_litert",)}
 INSTALL = "pip install onnxruntime tf2onnx ai-edge-litert"

@@ -13,8 +13,8 @@ def main() -> None:
     import tensorflow  # noqa: F401  (timed on purpose)
 
     tensorflow_imported = time.perf_counter()
-    from core.inference import Predictor
-    from core.runs import load_run
+    from core.serving.inference import Predictor
+    from core.storage.runs import load_run
 
     core_imported = time.perf_counter()
     predictor = Predictor(load_run(sys.argv[1]))

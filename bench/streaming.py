@@ -2,7 +2,7 @@
 
 Each size runs in its own process (`bench.epoch_probe`), so one size's memory never counts
 towards another's. The images are real ones decoded at a small size and repeated under new
-names to reach each count, written to a decoded-image cache as `core.pipeline` writes it.
+names to reach each count, written to a decoded-image cache as `core.train.pipeline` writes it.
 """
 
 import json
@@ -11,7 +11,8 @@ import sys
 
 from bench.common import Settings, image_files
 from bench.report import Figure, Goal
-from core import config, image_cache, pipeline
+from core import config
+from core.train import image_cache, pipeline
 
 IMAGE_SIZE = 64
 BATCH_SIZE = 32

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 
 from core import config
-from core.calibration import Calibration
-from core.card import Card
-from core.model import build_model
-from core.runs import MODEL_FILE, Run, load_run, write_card
+from core.analysis.calibration import Calibration
+from core.modelling.model import build_model
+from core.storage.card import Card
+from core.storage.runs import MODEL_FILE, Run, load_run, write_card
 
 TINY_IMAGE_SIZE = 32
 TINY_RUN_ID = "tiny-untrained"

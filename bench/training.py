@@ -11,9 +11,8 @@ from sklearn.metrics import roc_auc_score
 
 from bench.common import Settings, predictor_for, timed
 from bench.report import Figure, Goal
-from core import config, image_cache, pipeline
-from core.inference import forward_in_batches, make_forward
-from core.model import (
+from core import config
+from core.modelling.model import (
     BACKBONE_LAYER,
     DIAGNOSIS_LAYER,
     HEAD_LAYER,
@@ -23,7 +22,9 @@ from core.model import (
     named_outputs,
     set_fine_tune_layers,
 )
-from core.recipe import (
+from core.serving.inference import forward_in_batches, make_forward
+from core.train import image_cache, pipeline
+from core.train.recipe import (
     PreparedData,
     Targets,
     compile_named,
@@ -32,7 +33,7 @@ from core.recipe import (
     prepared_targets,
     train_head,
 )
-from core.train_config import AUGMENTATION_STRENGTHS, TrainConfig
+from core.train.train_config import AUGMENTATION_STRENGTHS, TrainConfig
 
 TIMED_HEAD_EPOCHS = 10
 HEAD_BATCH_SIZE = 64
@@ -210,7 +211,7 @@ def max_difference(first: list[np.ndarray], second: list[np.ndarray]) -> float:
 
 
 def fine_tune_model(settings: Settings, train: TrainConfig, targets: Targets) -> keras.Model:
-    """A model set up as `core.recipe.fine_tune` sets it up: top layers open, augmentation
+    """A model set up as `core.train.recipe.fine_tune` sets it up: top layers open, augmentation
     in the train step, compiled."""
     model = fresh_model(settings, train)
     set_fine_tune_layers(model, train.fine_tune_layers)

@@ -34,9 +34,9 @@ def hostile_zip() -> bytes:
 
 def main() -> None:
     archive = hostile_zip()
-    from core import predict_service
-    from core.inference import Predictor
-    from core.runs import load_run
+    from core.serving import predict_service
+    from core.serving.inference import Predictor
+    from core.storage.runs import load_run
 
     predictor = Predictor(load_run(sys.argv[1]))
     start = time.perf_counter()

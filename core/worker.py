@@ -23,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core import data, runs
+from core.inputs import data
 from core.progress import Cancelled, Progress
-from core.train_config import TrainConfig
+from core.storage import runs
+from core.train.train_config import TrainConfig
 
 JOBS_FOLDER = ".jobs"
 # In the jobs folder; held (flock) while a job starts. See _job_slot.
@@ -332,7 +333,7 @@ def _started_at(folder: Path) -> float:
 def _train(payload: dict, reporter: _JobReporter, directory: Path) -> str:
     # Training and evaluation load TensorFlow: only the job's own process imports them, never
     # the app that starts and polls it.
-    from core.training import train
+    from core.train.training import train
 
     train_config = TrainConfig.from_dict(payload["config"])
     result = train(
@@ -344,7 +345,7 @@ def _train(payload: dict, reporter: _JobReporter, directory: Path) -> str:
 
 def _evaluate(payload: dict, reporter: _JobReporter, directory: Path) -> str:
     # Loads TensorFlow: see `_train`.
-    from core import evaluation
+    from core.serving import evaluation
 
     request = EvaluationRequest.from_dict(payload["request"])
     reporter(Progress("data", "Checking the images"))

@@ -7,7 +7,8 @@ import ui.page
 import ui.predict
 import ui.runs
 import ui.session
-from core import predict_service, reports
+from core.analysis import reports
+from core.serving import predict_service
 
 st.set_page_config(page_title="Predict", page_icon=ui.page.page_icon("biotech"), layout="wide")
 st.title("Predict")

@@ -6,7 +6,7 @@ import ui.datasets
 import ui.page
 import ui.session
 import ui.train
-from core.train_config import TrainConfig
+from core.train.train_config import TrainConfig
 
 st.set_page_config(
     page_title="Train", page_icon=ui.page.page_icon("model_training"), layout="wide"

@@ -8,7 +8,7 @@ import ui.formatting
 import ui.history
 import ui.page
 import ui.session
-from core import charts, reports
+from core.analysis import history_charts, reports
 
 st.set_page_config(page_title="History", page_icon=ui.page.page_icon("history"), layout="wide")
 st.title("History")
@@ -54,10 +54,10 @@ with table:
 
 with charts_tab:
     st.plotly_chart(
-        charts.predictions_per_day_figure(database.predictions_per_day(history_filter))
+        history_charts.predictions_per_day_figure(database.predictions_per_day(history_filter))
     )
     histogram = database.probability_histogram(history_filter).rename(columns={"run_id": "model"})
-    st.plotly_chart(charts.probability_histogram_figure(histogram))
+    st.plotly_chart(history_charts.probability_histogram_figure(histogram))
 
 with same_image:
     comparisons = database.same_image_comparisons(history_filter)

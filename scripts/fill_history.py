@@ -12,7 +12,7 @@ import datetime
 import time
 from pathlib import Path
 
-from core import db
+from core.storage import db
 
 SYNTHETIC_RUN_IDS = ("synthetic-mobilenet_v2", "synthetic-efficientnet_b0", "synthetic-resnet50")
 PREDICTIONS_PER_IMAGE = 4

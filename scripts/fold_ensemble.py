@@ -3,8 +3,8 @@
 Each `python -m core crossval --source S --predictions FILE` run writes every held-out
 image's calibrated probability. Given such files of different recipes (say MobileNetV2 and
 EfficientNet-Lite0, both trained without the same source), this pairs them by source and
-image, combines them in logit space (`core.calibration.mean_logit`) and prints, per held-out
-source, each recipe's and the combination's ROC AUC with a 95% bootstrap interval and the
+image, combines them in logit space (`core.analysis.calibration.mean_logit`) and prints, per
+held-out source, each recipe's and the combination's ROC AUC with a 95% bootstrap interval and the
 specificity at 90% sensitivity (threshold chosen on the source itself: an upper bound on what
 a clinic gets, since a real threshold is chosen without its images).
 
@@ -17,8 +17,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from core.calibration import choose_threshold, mean_logit
-from core.metrics import evaluate, threshold_metrics
+from core.analysis.calibration import choose_threshold, mean_logit
+from core.analysis.metrics import evaluate, threshold_metrics
 
 TARGET_SENSITIVITY = 0.90
 

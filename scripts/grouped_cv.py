@@ -17,9 +17,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core.model import build_model, resolve_weights
-from core.recipe import head_features, prepare_data
-from core.train_config import TrainConfig
+from core.modelling.model import build_model, resolve_weights
+from core.train.recipe import head_features, prepare_data
+from core.train.train_config import TrainConfig
 
 
 def fold_scores(vectors, labels, groups, sites, folds, seed, site_of_interest):

@@ -1,9 +1,9 @@
 """Measure the OOD flag on the shared dermoscopy data and the non-dermoscopy test set.
 
 For each kind of features (frozen ImageNet MobileNetV2 at 224 and 160 px, and the committed
-default model's fine-tuned features at 160 px) the detector is fitted with `core.ood.fit_ood`'s
-defaults on a train part of the shared images, thresholded on a validation part and measured
-on a test part and on `core.ood_set.non_dermoscopy_images()`. The default model's own
+default model's fine-tuned features at 160 px) the detector is fitted with
+`core.modelling.ood.fit_ood`'s defaults on a train part of the shared images, thresholded on a validation part and measured
+on a test part and on `core.modelling.ood_set.non_dermoscopy_images()`. The default model's own
 split.csv gives the parts for its features (images it never saw, ISIC 2017, are reported
 apart); frozen features use a random 70/15/15 split by image. Then, once per source, the
 detector is refitted without that source, and the share of the source's images it flags is
@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import config, images, spreadsheet
-from core.ood import OOD_FILE, evaluate_detector, fit_ood
-from core.ood_set import kind_of, non_dermoscopy_images
+from core import config
+from core.inputs import images
+from core.modelling.ood import OOD_FILE, evaluate_detector, fit_ood
+from core.modelling.ood_set import kind_of, non_dermoscopy_images
+from core.storage import spreadsheet
 
 SHARED = config.REPO_ROOT.parent / "shared"
 DATA = SHARED / "data" / "dermoscopy"
@@ -41,7 +43,7 @@ def frozen_forward(size: int):
     import keras
     import tensorflow as tf
 
-    from core.model import imagenet_file_name, keras_weights_dir
+    from core.modelling.model import imagenet_file_name, keras_weights_dir
 
     # The 160 px file is the one cached; the convolution weights are the same at any size.
     weights = keras_weights_dir() / imagenet_file_name("mobilenet_v2", 160)
@@ -64,7 +66,7 @@ def frozen_forward(size: int):
 def tuned_forward():
     import keras
 
-    from core.inference import forward_in_batches, make_forward
+    from core.serving.inference import forward_in_batches, make_forward
 
     forward = make_forward(keras.saving.load_model(DEFAULT_RUN / "model.keras"), tta=False)
     return lambda arrays: forward_in_batches(forward, arrays)[1]

@@ -42,7 +42,7 @@ def point_app_at(root: Path, patch: pytest.MonkeyPatch) -> AppPaths:
 
 def tiny_train_config(**changes):
     """The quickest honest run: the bundled sample, a small backbone, random weights."""
-    from core.train_config import TrainConfig
+    from core.train.train_config import TrainConfig
 
     settings = {
         "data_dir": str(config.SAMPLE_DIR),
@@ -66,7 +66,7 @@ def app_paths(tmp_path_factory) -> AppPaths:
 @pytest.fixture(scope="session")
 def trained_run(app_paths: AppPaths) -> str:
     """The id of a tiny run trained on the bundled sample and made active."""
-    from core import training
+    from core.train import training
 
     result = training.train(
         tiny_train_config(), models_directory=app_paths.models_dir, activate=True
@@ -85,7 +85,7 @@ def copy_run(source: Path, models: Path, run_id: str) -> Path:
     import json
     import shutil
 
-    from core import runs
+    from core.storage import runs
 
     folder = models / run_id
     shutil.copytree(source, folder)
@@ -107,7 +107,7 @@ def crossval_payload(run_threshold: float | None = 0.4) -> dict:
     """A crossval.json as `python -m core crossval` writes it: two sources held out, one not."""
     import numpy as np
 
-    from core import metrics
+    from core.analysis import metrics
 
     folds = []
     for index, source in enumerate(("ISIC 2017 challenge", "ISIC Archive 9-class set")):

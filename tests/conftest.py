@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from core import config
-from core.data import ISIC_SITES
+from core.inputs.data import ISIC_SITES
 
 pytest_plugins = ["app_fixtures"]
 

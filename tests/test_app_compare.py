@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 from app_fixtures import app, texts
 
-from core import compare, evaluation, metrics, runs
-from core.card import Card
+from core.analysis import compare, metrics
+from core.serving import evaluation
+from core.storage import runs
+from core.storage.card import Card
 
 FIRST, SECOND, THIRD = (
     "20991201-000000-first",

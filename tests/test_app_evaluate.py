@@ -6,7 +6,8 @@ import zipfile
 import pytest
 from app_fixtures import SAMPLE_IMAGES, app, texts
 
-from core import runs, worker
+from core import worker
+from core.storage import runs
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def clinic_evaluation(run_id: str) -> str:
     import numpy as np
     import pandas as pd
 
-    from core import evaluation
+    from core.serving import evaluation
 
     run = runs.load_run(runs.models_dir() / run_id)
     rng = np.random.default_rng(0)
@@ -106,7 +107,7 @@ def clinic_evaluation(run_id: str) -> str:
 def test_a_threshold_from_an_evaluation_is_adopted_and_predict_says_so(
     trained_run,
 ):
-    from core import operating_point
+    from core.analysis import operating_point
 
     evaluation_id = clinic_evaluation(trained_run)
     at = app("pages/3_Metrics.py").run()

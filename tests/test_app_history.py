@@ -4,7 +4,8 @@ from app_fixtures import app, texts
 
 import ui.history
 import ui.tables
-from core import config, db
+from core import config
+from core.storage import db
 
 RANKED = (("nevus", 0.6), ("melanoma", 0.3), ("benign keratosis", 0.06), ("dermatofibroma", 0.04))
 

@@ -3,7 +3,9 @@
 import pytest
 from app_fixtures import app, texts
 
-from core import access, config, db, reports
+from core import access, config
+from core.analysis import reports
+from core.storage import db
 
 HEADER = "file,sha256,outcome,diagnosis,confirmed_on\n"
 CSV = (

@@ -15,7 +15,10 @@ from app_fixtures import SAMPLE_IMAGES, app, crossval_payload, texts
 import ui.formatting
 import ui.metrics
 import ui.predict
-from core import config, db, metrics, predict_service, reports, runs, worker
+from core import config, worker
+from core.analysis import metrics, reports
+from core.serving import predict_service
+from core.storage import db, runs
 
 PAGES = (
     "Home.py",
@@ -470,7 +473,7 @@ def test_a_zip_without_a_dataset_layout_is_refused_and_removed(fresh_app):
 
 
 def test_unavailable_weights_stop_the_start_with_what_to_do(fresh_app, monkeypatch):
-    from core import model
+    from core.modelling import model
 
     def offline(backbone, image_size, weights):
         raise model.WeightsUnavailable("not cached and could not be downloaded; connect")
@@ -483,7 +486,7 @@ def test_unavailable_weights_stop_the_start_with_what_to_do(fresh_app, monkeypat
 
 
 def test_a_note_about_the_weights_is_shown_when_the_job_starts(fresh_app, monkeypatch):
-    from core import model
+    from core.modelling import model
 
     started = []
     monkeypatch.setattr(
@@ -498,7 +501,7 @@ def test_a_note_about_the_weights_is_shown_when_the_job_starts(fresh_app, monkey
 
 
 def test_the_quick_preset_sets_its_settings_and_says_what_it_costs(fresh_app, monkeypatch):
-    from core import model
+    from core.modelling import model
 
     started = []
     monkeypatch.setattr(model, "resolve_weights", lambda *_: model.ResolvedWeights("none", None))
@@ -538,7 +541,7 @@ def test_display_helpers_format_for_people():
 
 
 def test_train_page_clears_both_caches(fresh_app):
-    from core import features, image_cache
+    from core.train import features, image_cache
 
     shard = features.cache_root() / "shard.npz"
     shard.parent.mkdir(parents=True)

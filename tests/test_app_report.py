@@ -10,7 +10,9 @@ import pytest
 from app_fixtures import app, texts
 from PIL import Image
 
-from core import access, case_report, config, db
+from core import access, config
+from core.serving import case_report
+from core.storage import db
 
 REPORT_KEYS = {"history_report_pdf", "history_report_html"}
 

@@ -8,9 +8,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core import config, datasets, db, images, metrics, predict_service, reports, runs
-from core.card import Card
-from core.inference import Prediction, Predictor
+from core import config
+from core.analysis import metrics, reports
+from core.inputs import datasets, images
+from core.serving import predict_service
+from core.serving.inference import Prediction, Predictor
+from core.storage import db, runs
+from core.storage.card import Card
 
 
 def jpeg_bytes(color=(200, 120, 90), size=(40, 30)) -> bytes:

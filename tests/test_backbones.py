@@ -2,9 +2,10 @@
 
 import pytest
 
-from core import backbones, config
+from core import config
 from core.__main__ import build_parser
-from core.train_config import PRESETS, TrainConfig, preset_config
+from core.modelling import backbones
+from core.train.train_config import PRESETS, TrainConfig, preset_config
 
 
 def test_each_backbone_names_only_its_own_imagenet_files():

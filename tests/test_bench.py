@@ -74,7 +74,7 @@ def test_machine_names_cpu_cores_and_versions():
 
 @pytest.mark.slow
 def test_epoch_probe_reports_speed_and_peak_memory_of_a_streamed_epoch(tmp_path):
-    from core import image_cache
+    from core.train import image_cache
 
     folder = image_cache.cache_folder(32, "bilinear", tmp_path)
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from core import config, runs
+from core import config
+from core.storage import runs
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="needs the playwright package (requirements-dev.txt)"

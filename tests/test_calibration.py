@@ -1,11 +1,11 @@
-"""Tests for core.calibration: fitting, serialisation and threshold rules."""
+"""Tests for core.analysis.calibration: fitting, serialisation and threshold rules."""
 
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_curve
 
-from core.calibration import Calibration, choose_threshold, fit_calibration
+from core.analysis.calibration import Calibration, choose_threshold, fit_calibration
 
 
 def _overconfident_predictions(seed: int = 0, size: int = 2000):
@@ -125,7 +125,7 @@ def test_choose_threshold_bad_input(labels, rule: str, target: float) -> None:
 
 
 def test_mean_logit_combines_in_logit_space():
-    from core.calibration import mean_logit
+    from core.analysis.calibration import mean_logit
 
     combined = mean_logit(np.array([[0.9, 0.5, 0.2], [0.5, 0.5, 0.8]]))
     # logit(0.9) = 2.197 and logit(0.5) = 0 average to 1.099: sigmoid 0.75, not the mean 0.7.

@@ -2,8 +2,8 @@
 
 import pytest
 
-from core import runs
-from core.card import CARD_VERSION, Card
+from core.storage import runs
+from core.storage.card import CARD_VERSION, Card
 
 
 def test_a_card_from_before_the_newer_keys_reads_as_it_was_meant():

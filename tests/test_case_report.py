@@ -11,8 +11,11 @@ import pytest
 from app_fixtures import crossval_payload
 from PIL import Image
 
-from core import case_report, config, db, reports, runs
-from core.card import Card
+from core import config
+from core.analysis import reports
+from core.serving import case_report
+from core.storage import db, runs
+from core.storage.card import Card
 
 RUN_ID = "20260101-000000-report-test"
 TEST_METRICS = {

@@ -1,4 +1,5 @@
-"""Tests for core.charts: each figure builds from small inputs and serialises."""
+"""Tests for the figures of core.analysis.charts and core.analysis.history_charts: each builds
+and serialises."""
 
 import subprocess
 import sys
@@ -7,8 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from core import charts
-from core.metrics import evaluate
+from core.analysis import charts, history_charts
+from core.analysis.metrics import evaluate
 
 
 def _evaluation() -> dict:
@@ -26,7 +27,10 @@ def _check(figure: go.Figure, trace_count: int) -> None:
 
 
 def test_module_does_not_import_sklearn() -> None:
-    code = "import sys, core.charts; sys.exit('sklearn' in sys.modules)"
+    code = (
+        "import sys, core.analysis.charts, core.analysis.history_charts; "
+        "sys.exit('sklearn' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -119,7 +123,7 @@ def test_probability_histogram_figure() -> None:
             "count": [3, 4, 1, 2, 5],
         }
     )
-    figure = charts.probability_histogram_figure(frame)
+    figure = history_charts.probability_histogram_figure(frame)
     _check(figure, 2)
     assert list(figure.data[1].y) == [1, 2, 5]
 
@@ -132,7 +136,7 @@ def test_predictions_per_day_figure() -> None:
             "malignant_share": [0.1, 0.25, 0.0],
         }
     )
-    _check(charts.predictions_per_day_figure(frame), 2)
+    _check(history_charts.predictions_per_day_figure(frame), 2)
 
 
 def test_crossval_forest_figure_shows_every_source_in_full_and_the_in_source_line() -> None:

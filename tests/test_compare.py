@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from core import compare, reports
+from core.analysis import compare, reports
 
 # R pROC's aSAH data (113 patients with subarachnoid haemorrhage, 41 with a poor outcome),
 # rebuilt from the DeLong placements pROC's own tests store for it

@@ -10,10 +10,12 @@ import pytest
 from app_fixtures import tiny_train_config
 from test_pipeline import run_cli
 
-from core import config, crossval, runs
-from core.card import Card
-from core.model import resolve_weights
-from core.recipe import prepare_data
+from core import config
+from core.modelling.model import resolve_weights
+from core.storage import runs
+from core.storage.card import Card
+from core.train import crossval
+from core.train.recipe import prepare_data
 
 SOURCES = ("clinic A", "clinic B", "clinic C")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import data
+from core.inputs import data
 
 
 def problems_text(report: data.ValidationReport) -> str:

@@ -1,4 +1,5 @@
-"""Tests of core.db: queries, confirmation, migration, run ingestion, threads and processes."""
+"""Tests of core.storage.db: queries, confirmation, migration, run ingestion, threads and
+processes."""
 
 import datetime
 import io
@@ -14,9 +15,10 @@ import duckdb
 import pandas
 import pytest
 
-from core import config, db, runs
-from core.card import Card
-from core.runs import write_card
+from core import config
+from core.storage import db, runs
+from core.storage.card import Card
+from core.storage.runs import write_card
 from scripts import fill_history
 
 INJECTION = "'; DROP TABLE predictions; --"
@@ -328,7 +330,7 @@ def test_second_process_is_refused(database: db.Database) -> None:
     database.insert_predictions([make_record()])
     code = (
         "import sys\n"
-        "from core import db\n"
+        "from core.storage import db\n"
         "try:\n"
         "    db.open_database(sys.argv[1])\n"
         "except db.DatabaseBusyError as error:\n"

@@ -7,9 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import config, diagnoses, images, ood_set, runs
-from core.inference import Predictor
-from core.metrics import evaluate
+from core import config
+from core.analysis.metrics import evaluate
+from core.inputs import diagnoses, images
+from core.modelling import ood_set
+from core.serving.inference import Predictor
+from core.storage import runs
 
 
 @pytest.fixture(scope="module")

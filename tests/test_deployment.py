@@ -317,7 +317,7 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_every_third_party_import_is_a_requirement() -> None:
-    sources = [REPO_ROOT / "Home.py", *(REPO_ROOT / "core").glob("*.py")]
+    sources = [REPO_ROOT / "Home.py", *(REPO_ROOT / "core").rglob("*.py")]
     sources += [*(REPO_ROOT / "ui").glob("*.py"), *(REPO_ROOT / "pages").glob("*.py")]
     listed = {canonicalize_name(requirement.name) for requirement in requirements()}
     # Which installed distributions provide each import name (PIL: pillow); a module that no

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import diagnoses
+from core.inputs import diagnoses
 
 
 @pytest.mark.parametrize(

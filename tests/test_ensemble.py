@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import ensemble, gradcam, runs, spreadsheet
 from core.__main__ import main
-from core.inference import Predictor, load_run_model
-from core.model import build_ensemble, build_model, ensemble_members, with_features
+from core.modelling.model import build_ensemble, build_model, ensemble_members, with_features
+from core.serving import gradcam
+from core.serving.inference import Predictor, load_run_model
+from core.storage import runs, spreadsheet
+from core.train import ensemble
 from tests.app_fixtures import SAMPLE_IMAGES, tiny_train_config
 
 
@@ -28,7 +30,7 @@ def held_out_frame(image_names, labels, probabilities, source="Clinic A") -> pd.
 @pytest.fixture(scope="module")
 def member_runs(tmp_path_factory):
     """Two members on the sample's one split: MobileNetV3-Small at 64 px, MobileNetV2 at 96."""
-    from core import training
+    from core.train import training
 
     models = tmp_path_factory.mktemp("ensemble") / "models"
     settings = {"threshold_rule": "sensitivity"}
@@ -223,7 +225,7 @@ def test_crossval_of_an_ensemble_points_to_its_members(ensemble_run, monkeypatch
 def test_reports_and_metrics_show_the_members_beside_the_ensemble(
     ensemble_run, tmp_path, monkeypatch
 ):
-    from core import reports
+    from core.analysis import reports
     from tests.app_fixtures import app, point_app_at
 
     card = ensemble_run.card

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 from test_db import write_run
 
-from core import db, evaluation, metrics, reports, runs
-from core.card import Card
+from core.analysis import metrics, reports
+from core.serving import evaluation
+from core.storage import db, runs
+from core.storage.card import Card
 
 
 @pytest.fixture

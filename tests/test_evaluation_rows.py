@@ -9,8 +9,9 @@ from app_fixtures import app, texts
 from test_app_compare import image_names, scored
 from test_app_compare import write_run as write_scored_run
 
-from core import evaluation, runs
 from core.__main__ import main
+from core.serving import evaluation
+from core.storage import runs
 
 
 def test_rows_that_cannot_be_scored_are_refused_with_their_counts(hostile_dataset):

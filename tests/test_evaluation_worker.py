@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
-from core import config, db, runs, worker
+from core import config, worker
 from core.__main__ import main
+from core.storage import db, runs
 
 
 def copy_run(source, models_dir, run_id: str, threshold: float):

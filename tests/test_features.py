@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from core import features
+from core.train import features
 
 
 def test_only_missing_rows_are_computed(tmp_path):

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from core import gradcam
-from core.model import BACKBONE_LAYER, HEAD_LAYER, build_model
+from core.modelling.model import BACKBONE_LAYER, HEAD_LAYER, build_model
+from core.serving import gradcam
 
 IMAGE_SIZE = 64
 
@@ -99,7 +99,7 @@ def test_overlay_leaves_weak_heat_untouched_and_blends_the_peak_at_alpha():
 
 
 def test_the_colour_scale_is_part_of_the_picture_and_as_wide():
-    from core import predict_service
+    from core.serving import predict_service
 
     picture = np.zeros((384, 512, 3), dtype=np.uint8)  # a 640x480 image at display size
     shown = predict_service.with_colour_scale(picture)

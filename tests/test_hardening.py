@@ -22,8 +22,9 @@ from app_fixtures import app, copy_run, texts
 
 from bench.tiny import make_tiny_run
 from core import __main__ as cli
-from core import access, config, db, outcomes, runs, spreadsheet, worker
-from core.train_config import TrainConfig
+from core import access, config, worker
+from core.storage import db, outcomes, runs, spreadsheet
+from core.train.train_config import TrainConfig
 
 SAMPLE_IMAGES = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))
 HYPERLINK_NAME = '=HYPERLINK("http://x.invalid","click").jpg'
@@ -87,8 +88,8 @@ def test_history_export_quotes_a_formula_file_name_and_a_typed_diagnosis(databas
 
 
 def test_predict_page_csv_quotes_the_file_name_and_keeps_distances_numeric():
-    from core.inference import Prediction
-    from core.predict_service import PredictionResult, results_csv
+    from core.serving.inference import Prediction
+    from core.serving.predict_service import PredictionResult, results_csv
 
     prediction = Prediction(HYPERLINK_NAME, 0.2, "benign", 0.5, "run-a")
     frame = pandas.read_csv(io.BytesIO(results_csv([PredictionResult(prediction, 1, None)])))
@@ -151,7 +152,7 @@ def test_an_imported_diagnosis_outside_the_vocabulary_is_a_bad_value(database):
 START_AT_ONCE = """
 import subprocess, sys, time
 from core import worker
-from core.train_config import TrainConfig
+from core.train.train_config import TrainConfig
 
 def sleeper(folder, directory):
     sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -272,7 +273,7 @@ def test_an_output_path_in_a_missing_folder_is_refused_before_any_work(command, 
 
 @pytest.mark.usefixtures("fresh_app")
 def test_a_full_disk_during_training_is_one_line_and_exit_1(monkeypatch, capsys):
-    from core import training
+    from core.train import training
 
     def full_disk(*arguments, **options):
         raise OSError(28, "No space left on device")
@@ -287,7 +288,7 @@ def test_a_full_disk_during_training_is_one_line_and_exit_1(monkeypatch, capsys)
 # Saves a run into the models folder argv[1] and is killed halfway through writing it.
 KILLED_SAVE = """
 import os, signal, sys
-from core import runs
+from core.storage import runs
 
 def write(folder):
     (folder / runs.CARD_FILE).write_text("{}")
@@ -364,7 +365,7 @@ def autograph_loader(monkeypatch):
 def test_autograph_writes_its_files_in_the_cache_not_the_temporary_folder(tmp_path):
     import tensorflow as tf
 
-    from core import autograph
+    from core.modelling import autograph
 
     folder = autograph.keep_generated_files_in_cache(tmp_path)
     known = set(generated_files_of_this_process())
@@ -384,7 +385,7 @@ def test_autograph_writes_its_files_in_the_cache_not_the_temporary_folder(tmp_pa
 
 @pytest.mark.usefixtures("autograph_loader")
 def test_the_autograph_folder_of_a_process_that_is_gone_is_removed(tmp_path):
-    from core import autograph
+    from core.modelling import autograph
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

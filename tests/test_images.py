@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import images
+from core.inputs import images
 
 
 def encode(image: Image.Image, image_format: str, **options) -> bytes:

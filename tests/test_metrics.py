@@ -1,4 +1,5 @@
-"""Tests for core.metrics: agreement with scikit-learn, intervals, subgroups, bad input."""
+"""Tests for core.analysis.metrics: agreement with scikit-learn, intervals, subgroups, bad
+input."""
 
 import json
 import time
@@ -15,7 +16,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from core.metrics import classification_report_table, evaluate, threshold_metrics
+from core.analysis.metrics import classification_report_table, evaluate, threshold_metrics
 
 
 def _random_predictions(seed: int, size: int = 400) -> tuple[np.ndarray, np.ndarray]:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from keras import layers
 
-from core.backbones import BACKBONE_NAMES
-from core.model import (
+from core.modelling.backbones import BACKBONE_NAMES
+from core.modelling.model import (
     BACKBONE_LAYER,
     BACKBONES,
     build_head,

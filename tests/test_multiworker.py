@@ -16,10 +16,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import config, runs
+from core import config
 from core.__main__ import main
-from core.distributed import parse_tf_config
-from core.train_config import TrainConfig
+from core.storage import runs
+from core.train.distributed import parse_tf_config
+from core.train.train_config import TrainConfig
 
 TINY_RUN = [
     "--backbone",

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from core.ood import OOD_FILE, evaluate_detector, fit_ood, load_ood
+from core.modelling.ood import OOD_FILE, evaluate_detector, fit_ood, load_ood
 
 
 def low_rank_features(rng: np.random.Generator, count: int, basis: np.ndarray) -> np.ndarray:
@@ -127,7 +127,7 @@ def test_pixel_detail_separates_blank_and_smooth_from_textured_images():
     blank = np.full((1, 64, 64, 3), 255, dtype=np.uint8)
     gradient = np.broadcast_to(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 64, 3))
     textured = rng.integers(90, 160, size=(1, 64, 64, 3), dtype=np.uint8)
-    from core.inference import pixel_detail
+    from core.serving.inference import pixel_detail
 
     blank_detail, gradient_detail, textured_detail = (
         float(pixel_detail(np.asarray(images, dtype=np.float32))[0])

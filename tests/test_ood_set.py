@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import config, images
-from core.ood import evaluate_detector, fit_ood
-from core.ood_set import SCREENSHOT_FOLDER, kind_of, non_dermoscopy_images
+from core import config
+from core.inputs import images
+from core.modelling.ood import evaluate_detector, fit_ood
+from core.modelling.ood_set import SCREENSHOT_FOLDER, kind_of, non_dermoscopy_images
 
 DEFAULT_RUN = config.REPO_ROOT / "models" / "20261128-065433-mobilenet-v2-c0e8"
 SAMPLE = config.REPO_ROOT / "data" / "sample"
@@ -49,7 +50,7 @@ def test_committed_screenshots_are_small_and_all_used(ood_images):
 
 
 def sample_features(forward, size: int) -> np.ndarray:
-    from core.inference import forward_in_batches
+    from core.serving.inference import forward_in_batches
 
     metadata = pd.read_csv(SAMPLE / "metadata.csv")
     paths = [SAMPLE / "images" / f"{name}.jpg" for name in metadata.image_name]
@@ -62,7 +63,7 @@ def test_default_model_flags_non_dermoscopy_but_not_held_out_sample(ood_images):
     """Fit on 200 sample images, threshold on 50, measure on the other 50 and the set."""
     import keras
 
-    from core.inference import forward_in_batches, make_forward
+    from core.serving.inference import forward_in_batches, make_forward
 
     model = keras.saving.load_model(DEFAULT_RUN / "model.keras")
     size = model.input_shape[1]

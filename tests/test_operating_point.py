@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 from test_pipeline import run_cli
 
-from core import config, operating_point, reports, runs
-from core.card import Card
-from core.metrics import wilson_interval
+from core import config
+from core.analysis import operating_point, reports
+from core.analysis.metrics import wilson_interval
+from core.storage import runs
+from core.storage.card import Card
 
 DEFAULT_RUN = "20261201-221100-mobilenet-v2-73df"
 

@@ -1,4 +1,5 @@
-"""Tests of core.outcomes and the outcome-import records of core.db: parse, plan, apply, undo."""
+"""Tests of core.storage.outcomes and the outcome-import records of core.storage.db: parse, plan,
+apply, undo."""
 
 import datetime
 import io
@@ -7,7 +8,7 @@ from pathlib import Path
 import pandas
 import pytest
 
-from core import db, outcomes
+from core.storage import db, outcomes
 
 HEADER = "file,sha256,outcome,diagnosis,confirmed_on\n"
 FIRST, SECOND, THIRD = "1" * 64, "2" * 64, "3" * 64

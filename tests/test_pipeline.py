@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 from app_fixtures import tiny_train_config
 
-from core import config, diagnoses, runs
-from core.diagnoses import MALIGNANT_NAMES
-from core.inference import Predictor
-from core.prediction_csv import PREDICT_COLUMNS
+from core import config
+from core.inputs import diagnoses
+from core.inputs.diagnoses import MALIGNANT_NAMES
 from core.progress import Cancelled
-from core.train_config import TrainConfig
-from core.training import train
+from core.serving.inference import Predictor
+from core.storage import runs
+from core.storage.prediction_csv import PREDICT_COLUMNS
+from core.train.train_config import TrainConfig
+from core.train.training import train
 
 SAMPLE_IMAGES = config.SAMPLE_DIR / "images"
 SAMPLE_CSV = config.SAMPLE_DIR / "metadata.csv"
@@ -284,7 +286,7 @@ def test_refit_ood_gives_a_run_the_current_detector(trained):
 
 
 def test_one_forward_call_holds_at_most_views_per_call_views():
-    from core.inference import VIEWS_PER_CALL, images_per_call
+    from core.serving.inference import VIEWS_PER_CALL, images_per_call
 
     assert images_per_call(True, "dihedral") * 8 <= VIEWS_PER_CALL
     assert images_per_call(True, "flips") * 3 <= VIEWS_PER_CALL

@@ -9,9 +9,13 @@ import pytest
 from app_fixtures import tiny_train_config
 from conftest import synthetic_image, write_image
 
-from core import config, data, image_cache, images, pipeline, runs
-from core.__main__ import build_parser, training_config
-from core.training import train
+from core import config
+from core.__main__ import build_parser
+from core.commands import training_config
+from core.inputs import data, images
+from core.storage import runs
+from core.train import image_cache, pipeline
+from core.train.training import train
 
 SIZE = 16
 

@@ -10,9 +10,10 @@ import pytest
 
 from bench.tiny import make_tiny_run
 from core import config
-from core.__main__ import Progress, format_duration, main, write_predictions
-from core.inference import find_images
-from core.prediction_csv import PREDICT_COLUMNS
+from core.__main__ import main
+from core.commands import Progress, format_duration, write_predictions
+from core.serving.inference import find_images
+from core.storage.prediction_csv import PREDICT_COLUMNS
 
 SAMPLE_IMAGES = config.SAMPLE_DIR / "images"
 
@@ -165,7 +166,7 @@ class Clock:
 # Another predict writing the file: takes its lock, says so, and holds it until stdin closes.
 HOLD_OUTPUT = """
 import sys
-from core.prediction_csv import output_lock
+from core.storage.prediction_csv import output_lock
 with output_lock(sys.argv[1]):
     print("ready", flush=True)
     sys.stdin.read()

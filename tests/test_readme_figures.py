@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from core import config, runs
+from core import config
+from core.storage import runs
 
 README = config.REPO_ROOT / "README.md"
 MODELS = config.REPO_ROOT / "models"

@@ -27,8 +27,12 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import __main__ as cli
-from core import config, data, db, images, predict_service, recipe, runs, training, worker
-from core.inference import Predictor
+from core import config, worker
+from core.inputs import data, images
+from core.serving import predict_service
+from core.serving.inference import Predictor
+from core.storage import db, runs
+from core.train import recipe, training
 
 SAMPLE_IMAGES = sorted((config.SAMPLE_DIR / "images").glob("*.jpg"))
 TIMEOUT = 120
@@ -316,7 +320,7 @@ def test_the_cli_runs_while_the_app_holds_the_database(app_paths, trained_run):
 # Another app process: opens the database, says so, and holds it until its stdin closes.
 HOLD_DATABASE = """
 import sys
-from core import db
+from core.storage import db
 db.open_database(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.read()

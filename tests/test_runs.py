@@ -6,8 +6,8 @@ import zipfile
 import pandas
 import pytest
 
-from core import runs
-from core.card import Card
+from core.storage import runs
+from core.storage.card import Card
 
 
 def make_run(models_dir, run_id, auc=0.9):

@@ -16,8 +16,11 @@ from app_fixtures import SAMPLE_IMAGES, app, texts
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import access, config, datasets, db, images, predict_service, runs
-from core.inference import Predictor
+from core import access, config
+from core.inputs import datasets, images
+from core.serving import predict_service
+from core.serving.inference import Predictor
+from core.storage import db, runs
 
 SECRET = "correct horse battery staple"
 INJECTION = "'; DROP TABLE predictions; --"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core import data, images, splits
+from core.inputs import data, images, splits
 
 
 def synthetic_frame(n_rows: int = 600, malignant_rate: float = 0.2, seed: int = 0) -> pd.DataFrame:

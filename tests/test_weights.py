@@ -2,7 +2,7 @@
 
 import pytest
 
-from core import model
+from core.modelling import model
 
 
 @pytest.fixture

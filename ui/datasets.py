@@ -7,7 +7,8 @@ import streamlit as st
 import ui.formatting
 import ui.jobs
 import ui.page
-from core import config, datasets
+from core import config
+from core.inputs import datasets
 
 DATA_SOURCES = ("Bundled sample", "A dataset in the data folder", "Upload a ZIP")
 
@@ -56,7 +57,7 @@ def dataset_upload(prefix: str) -> tuple[Path, Path | None] | None:
     Until the chosen file is unpacked (and after a refused one) there is no dataset, so that
     nothing starts on other data than the upload.
     """
-    from core import images
+    from core.inputs import images
 
     archive = st.file_uploader(
         "ZIP with images and a ground-truth CSV, or benign/ and malignant/ folders",

@@ -10,7 +10,9 @@ import ui.formatting
 import ui.outcomes
 import ui.session
 import ui.tables
-from core import db, labels, outcomes, reports
+from core.analysis import reports
+from core.inputs import labels
+from core.storage import db, outcomes
 
 PAGE_SIZE = 50
 _OOD_CHOICES = {"All": None, "Flagged": True, "Not flagged": False}
@@ -424,7 +426,9 @@ def _thumbnail_overlay(row: pd.Series):
     model cannot be loaded."""
     # Imported here: the Predict helpers and the model are needed only once this is asked for.
     import ui.predict
-    from core import config, datasets, images, runs
+    from core import config
+    from core.inputs import datasets, images
+    from core.storage import runs
 
     run_id, thumbnail = str(row["run_id"]), bytes(row["thumbnail"])
     try:
@@ -445,7 +449,7 @@ def _thumbnail_overlay(row: pd.Series):
 def _report_downloads(database: db.Database, prediction_id: int, scope, overlay, caption) -> None:
     # Imported here: fpdf takes most of a second to import, paid only where a report is shown.
     import ui.predict
-    from core import case_report
+    from core.serving import case_report
 
     try:
         report = case_report.build_report(

@@ -4,8 +4,10 @@ import pandas as pd
 import streamlit as st
 
 import ui.formatting
-from core import datasets, db, reports
-from core.card import Card
+from core.analysis import reports
+from core.inputs import datasets
+from core.storage import db
+from core.storage.card import Card
 
 # What a first visit can do, each with the page that does it; History keeps what was done.
 START_HERE = (

@@ -74,7 +74,7 @@ def _progress_text(status: worker.JobStatus) -> str:
 
 
 def _show_running(status: worker.JobStatus, prefix: str) -> None:
-    from core import charts
+    from core.analysis import charts
 
     if status.fraction is None:
         st.status(_progress_text(status), state="running")

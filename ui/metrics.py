@@ -9,8 +9,8 @@ import ui.formatting
 import ui.jobs
 import ui.page
 import ui.runs
-from core import runs
-from core.card import Card
+from core.storage import runs
+from core.storage.card import Card
 
 
 def change(value: float | None, reference: float | None, digits: int = 3) -> str | None:
@@ -22,7 +22,7 @@ def change(value: float | None, reference: float | None, digits: int = 3) -> str
 
 def headline_table(evaluation: dict) -> None:
     """The test metrics with their 95% bootstrap intervals, three decimals, labels in full."""
-    from core import reports
+    from core.analysis import reports
 
     table = reports.headline_table(evaluation).rename(
         columns={
@@ -39,7 +39,7 @@ def headline_table(evaluation: dict) -> None:
 def classification_report(
     predictions: pd.DataFrame, threshold: float, key: str | None = None
 ) -> None:
-    from core import reports
+    from core.analysis import reports
 
     st.dataframe(
         reports.classification_report(predictions, threshold),
@@ -58,7 +58,7 @@ def classification_report(
 
 def threshold_cards(point, reference) -> None:
     """Threshold metrics at `point`, with their change from the run's own threshold."""
-    from core import reports
+    from core.analysis import reports
 
     names = ("sensitivity", "specificity", "ppv", "npv", "f1")
     for column, key in zip(st.columns(len(names)), names, strict=True):
@@ -104,7 +104,7 @@ def _set_state(key: str, value) -> None:
 
 def test_split(run: runs.Run, predictions: pd.DataFrame, epochs: pd.DataFrame) -> None:
     """The One run tab: a run's held-out test split, explored at any threshold."""
-    from core import charts, reports
+    from core.analysis import charts, reports
 
     test = run.card.test_metrics
     st.caption(f"Held-out test split: {test['n']} images, {test['n_positive']} malignant.")
@@ -127,7 +127,7 @@ def test_split(run: runs.Run, predictions: pd.DataFrame, epochs: pd.DataFrame) -
 
 def members_section(card) -> None:
     """What an ensemble combines, each member beside the ensemble."""
-    from core import reports
+    from core.analysis import reports
 
     st.markdown("**Ensemble members**, each at its own threshold on the same test split")
     st.dataframe(reports.members_table(card), hide_index=True)
@@ -145,7 +145,7 @@ def evaluation_charts(
     `evaluation` is a `metrics.evaluate` result and `predictions` its labels and
     probabilities; `key` keeps the charts of two evaluations on one page apart.
     """
-    from core import charts
+    from core.analysis import charts
 
     counts, normalised = st.columns(2)
     counts.plotly_chart(charts.confusion_matrix_figure(point.counts), key=f"{key}_counts")
@@ -186,7 +186,8 @@ def evaluate_on_your_data(database, cards: dict[str, Card]) -> None:
 
 def evaluation_form(cards: dict[str, Card]) -> None:
     """Dataset and runs, then Start: disabled while any background job runs."""
-    from core import datasets, worker
+    from core import worker
+    from core.inputs import datasets
 
     picked = ui.datasets.dataset_picker("metrics_eval")
     if picked is None:
@@ -243,14 +244,14 @@ def _dataset_errors(data_dir: str, csv: str | None) -> list[str]:
 
     Rows that cannot be scored are not among them: the skip checkbox decides about those.
     """
-    from core import data, datasets
+    from core.inputs import data, datasets
 
     report = data.validate_dataset(data_dir, csv, min_per_class=1)
     return [datasets.without_paths(problem.message) for problem in report.errors]
 
 
 def _show_evaluation_finished(status) -> None:
-    from core import datasets
+    from core.inputs import datasets
 
     if status.state == "cancelled":
         st.warning(f"Evaluation {status.job_id}: {status.message}.")
@@ -279,7 +280,7 @@ EVALUATION_LIST_COLUMNS = {
 
 def stored_evaluations(database, run: runs.Run) -> None:
     """The run's stored evaluations, newest first, and the one chosen in full."""
-    from core import datasets
+    from core.inputs import datasets
 
     listed = database.list_evaluations(run.run_id)
     if listed.empty:
@@ -309,7 +310,7 @@ def stored_evaluations(database, run: runs.Run) -> None:
 
 def show_evaluation(run_id: str, record: dict, predictions: pd.DataFrame) -> None:
     """One stored evaluation: what One run shows for the test split, then the subgroups."""
-    from core import reports
+    from core.analysis import reports
 
     scored = record["metrics"]
     tta = "with" if record["tta"] else "without"
@@ -352,7 +353,7 @@ def show_evaluation(run_id: str, record: dict, predictions: pd.DataFrame) -> Non
 
 def local_threshold_form(run: runs.Run, record: dict, predictions: pd.DataFrame) -> None:
     """Use a threshold from this evaluation: preview what it gives, adopt it, or go back."""
-    from core import operating_point, reports
+    from core.analysis import operating_point, reports
 
     evaluation_id = record["evaluation_id"]
     current = operating_point.threshold_for(run)
@@ -402,7 +403,7 @@ def comparison_table(
     Given the runs' test predictions, a warning naming each test split's size comes first
     when the splits differ: their test metrics are then not on the same images.
     """
-    from core import compare, reports
+    from core.analysis import compare, reports
 
     warning = compare.test_split_warning(test_predictions) if test_predictions else None
     if warning:
@@ -443,7 +444,7 @@ def crossval_section(run, in_source_auc: float | None) -> None:
 
 
 def crossval_block(crossval: dict, title: str, caption: str, in_source_auc, key: str) -> None:
-    from core import charts, reports
+    from core.analysis import charts, reports
 
     st.subheader(title)
     st.caption(
@@ -474,7 +475,7 @@ def paired_images(database, test_predictions: dict[str, pd.DataFrame]):
     A shared evaluation set, where every run was evaluated on the same dataset, is offered
     first; the images the runs' test splits have in common are always offered.
     """
-    from core import compare
+    from core.analysis import compare
 
     run_ids = list(test_predictions)
     shared = compare.shared_evaluations(database.list_evaluations(), run_ids)
@@ -502,7 +503,7 @@ def paired_images(database, test_predictions: dict[str, pd.DataFrame]):
 
 def paired_comparison(paired, cards: dict[str, Card]) -> None:
     """The paired tests of each run against the first chosen one, and their ROC curves."""
-    from core import charts, compare, reports
+    from core.analysis import charts, compare, reports
 
     thresholds = {run_id: card.threshold for run_id, card in cards.items()}
     reference = next(iter(paired.probabilities))

@@ -3,7 +3,8 @@
 import streamlit as st
 
 import ui.formatting
-from core import db, diagnoses, labels
+from core.inputs import diagnoses, labels
+from core.storage import db
 
 
 def outcome_inputs(prefix: str) -> None:

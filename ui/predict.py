@@ -7,7 +7,9 @@ import ui.formatting
 import ui.outcomes
 import ui.session
 import ui.tables
-from core import datasets, db, reports, runs
+from core.analysis import reports
+from core.inputs import datasets
+from core.storage import db, runs
 
 # Loading TensorFlow and a model takes seconds the first time: the page says so (a spinner
 # shows only after half a second, so a cached model flashes nothing).
@@ -17,7 +19,7 @@ LOADING_MODEL = "Loading the model (first time: about 10 s)…"
 @st.cache_resource(max_entries=3, show_spinner=False)
 def _load_predictor(run_id: str, models_dir: str, model_mtime_ns: int):
     # The mtime is part of the key: a run folder rewritten in place loads a fresh model.
-    from core.inference import Predictor
+    from core.serving.inference import Predictor
 
     predictor = Predictor(runs.load_run(runs.models_dir(models_dir) / run_id))
     predictor.warm_up()
@@ -58,7 +60,7 @@ def batch_results(predictor, run_id: str, tta: bool, files, database: db.Databas
     Session state keeps the results (names, hashes, ids), never the image bytes: those stay in
     the uploader and are read again for the image shown.
     """
-    from core import predict_service
+    from core.serving import predict_service
 
     batch = (run_id, tta, tuple(file.file_id for file in files))
     if st.session_state.get("predict_batch") != batch:
@@ -82,14 +84,14 @@ def batch_results(predictor, run_id: str, tta: bool, files, database: db.Databas
 @st.cache_data(max_entries=32, show_spinner="Computing Grad-CAM")
 def explanation(_predictor, run_id: str, sha256: str, _data: bytes, toward: str):
     """Grad-CAM of one image, cached by run, image content and direction."""
-    from core import predict_service
+    from core.serving import predict_service
 
     return predict_service.explain(_predictor, _data, toward)
 
 
 def image_bytes(result, files) -> bytes | None:
     """The uploaded bytes of a result's image, read again from the uploader's files."""
-    from core import predict_service
+    from core.serving import predict_service
 
     pairs = ((file.name, file.getvalue()) for file in files)
     return predict_service.upload_bytes(pairs, result.prediction.file, result.prediction.sha256)
@@ -102,7 +104,7 @@ def toward(result) -> str:
 
 def explanation_view(_predictor, run_id: str, result, data: bytes | None) -> None:
     """The image, its Grad-CAM heat map toward the predicted class, or their overlay."""
-    from core import predict_service
+    from core.serving import predict_service
 
     if data is None:
         name = reports.display_name(result.prediction.file)
@@ -127,7 +129,7 @@ def report_buttons(
     database: db.Database | None, _predictor, run_id: str, result, data: bytes | None
 ) -> None:
     """The case report of this stored prediction, with its image and Grad-CAM overlay."""
-    from core import case_report
+    from core.serving import case_report
 
     if result.prediction_id is None:
         return
@@ -152,7 +154,7 @@ def report_buttons(
 
 def report_downloads(report, key: str) -> None:
     """The report as PDF and as printable HTML, each written only when its button is clicked."""
-    from core import case_report
+    from core.serving import case_report
 
     stem = case_report.file_stem(report)
     pdf, page = st.columns(2)
@@ -251,7 +253,7 @@ _RESULT_COLUMNS = {
 
 def results_table(results) -> None:
     """A sortable table of a batch of predictions, thumbnails included."""
-    from core import predict_service
+    from core.serving import predict_service
 
     frame = predict_service.results_frame(results)
     percents = {name: frame[name] * 100 for name in ("probability", "distance", "threshold")}
@@ -273,7 +275,7 @@ def results_table(results) -> None:
 
 def csv_button(results) -> None:
     """Every result of the upload, one or many, as CSV."""
-    from core import predict_service
+    from core.serving import predict_service
 
     st.download_button(
         "Download CSV" if len(results) > 1 else "Download this prediction (CSV)",

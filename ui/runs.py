@@ -4,8 +4,8 @@ import streamlit as st
 
 import ui.formatting
 import ui.page
-from core import runs
-from core.card import Card
+from core.storage import runs
+from core.storage.card import Card
 
 
 def run_label(run: runs.Run, active_id: str | None) -> str:

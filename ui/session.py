@@ -9,7 +9,8 @@ import uuid
 import streamlit as st
 
 import ui.formatting
-from core import access, config, db
+from core import access, config
+from core.storage import db
 
 ADMIN_FLAG = "is_admin"
 

@@ -5,7 +5,8 @@ import streamlit as st
 
 import ui.formatting
 import ui.runs
-from core import db, reports
+from core.analysis import reports
+from core.storage import db
 
 # Stored predictions as History and Predict's "predicted before" table show them. Display
 # order: what a reader needs first comes first (which image, what the model said, whether to

@@ -9,7 +9,8 @@ import ui.jobs
 import ui.metrics
 import ui.page
 import ui.runs
-from core import datasets, runs
+from core.inputs import datasets
+from core.storage import runs
 
 _NOTICE = "train_notice"
 _RUN_NOTICE = "train_run_notice"
@@ -17,7 +18,7 @@ _RUN_NOTICE = "train_run_notice"
 
 def site_picker() -> tuple[str, ...]:
     """The anatomical sites to keep: "all", or named sites, never both."""
-    from core import data
+    from core.inputs import data
 
     st.session_state.setdefault("train_sites", [data.ALL_SITES])
     chosen = st.multiselect(
@@ -32,7 +33,7 @@ def site_picker() -> tuple[str, ...]:
 
 def _all_or_named_sites() -> None:
     # The latest choice wins: "all" added last replaces the sites, a site added replaces "all".
-    from core import data
+    from core.inputs import data
 
     chosen = st.session_state["train_sites"]
     if data.ALL_SITES in chosen and len(chosen) > 1:
@@ -43,7 +44,7 @@ def _all_or_named_sites() -> None:
 
 @st.cache_data(ttl=300, max_entries=8, show_spinner="Checking the dataset")
 def _validate(data_dir: str, csv: str | None, sites: tuple[str, ...]):
-    from core import data
+    from core.inputs import data
 
     # A full decode names truncated files too: training drops exactly the files listed here.
     return data.validate_dataset(data_dir, csv, sites or None, full_decode=True)
@@ -78,7 +79,7 @@ _PRESET_WIDGETS = {
 
 def preset_picker() -> str:
     """The recipe, as on the command line (--preset), with what each costs."""
-    from core.train_config import PRESET_COSTS, PRESETS
+    from core.train.train_config import PRESET_COSTS, PRESETS
 
     return st.radio(
         "Preset",
@@ -93,7 +94,7 @@ def preset_picker() -> str:
 
 def _apply_preset() -> None:
     # The preset's values replace those of the settings it sets; the others stay as chosen.
-    from core.train_config import preset_config
+    from core.train.train_config import preset_config
 
     chosen = preset_config(st.session_state["train_preset"], data_dir="")
     for field, key in _PRESET_WIDGETS.items():
@@ -103,13 +104,13 @@ def _apply_preset() -> None:
 def train_settings(preset: str) -> dict:
     """The Settings expander of the Train page: TrainConfig's keyword arguments.
 
-    Choices and defaults come from core (the preset's TrainConfig, `core.train_config`'s
-    allowed values, `core.backbones`), the same ones the command line uses. The widgets a
+    Choices and defaults come from core (the preset's TrainConfig, `core.train.train_config`'s
+    allowed values, `core.modelling.backbones`), the same ones the command line uses. The widgets a
     preset sets take their value from session state only, so that the preset's callback can
     set them.
     """
-    from core import backbones
-    from core.train_config import (
+    from core.modelling import backbones
+    from core.train.train_config import (
         AUGMENTATION_STRENGTHS,
         IMBALANCES,
         TARGETS,
@@ -185,7 +186,8 @@ def train_settings(preset: str) -> dict:
 
 def start_button(train_config) -> None:
     """Start training, disabled while a job runs; the weights are checked before any data."""
-    from core import model, worker
+    from core import worker
+    from core.modelling import model
 
     latest = worker.latest_job()
     running = latest is not None and not latest.finished
@@ -266,7 +268,7 @@ def _open_new_run(status) -> None:
 
 def run_manager() -> None:
     """Every finished run, the committed default included: activate, download, delete."""
-    from core import features, image_cache
+    from core.train import features, image_cache
 
     st.subheader("Runs")
     found, problems = runs.list_runs()
@@ -299,7 +301,7 @@ def run_manager() -> None:
 
 def _run_actions(run: runs.Run, active_id: str | None) -> None:
     """One row: activate (after a warning for a near-chance run), download, delete."""
-    from core import reports
+    from core.analysis import reports
 
     is_active = run.run_id == active_id
     warning = None if is_active else reports.chance_warning(run.card)

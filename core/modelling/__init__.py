@@ -1,0 +1,1 @@
+"""The networks: backbones and heads, EfficientNet-Lite, the out-of-distribution detector."""

@@ -1,0 +1,1 @@
+"""Using a trained run: prediction, Grad-CAM, evaluation on new data, case reports."""

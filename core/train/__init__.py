@@ -1,0 +1,1 @@
+"""Training: recipes and settings, the input pipeline and caches, cross-validation, ensembles."""
