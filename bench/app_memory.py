@@ -111,24 +111,17 @@ PAGES = {"": "Dermoscopy classifier", "History": "History", "Metrics": "Metrics"
 
 def visit(url: str, paths: tuple[str, ...]) -> None:
     """Open each page in Chromium and wait until its title is shown."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    from scripts.predict_in_browser import CHROMIUM_ARGS, chromium_path
+    from scripts.predict_in_browser import chromium_page
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            for path in paths:
-                page.goto(f"{url}/{path}")
-                expect(page.get_by_role("heading", name=PAGES[path], exact=True)).to_be_visible(
-                    timeout=PAGE_TIMEOUT_MS
-                )
-                expect(page.get_by_test_id("stException")).to_have_count(0)
-        finally:
-            browser.close()
+    with chromium_page(1400, 900) as page:
+        for path in paths:
+            page.goto(f"{url}/{path}")
+            expect(page.get_by_role("heading", name=PAGES[path], exact=True)).to_be_visible(
+                timeout=PAGE_TIMEOUT_MS
+            )
+            expect(page.get_by_test_id("stException")).to_have_count(0)
 
 
 def app_memory(settings: Settings) -> list[Figure]:

@@ -14,9 +14,11 @@ Needs playwright (requirements-dev.txt) and Debian's Chromium (`make chromium`).
 import argparse
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 # Playwright cannot download its own browser here: it drives the system's Chromium, without
 # the background requests that a machine with no internet refuses.
@@ -39,29 +41,35 @@ def chromium_path() -> str:
     return chromium
 
 
-def predict(url: str, images: list[Path]) -> list[float]:
-    seconds = []
+@contextmanager
+def chromium_page(width: int = 1280, height: int = 800) -> Iterator[Page]:
+    """A page of headless Chromium, closed on leaving."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
         )
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            for image in images:
-                page.goto(f"{url.rstrip('/')}/Predict")
-                upload = page.locator("input[type=file]")
-                expect(upload).to_be_attached(timeout=TIMEOUT_MS)
-                started = time.monotonic()
-                upload.set_input_files(image)
-                expect(page.get_by_text("Malignant probability (calibrated)")).to_be_visible(
-                    timeout=TIMEOUT_MS
-                )
-                seconds.append(time.monotonic() - started)
-                heat_map = page.get_by_test_id("stImage").filter(has_text="Grad-CAM toward")
-                expect(heat_map.locator("img")).to_be_visible(timeout=TIMEOUT_MS)
-                expect(page.get_by_test_id("stException")).to_have_count(0)
+            yield browser.new_page(viewport={"width": width, "height": height})
         finally:
             browser.close()
+
+
+def predict(url: str, images: list[Path]) -> list[float]:
+    seconds = []
+    with chromium_page() as page:
+        for image in images:
+            page.goto(f"{url.rstrip('/')}/Predict")
+            upload = page.locator("input[type=file]")
+            expect(upload).to_be_attached(timeout=TIMEOUT_MS)
+            started = time.monotonic()
+            upload.set_input_files(image)
+            expect(page.get_by_text("Malignant probability (calibrated)")).to_be_visible(
+                timeout=TIMEOUT_MS
+            )
+            seconds.append(time.monotonic() - started)
+            heat_map = page.get_by_test_id("stImage").filter(has_text="Grad-CAM toward")
+            expect(heat_map.locator("img")).to_be_visible(timeout=TIMEOUT_MS)
+            expect(page.get_by_test_id("stException")).to_have_count(0)
     return seconds
 
 
