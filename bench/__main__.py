@@ -33,6 +33,7 @@ BENCHMARKS = {
     "many": ("bench.inference", "many_images"),
     "cli": ("bench.inference", "command_line"),
     "memory": ("bench.inference", "memory"),
+    "serving_memory": ("bench.serving_memory", "serving_memory"),
     "ensemble": ("bench.inference", "ensemble_tta"),
     "runtimes": ("bench.runtimes", "runtimes"),
     "archive": ("bench.archive", "archive"),

@@ -56,7 +56,9 @@ def archive(settings: Settings) -> list[Figure]:
     """Fresh runs at two counts, then --resume over the largest archive with a few files left."""
     small, large = settings.size(2000, 64), settings.size(20000, 256)
     fresh = {
-        count: run_predict(settings, archive_folder(settings, count), f"fresh-{count}.csv")
+        count: run_predict(
+            settings, archive_folder(settings, count), f"fresh-{count}.csv", "--no-tta"
+        )
         for count in (small, large)
     }
     resumed = resume_run(settings, settings.size(100_000, 1024), left=small)
@@ -101,16 +103,17 @@ def resume_run(settings: Settings, count: int, left: int) -> dict:
     files = find_images([str(folder)])
     out = settings.work_dir / f"resumed-{count}.csv"
     finished_rows(out, files[:-left], settings.run)
-    result = run_predict(settings, folder, out.name, "--resume")
+    result = run_predict(settings, folder, out.name, "--no-tta", "--resume")
     if result["rows"] != count:
         raise RuntimeError(f"--resume left {result['rows']} rows, expected {count}")
     return {"files": count, "left": left, **result}
 
 
 def run_predict(settings: Settings, folder: Path, out_name: str, *options: str) -> dict:
-    """Wall time, peak RSS and the command's own images/s for one `python -m core predict`."""
+    """Wall time, peak RSS and the command's own images/s for one `python -m core predict`
+    (with the card's TTA unless `options` say --no-tta)."""
     out = settings.work_dir / out_name
-    command = [sys.executable, "-m", "core", "predict", "--no-tta", str(folder)]
+    command = [sys.executable, "-m", "core", "predict", str(folder)]
     command += ["--model", str(settings.run.folder), "--out", str(out), *options]
     log = out.with_suffix(".log")
     start = time.perf_counter()

@@ -21,6 +21,7 @@ EXPECTED_GROUPS = {
     "many",
     "cli",
     "memory",
+    "serving_memory",
     "archive",
     "cache",
     "fine_tune",
