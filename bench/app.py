@@ -1,13 +1,11 @@
 """App benchmarks: Home's first render in fresh processes, and which pages stay light."""
 
-import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import Settings, Skipped
+from bench.common import Settings, Skipped, run_probe
 from bench.report import Figure, Goal
 from core import config
 
@@ -29,15 +27,7 @@ def probe_page(page: Path, settings: Settings) -> dict:
     environment = dict(os.environ)
     environment["DERMO_DB_PATH"] = str(settings.work_dir / "app-probe.duckdb")
     environment["PYTHONPATH"] = str(config.REPO_ROOT)
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.page_probe", str(page)],
-        cwd=config.REPO_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_probe("bench.page_probe", str(page), environment=environment)
 
 
 def first_render(settings: Settings, home: Path) -> tuple[Figure, dict]:

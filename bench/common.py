@@ -1,8 +1,11 @@
 """What every benchmark shares: settings, timers, memory readings and the inputs."""
 
 import functools
+import json
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +47,19 @@ def default_data_dir(quick: bool) -> Path:
     if not quick and (DERMOSCOPY_DIR / "metadata.csv").is_file():
         return DERMOSCOPY_DIR
     return config.SAMPLE_DIR
+
+
+def run_probe(module: str, *arguments: str, environment: dict | None = None) -> dict:
+    """Run `python -m module arguments` in a fresh process; its last line of output is JSON."""
+    output = subprocess.run(
+        [sys.executable, "-m", module, *arguments],
+        cwd=config.REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def median_seconds(action: Callable[[], object], repeats: int) -> float:

@@ -1,7 +1,6 @@
 """Prediction benchmarks: one image, a folder, the command line, and memory over time."""
 
 import gc
-import json
 import statistics
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from bench.common import (
     image_folder,
     predictor_for,
     resident_bytes,
+    run_probe,
     time_each,
     timed,
 )
@@ -161,14 +161,7 @@ def many_images(settings: Settings) -> list[Figure]:
 
 def startup_figures(settings: Settings, pipeline_seconds: float) -> list[Figure]:
     """TensorFlow import and model load in a fresh process, next to predicting the folder."""
-    output = subprocess.run(
-        [sys.executable, "-m", "bench.startup_probe", str(settings.run.folder)],
-        cwd=config.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    startup = json.loads(output.strip().splitlines()[-1])
+    startup = run_probe("bench.startup_probe", str(settings.run.folder))
     names = {
         "tensorflow_import_seconds": "TensorFlow import (fresh process)",
         "keras_core_import_seconds": "Keras + core.serving.inference import",

@@ -6,29 +6,13 @@
 the same images: TensorFlow, the model and batches of one view.
 """
 
-import json
-import subprocess
-import sys
-
 from bench.archive import MEBIBYTE, run_predict
-from bench.common import Settings, image_folder
+from bench.common import Settings, image_folder, run_probe
 from bench.report import Figure, Goal
-from core import config
 
 # Streamlit Community Cloud gives an app about 1 to 2.7 GB; these leave the app room.
 CLI_GOAL_MIB = 1.5 * 1024
 UPLOAD_GOAL_MIB = 2.0 * 1024
-
-
-def upload_probe(settings: Settings) -> dict:
-    output = subprocess.run(
-        [sys.executable, "-m", "bench.upload_probe", str(settings.run.folder)],
-        cwd=config.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
 
 
 def serving_memory(settings: Settings) -> list[Figure]:
@@ -36,7 +20,7 @@ def serving_memory(settings: Settings) -> list[Figure]:
     folder = image_folder(settings, count)
     plain = run_predict(settings, folder, "serving-no-tta.csv", "--no-tta")
     with_tta = run_predict(settings, folder, "serving-tta.csv")
-    hostile = upload_probe(settings)
+    hostile = run_probe("bench.upload_probe", str(settings.run.folder))
     card = settings.run.card
     views = f"{card.tta_views} TTA" if card.tta else "no TTA on its card"
     baseline = {"baseline": plain["peak_rss_mib"], "unit": "MiB"}

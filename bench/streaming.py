@@ -5,13 +5,8 @@ towards another's. The images are real ones decoded at a small size and repeated
 names to reach each count, written to a decoded-image cache as `core.train.pipeline` writes it.
 """
 
-import json
-import subprocess
-import sys
-
-from bench.common import Settings, image_files
+from bench.common import Settings, image_files, run_probe
 from bench.report import Figure, Goal
-from core import config
 from core.train import image_cache, pipeline
 
 IMAGE_SIZE = 64
@@ -36,22 +31,7 @@ def stored_files(settings: Settings, count: int) -> list[str]:
 def one_epoch(settings: Settings, mode: str, count: int) -> dict:
     file_list = settings.work_dir / f"scale-{count}.txt"
     file_list.write_text("\n".join(stored_files(settings, count)))
-    output = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.epoch_probe",
-            mode,
-            str(file_list),
-            str(IMAGE_SIZE),
-            str(BATCH_SIZE),
-        ],
-        cwd=config.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    return run_probe("bench.epoch_probe", mode, str(file_list), str(IMAGE_SIZE), str(BATCH_SIZE))
 
 
 def stream_scale(settings: Settings) -> list[Figure]:
