@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.common import Settings, Skipped
+from bench.common import Settings, Skipped, status_bytes
 from bench.report import Figure, Goal
 from core import config
 from core.storage import runs
@@ -32,14 +32,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def status_bytes(pid: int, field: str) -> int:
-    """VmRSS or VmHWM of another process, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not found for process {pid}")
 
 
 def app_folders(settings: Settings) -> dict[str, str]:
@@ -136,10 +128,10 @@ def app_memory(settings: Settings) -> list[Figure]:
     image, archive = image_zip(settings, count)
     with served_app(settings) as (url, pid):
         visit(url, ("",))
-        idle = status_bytes(pid, "VmRSS")
+        idle = status_bytes("VmRSS", pid)
         predict(url, [image, archive])
         visit(url, ("History", "Metrics"))
-        peak, after = status_bytes(pid, "VmHWM"), status_bytes(pid, "VmRSS")
+        peak, after = status_bytes("VmHWM", pid), status_bytes("VmRSS", pid)
     members = len(settings.run.card.members) or 1
     return [
         Figure(

@@ -88,23 +88,23 @@ def timed(action: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def _status_bytes(field: str) -> int:
-    """A memory figure of this process from /proc (psutil is not a dependency)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def status_bytes(field: str, pid: int | str = "self") -> int:
+    """A memory figure (VmRSS, VmHWM) of a process from /proc (psutil is not a dependency)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not found in /proc/self/status")
+    raise RuntimeError(f"{field} not found in /proc/{pid}/status")
 
 
 def resident_bytes() -> int:
     """Resident set size of this process now."""
-    return _status_bytes("VmRSS")
+    return status_bytes("VmRSS")
 
 
 def peak_resident_bytes() -> int:
     """The process's peak resident set size (VmHWM). Unlike getrusage's ru_maxrss it starts
     afresh at exec, so a probe does not report the peak of the benchmark that started it."""
-    return _status_bytes("VmHWM")
+    return status_bytes("VmHWM")
 
 
 def image_files(settings: Settings) -> list[Path]:

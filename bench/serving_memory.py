@@ -23,8 +23,11 @@ def serving_memory(settings: Settings) -> list[Figure]:
     hostile = run_probe("bench.upload_probe", str(settings.run.folder))
     card = settings.run.card
     views = f"{card.tta_views} TTA" if card.tta else "no TTA on its card"
-    baseline = {"baseline": plain["peak_rss_mib"], "unit": "MiB"}
-    baseline["baseline_name"] = f"predict --no-tta over the {count} images"
+    baseline = {
+        "baseline": plain["peak_rss_mib"],
+        "unit": "MiB",
+        "baseline_name": f"predict --no-tta over the {count} images",
+    }
     return [
         Figure(
             group="serving_memory",
