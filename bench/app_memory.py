@@ -28,10 +28,23 @@ SERVER_START_SECONDS = 120
 PAGE_TIMEOUT_MS = 300_000
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def app_command(port: int) -> list[str]:
+    """`streamlit run Home.py` on a local port, as the benchmark and the browser test serve it."""
+    return [
+        *(sys.executable, "-m", "streamlit", "run", "Home.py"),
+        *("--server.headless", "true", "--server.address", "127.0.0.1"),
+        *("--server.port", str(port), "--browser.gatherUsageStats", "false"),
+        # Nothing is edited meanwhile, and watching files costs CPU.
+        *("--server.fileWatcherType", "none"),
+        # Hide the developer-only Deploy button, so screenshots show what users see.
+        *("--client.toolbarMode", "viewer"),
+    ]
 
 
 def app_folders(settings: Settings) -> dict[str, str]:
@@ -53,12 +66,9 @@ def served_app(settings: Settings) -> Iterator[tuple[str, int]]:
     """(URL, server pid) of the app, single-user, on a free local port."""
     environment = {**os.environ, **app_folders(settings)}
     environment.pop("DERMO_ADMIN_SECRET", None)
-    port = _free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.headless", "true"]
-    command += ["--server.address", "127.0.0.1", "--server.port", str(port)]
-    command += ["--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    port = free_port()
     server = subprocess.Popen(
-        command,
+        app_command(port),
         cwd=config.REPO_ROOT,
         env=environment,
         stdout=subprocess.DEVNULL,

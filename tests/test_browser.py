@@ -17,9 +17,7 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.app_memory import app_command, free_port
 from core import config
 from core.storage import runs
 
@@ -81,12 +80,6 @@ PAGE_SETTLED = """() => {
             (chart) => chart.querySelector(".main-svg"))
         && shown("img").every((image) => image.complete && image.naturalWidth > 0);
 }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _models_for_the_app(models_dir: Path, request: pytest.FixtureRequest) -> str:
@@ -155,18 +148,10 @@ def served_app(tmp_path_factory, request) -> Iterator[tuple[str, str]]:
         "DERMO_DATA_ROOT": str(root / "data"),
         "DERMO_CACHE_DIR": str(root / "cache"),
     }
-    port = _free_port()
+    port = free_port()
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     log_path = ARTIFACTS_DIR / "streamlit.log"
-    command = [
-        *(sys.executable, "-m", "streamlit", "run", "Home.py"),
-        *("--server.headless", "true", "--server.address", "127.0.0.1"),
-        *("--server.port", str(port), "--browser.gatherUsageStats", "false"),
-        # Nothing is edited during the test, and watching files costs CPU.
-        *("--server.fileWatcherType", "none"),
-        # Hide the developer-only Deploy button, so screenshots show what users see.
-        *("--client.toolbarMode", "viewer"),
-    ]
+    command = app_command(port)
     with open(log_path, "w") as log:
         server = subprocess.Popen(
             command,
